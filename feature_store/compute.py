@@ -1,0 +1,124 @@
+"""Pure feature computation and the point-in-time join (DataFrames in, DataFrames out)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from feature_store.definitions import (
+    ITEM,
+    ON_DEMAND,
+    USER,
+    USER_CATEGORY,
+    USER_ITEM,
+    VIEWS,
+    W,
+    FeatureView,
+    model_features,
+)
+
+
+def _count(df: pd.DataFrame, keys: list[str], name: str) -> pd.DataFrame:
+    return df.groupby(keys, sort=False).size().rename(name).astype("float32").reset_index()
+
+
+def compute_views(
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+    impressions: pd.DataFrame,
+    clicks: pd.DataFrame,
+    carts: pd.DataFrame,
+    purchases: pd.DataFrame,
+) -> dict[str, pd.DataFrame]:
+    """Every feature view from one window of events and the latest dimension snapshots.
+
+    Returns ``{view name: DataFrame(keys + features)}``; the user and item views hold every user
+    and item of the snapshots (zero counts where there were no events), the pair views only pairs
+    with events.
+    """
+    cat = items.set_index("item_id")["category"]
+    price = items.set_index("item_id")["price"]
+
+    def with_cat(df: pd.DataFrame) -> pd.DataFrame:
+        return df.assign(category=cat.reindex(df["item_id"]).to_numpy())
+
+    # user
+    u = users[["user_id"]].copy()
+    for ev, name in ((impressions, "impressions"), (clicks, "clicks"), (carts, "carts"),
+                     (purchases, "purchases")):
+        u = u.merge(_count(ev, ["user_id"], f"u_{name}_{W}"), on="user_id", how="left")
+    lp = clicks.assign(lp=np.log(price.reindex(clicks["item_id"]).to_numpy()))
+    lp = lp.groupby("user_id")["lp"].mean().rename(f"u_log_price_clicked_{W}").reset_index()
+    u = u.merge(lp, on="user_id", how="left")
+    u[f"u_ctr_{W}"] = (u[f"u_clicks_{W}"].fillna(0) + 1) / (u[f"u_impressions_{W}"].fillna(0) + 10)
+    u["u_age_band"] = users["age_band"].to_numpy()
+
+    # item
+    it = items[["item_id"]].copy()
+    for ev, name in ((impressions, "impressions"), (clicks, "clicks"), (carts, "carts"),
+                     (purchases, "purchases")):
+        it = it.merge(_count(ev, ["item_id"], f"i_{name}_{W}"), on="item_id", how="left")
+    pos = impressions.groupby("item_id")["position"].mean().rename(f"i_mean_position_{W}")
+    it = it.merge(pos.reset_index(), on="item_id", how="left")
+    it = _fill(it, ITEM)
+    it[f"i_ctr_{W}"] = (it[f"i_clicks_{W}"] + 1) / (it[f"i_impressions_{W}"] + 20)
+    it[f"i_cvr_{W}"] = (it[f"i_purchases_{W}"] + 0.2) / (it[f"i_clicks_{W}"] + 2)
+    it["i_log_price"] = np.log(items["price"].to_numpy())
+    it["i_category"] = items["category"].to_numpy()
+
+    # user x category
+    uc = _count(with_cat(impressions), ["user_id", "category"], f"uc_impressions_{W}")
+    for ev, name in ((clicks, "clicks"), (purchases, "purchases")):
+        uc = uc.merge(_count(with_cat(ev), ["user_id", "category"], f"uc_{name}_{W}"),
+                      on=["user_id", "category"], how="outer")
+    uc = _fill(uc, USER_CATEGORY)
+    total = uc.groupby("user_id")[f"uc_clicks_{W}"].transform("sum")
+    uc[f"uc_click_share_{W}"] = np.where(total > 0, uc[f"uc_clicks_{W}"] / total.clip(lower=1), 0)
+
+    # user x item
+    ui = _count(impressions, ["user_id", "item_id"], f"ui_impressions_{W}")
+    for ev, name in ((clicks, "clicks"), (purchases, "purchases")):
+        ui = ui.merge(_count(ev, ["user_id", "item_id"], f"ui_{name}_{W}"),
+                      on=["user_id", "item_id"], how="outer")
+
+    out = {"user": _fill(u, USER), "item": it, "user_category": uc,
+           "user_item": _fill(ui, USER_ITEM)}
+    return {name: _typed(out[name], view) for view in VIEWS for name in [view.name]}
+
+
+def _fill(df: pd.DataFrame, view: FeatureView) -> pd.DataFrame:
+    for f in view.features:
+        if f.name in df:
+            df[f.name] = df[f.name].fillna(f.default)
+    return df
+
+
+def _typed(df: pd.DataFrame, view: FeatureView) -> pd.DataFrame:
+    df = _fill(df, view)
+    cols = {k: "int64" for k in view.keys} | {f.name: f.dtype for f in view.features}
+    return df[list(cols)].astype(cols).sort_values(list(view.keys), ignore_index=True)
+
+
+def join_features(rows: pd.DataFrame, views: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Attach every model feature to ``rows`` (which hold ``user_id`` and ``item_id``).
+
+    ``views`` must be the feature views as of the moment the rows are scored (for training rows
+    of date D: as of the end of D-1). Entities absent from a view get the features' defaults.
+    Row order and the other columns of ``rows`` are kept.
+    """
+    out = rows.reset_index(drop=True)
+    for view in VIEWS:
+        table = views[view.name]
+        if view is USER_CATEGORY:
+            out["category"] = out["i_category"].fillna(-1).astype("int64")
+        out = out.merge(table, on=list(view.keys), how="left", sort=False)
+        out = _fill(out, view)
+    out = out.drop(columns=["category"])
+    out[ON_DEMAND[0].name] = (out["i_log_price"] - out[f"u_log_price_clicked_{W}"]).astype(
+        "float32")
+    return out
+
+
+def feature_matrix(df: pd.DataFrame) -> np.ndarray:
+    """The model's input matrix (float32, columns in :func:`model_features` order)."""
+    return np.ascontiguousarray(df[model_features()].to_numpy(dtype=np.float32))

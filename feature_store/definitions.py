@@ -1,0 +1,100 @@
+"""Every feature rankline computes: its name, dtype, version, default and meaning.
+
+This module is the one source of feature names for training, batch scoring and the online store.
+A feature view groups the features of one entity; a view's partition for date D holds the values
+as of the end of D, computed from events of the ``WINDOW_DAYS`` days ending with D.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WINDOW_DAYS = 7
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One feature column."""
+
+    name: str
+    dtype: str  # numpy dtype name
+    description: str
+    default: float = 0.0  # value for an entity with no events in the window (NaN = unknown)
+    version: int = 1
+
+
+@dataclass(frozen=True)
+class FeatureView:
+    """The features of one entity, stored together."""
+
+    name: str
+    keys: tuple[str, ...]
+    features: tuple[Feature, ...]
+
+    @property
+    def version(self) -> str:
+        """The view's version: changes when any feature's version changes."""
+        return "v" + ".".join(str(f.version) for f in self.features)
+
+    @property
+    def names(self) -> list[str]:
+        """Feature column names, in order."""
+        return [f.name for f in self.features]
+
+
+NAN = float("nan")
+W = f"{WINDOW_DAYS}d"
+
+USER = FeatureView("user", ("user_id",), (
+    Feature(f"u_impressions_{W}", "float32", "impressions shown to the user"),
+    Feature(f"u_clicks_{W}", "float32", "clicks by the user"),
+    Feature(f"u_carts_{W}", "float32", "add-to-carts by the user"),
+    Feature(f"u_purchases_{W}", "float32", "purchases by the user"),
+    Feature(f"u_ctr_{W}", "float32", "smoothed click-through rate (clicks+1)/(impressions+10)",
+            default=0.1),
+    Feature(f"u_log_price_clicked_{W}", "float32", "mean log price of clicked items",
+            default=NAN),
+    Feature("u_age_band", "float32", "age band from the users table", default=NAN),
+))
+ITEM = FeatureView("item", ("item_id",), (
+    Feature(f"i_impressions_{W}", "float32", "times the item was shown"),
+    Feature(f"i_clicks_{W}", "float32", "clicks on the item"),
+    Feature(f"i_carts_{W}", "float32", "add-to-carts of the item"),
+    Feature(f"i_purchases_{W}", "float32", "purchases of the item"),
+    Feature(f"i_ctr_{W}", "float32", "smoothed CTR (clicks+1)/(impressions+20)", default=0.05),
+    Feature(f"i_cvr_{W}", "float32", "smoothed purchases per click (purchases+0.2)/(clicks+2)",
+            default=0.1),
+    Feature(f"i_mean_position_{W}", "float32", "mean position when shown", default=NAN),
+    Feature("i_log_price", "float32", "log of the item's price", default=NAN),
+    Feature("i_category", "float32", "the item's category id", default=NAN),
+))
+USER_CATEGORY = FeatureView("user_category", ("user_id", "category"), (
+    Feature(f"uc_impressions_{W}", "float32", "user's impressions of items in the category"),
+    Feature(f"uc_clicks_{W}", "float32", "user's clicks in the category"),
+    Feature(f"uc_purchases_{W}", "float32", "user's purchases in the category"),
+    Feature(f"uc_click_share_{W}", "float32", "share of the user's clicks in the category"),
+))
+USER_ITEM = FeatureView("user_item", ("user_id", "item_id"), (
+    Feature(f"ui_impressions_{W}", "float32", "times the item was shown to the user"),
+    Feature(f"ui_clicks_{W}", "float32", "user's clicks on the item"),
+    Feature(f"ui_purchases_{W}", "float32", "user's purchases of the item"),
+))
+VIEWS: tuple[FeatureView, ...] = (USER, ITEM, USER_CATEGORY, USER_ITEM)
+ONLINE_VIEWS: tuple[FeatureView, ...] = (USER, ITEM, USER_CATEGORY)
+"""Views materialized to the online store (user x item is too sparse to be worth it)."""
+
+ON_DEMAND: tuple[Feature, ...] = (
+    Feature("od_price_vs_user", "float32",
+            "item log price minus the user's mean clicked log price", default=NAN),
+)
+"""Computed at join time from the views above (same code for training and scoring)."""
+
+
+def model_features() -> list[str]:
+    """The model's input columns, in order: every view's features, then the on-demand ones."""
+    return [name for view in VIEWS for name in view.names] + [f.name for f in ON_DEMAND]
+
+
+def feature_versions() -> dict[str, str]:
+    """``{view: version}``, logged with every model so scoring can check it matches."""
+    return {v.name: v.version for v in VIEWS}

@@ -1,0 +1,78 @@
+"""The offline store: date-partitioned Parquet, one folder per view and version.
+
+``offline/<view>/<version>/date=D/part-0.parquet`` holds the view's values as of the end of D,
+computed from raw events of the window ending with D. Reading "as of D-1" for D's training rows is
+what keeps the join point-in-time correct: nothing from D's events can reach D's rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from feature_store.compute import compute_views
+from feature_store.definitions import VIEWS, WINDOW_DAYS, FeatureView
+from pipeline import io
+
+log = logging.getLogger(__name__)
+
+
+def view_root(offline_dir: Path, view: FeatureView) -> Path:
+    """Folder of one view's partitions."""
+    return Path(offline_dir) / view.name / view.version
+
+
+def build_features(
+    raw_dir: Path, offline_dir: Path, date: dt.date, validation_dir: Path | None = None
+) -> dict[str, str]:
+    """Compute every view as of the end of ``date`` and write its partition (overwriting).
+
+    Reads only raw partitions of the window ending with ``date``; with ``validation_dir``, only
+    days whose validation passed (others are logged and count as days without events, as do
+    days before the first ingested date).
+    """
+    days = io.window(date, WINDOW_DAYS)
+    if validation_dir is not None:
+        from pipeline.validation import is_valid
+
+        skipped = [d for d in days if d != date and not is_valid(validation_dir, d)]
+        if skipped:
+            log.warning("features as of %s skip unvalidated days %s", date, skipped)
+        days = [d for d in days if d not in skipped]
+    users = io.read_partition(raw_dir, "users", date)
+    items = io.read_partition(raw_dir, "items", date)
+    ev = {t: io.read_dates(raw_dir, t, days, missing_ok=True,
+                           columns=["user_id", "item_id", *(["position"] if t == "impressions" else [])])
+          for t in ("impressions", "clicks", "add_to_cart", "purchases")}
+    views = compute_views(users, items, ev["impressions"], ev["clicks"], ev["add_to_cart"],
+                          ev["purchases"])
+    paths = {}
+    for view in VIEWS:
+        df = views[view.name]
+        paths[view.name] = str(io.write_partition(df, view_root(offline_dir, view), "", date))
+        log.info("features %s as of %s: %d rows", view.name, date, len(df))
+    return paths
+
+
+def read_views(offline_dir: Path, as_of: dt.date) -> dict[str, pd.DataFrame]:
+    """Every view as of the end of ``as_of``; a clear error if that date was never built."""
+    out = {}
+    for view in VIEWS:
+        root = view_root(offline_dir, view)
+        path = io.partition_path(root, "", as_of)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"no features of view {view.name} ({view.version}) as of {as_of}: {path}; "
+                "run the ingest DAG for that date first"
+            )
+        out[view.name] = io.read_parquet(path)
+    return out
+
+
+def feature_dates(offline_dir: Path) -> list[dt.date]:
+    """Dates for which every view has a partition."""
+    sets = [set(io.list_dates(view_root(offline_dir, v), "")) for v in VIEWS]
+    return sorted(set.intersection(*sets)) if sets else []

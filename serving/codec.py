@@ -1,0 +1,52 @@
+"""Compact binary values for the key-value stores.
+
+A recommendation list is ``<B version=1><B id width 4|8><H k>`` followed by k item ids (little
+endian int32 or int64) and k float32 scores: 604 bytes for 50 items with 32-bit ids, against
+~1.9 KB as JSON text. A feature vector is ``<B version=2><H n>`` and n float32 values.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+_RECS, _VEC = 1, 2
+_HEAD = struct.Struct("<BBH")
+_VHEAD = struct.Struct("<BH")
+
+
+def encode_recs(item_ids: np.ndarray, scores: np.ndarray) -> bytes:
+    """Pack one ranked list (ids in rank order, their scores)."""
+    ids = np.asarray(item_ids)
+    if len(ids) != len(scores) or len(ids) > 65_535:
+        raise ValueError("need as many scores as ids, and at most 65535 of them")
+    wide = len(ids) and (ids.max() > np.iinfo(np.int32).max or ids.min() < np.iinfo(np.int32).min)
+    ids = ids.astype("<i8" if wide else "<i4")
+    return _HEAD.pack(_RECS, ids.itemsize, len(ids)) + ids.tobytes() + np.asarray(
+        scores, dtype="<f4").tobytes()
+
+
+def decode_recs(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Unpack a list packed by :func:`encode_recs`: ``(item_ids int64, scores float32)``."""
+    version, width, k = _HEAD.unpack_from(blob)
+    if version != _RECS or width not in (4, 8):
+        raise ValueError(f"not a recommendation list (version {version}, id width {width})")
+    off = _HEAD.size
+    ids = np.frombuffer(blob, dtype=f"<i{width}", count=k, offset=off).astype(np.int64)
+    scores = np.frombuffer(blob, dtype="<f4", count=k, offset=off + k * width)
+    return ids, scores
+
+
+def encode_vector(values: np.ndarray) -> bytes:
+    """Pack a float32 feature vector."""
+    v = np.asarray(values, dtype="<f4")
+    return _VHEAD.pack(_VEC, len(v)) + v.tobytes()
+
+
+def decode_vector(blob: bytes) -> np.ndarray:
+    """Unpack a vector packed by :func:`encode_vector`."""
+    version, n = _VHEAD.unpack_from(blob)
+    if version != _VEC:
+        raise ValueError(f"not a feature vector (version {version})")
+    return np.frombuffer(blob, dtype="<f4", count=n, offset=_VHEAD.size)
