@@ -12,8 +12,8 @@ from feature_store.definitions import (
     USER_CATEGORY,
     USER_ITEM,
     VIEWS,
-    W,
     FeatureView,
+    W,
     model_features,
 )
 

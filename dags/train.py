@@ -1,0 +1,78 @@
+"""Train DAG: training set → train → evaluate and promote, triggered by new features."""
+
+from __future__ import annotations
+
+from airflow.sdk import Param, dag, task
+
+from pipeline.dag_support import (
+    DEFAULT_ARGS,
+    FEATURES,
+    MODEL,
+    TAGS,
+    as_of_date,
+    mlflow_run,
+    settings,
+    start_date,
+)
+
+
+@dag(
+    dag_id="train",
+    schedule=[FEATURES],
+    start_date=start_date(),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=[*TAGS, "train"],
+    params={"as_of": Param(None, type=["null", "string"], format="date",
+                           description="Last date of the split (default: newest features)")},
+)
+def train() -> None:
+    """### Train: training set → train → evaluate and promote
+
+    Runs when the `rankline_features` asset is updated (or by hand, with `as_of`). For the
+    date D it works on: labels from the funnel (purchase 3 > add-to-cart 2 > click 1 > ignored 0)
+    plus negatives sampled from the match set, joined with features as of the day before each
+    row's date (point-in-time); a time-based split (train, validation for early stopping, the
+    last dates held out for test).
+
+    It trains the XGBoost ranker (`rank:pairwise` by default, CUDA when present), evaluates it
+    on the held-out dates beside the popularity and random baselines, the current champion and
+    the oracle (NDCG@10, MAP@10, recall@20), and logs everything to one MLflow run: params,
+    learning curve, feature importance, the model with its signature, the evaluation table.
+    **The model becomes the champion (MLflow alias) only if it beats both baselines and the
+    champion.** Updates the `rankline_model` asset, which triggers `hulk_refresh`.
+    """
+
+    @task
+    def training_set(**context) -> dict:
+        from pipeline.training import build_training_set
+
+        as_of = as_of_date(context)
+        return {"as_of": as_of.isoformat(), "split": build_training_set(settings(), as_of),
+                "mlflow_run_id": mlflow_run(context)}
+
+    @task
+    def train_model(assembled: dict) -> dict:
+        from pipeline.training import train_model as fit
+
+        return fit(settings(), assembled["split"], assembled["mlflow_run_id"])
+
+    @task(outlets=[MODEL])
+    def evaluate(assembled: dict, trained: dict, **context) -> dict:
+        from pipeline.training import evaluate as run_evaluation
+
+        result = run_evaluation(settings(), assembled["split"], assembled["mlflow_run_id"],
+                                trained)
+        context["outlet_events"][MODEL].extra = {
+            "as_of": assembled["as_of"], "model_version": trained["model_version"],
+            "promoted": result["promoted"]}
+        return result
+
+    assembled = training_set()
+    evaluate(assembled, train_model(assembled))
+
+
+train_dag = train()
+
+

@@ -1,0 +1,95 @@
+"""Running rankline's DAGs in Airflow on the embedded defaults (SQLite under ``<home>/airflow``).
+
+:func:`configure` must run before anything imports ``airflow`` in the process: Airflow reads
+its configuration at import time. :func:`run_dag` runs one DAG run with ``dag.test()``: the run
+and its task instances are recorded in Airflow's database like any other run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DAGS_FOLDER = Path(__file__).resolve().parents[1] / "dags"
+
+
+def airflow_env(settings: Settings) -> dict[str, str]:
+    """The ``AIRFLOW_*`` variables of the embedded deployment (values already set win)."""
+    home = (settings.home / "airflow").resolve()
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": "8080",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "GX_ANALYTICS_ENABLED": "False",
+        "MLFLOW_ENABLE_PROACTIVE_NUDGES": "false",
+    }
+    # The task processes read rankline settings from the environment: pass ours on.
+    env["RANKLINE_HOME"] = str(settings.home.resolve())
+    return env
+
+
+def configure(settings: Settings, override: bool = False) -> dict[str, str]:
+    """Export the Airflow variables into this process (before ``airflow`` is imported)."""
+    if "airflow" in sys.modules and "airflow.sdk" in sys.modules and not override:
+        log.debug("airflow already imported; its configuration may not follow these variables")
+    env = airflow_env(settings)
+    for key, value in env.items():
+        if override or key not in os.environ:
+            os.environ[key] = value
+    Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def migrate() -> None:
+    """Create or upgrade Airflow's database (``airflow db migrate``)."""
+    airflow = Path(sys.executable).with_name("airflow")
+    cmd = [str(airflow) if airflow.exists() else "airflow", "db", "migrate"]
+    log.info("airflow db migrate (%s)", os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"))
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=os.environ.copy())
+
+
+def load_dags() -> dict[str, Any]:
+    """Every DAG defined in the dags folder, by dag_id (parsing the files as Airflow would)."""
+    from airflow.sdk import DAG
+
+    dags: dict[str, Any] = {}
+    for path in sorted(DAGS_FOLDER.glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"rankline_dag_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        for obj in vars(module).values():
+            if isinstance(obj, DAG):
+                dags[obj.dag_id] = obj
+    return dags
+
+
+def run_dag(dag: Any, logical_date: dt.date | None = None,
+            conf: dict[str, Any] | None = None) -> Any:
+    """Run one DAG run in-process with ``dag.test()``; raise if it did not succeed."""
+    kwargs: dict[str, Any] = {"run_conf": conf or {}}
+    if logical_date is not None:
+        kwargs["logical_date"] = dt.datetime(logical_date.year, logical_date.month,
+                                             logical_date.day, tzinfo=dt.UTC)
+    run = dag.test(**kwargs)
+    state = str(getattr(run, "state", "unknown"))
+    if "success" not in state:
+        raise RuntimeError(f"DAG run {dag.dag_id} {logical_date or ''} ended {state}; see the "
+                           "task logs above (or in the Airflow UI)")
+    return run

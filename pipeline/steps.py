@@ -1,0 +1,131 @@
+"""Each DAG task's work as a plain function of (settings, date, MLflow run): DAGs, the CLI and
+the tests call these. Inputs and outputs are small JSON-able values (paths, ids, versions).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def acquire(settings: Settings, date: dt.date) -> dict[str, str]:
+    """Write ``date``'s raw partitions from the configured source; return their paths."""
+    from pipeline.sources import get_source
+
+    paths = get_source(settings).acquire(date, settings.raw_dir)
+    log.info("acquired %s from %s: %s", date, settings.source, list(paths))
+    return paths
+
+
+def validate(settings: Settings, date: dt.date) -> dict[str, Any]:
+    """Validate ``date``'s raw partitions; raises ``ValidationFailed`` (after quarantine)."""
+    from pipeline.validation import validate_partition
+
+    report = validate_partition(settings.raw_dir, date, settings.validation_dir,
+                                settings.quarantine_dir)
+    return {"date": date.isoformat(), "rows": report.rows, "data_docs": report.data_docs}
+
+
+def features(settings: Settings, date: dt.date, run_id: str | None = None,
+             report: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build the offline features as of ``date`` and materialize them online."""
+    from feature_store.offline import build_features
+    from pipeline.hulk import materialize_online
+
+    paths = build_features(settings.raw_dir, settings.offline_dir, date, settings.validation_dir)
+    online = materialize_online(settings, date)
+    out = {"date": date.isoformat(), "offline": paths, "online_version": online["version"],
+           "online_keys": online["keys"]}
+    if run_id:
+        import mlflow
+
+        from pipeline.tracking import configure
+
+        configure(settings)
+        with mlflow.start_run(run_id=run_id):
+            for table, n in (report or {}).get("rows", {}).items():
+                mlflow.log_metric(f"rows_{table}", n)
+            mlflow.log_params({"date": date.isoformat(), "source": settings.source})
+            mlflow.log_metric("online_keys", online["keys"])
+            if report and report.get("data_docs"):
+                mlflow.set_tag("data_docs", report["data_docs"])
+    return out
+
+
+def train(settings: Settings, as_of: dt.date, run_id: str) -> dict[str, Any]:
+    """Assemble the training set, train, evaluate, and promote when the model wins."""
+    from pipeline.training import build_training_set, evaluate, train_model
+
+    split = build_training_set(settings, as_of)
+    trained = train_model(settings, split, run_id)
+    return evaluate(settings, split, run_id, trained)
+
+
+def champion_uri(settings: Settings) -> dict[str, str]:
+    """The champion model's URI and version; a clear error when there is none yet."""
+    from pipeline.tracking import champion_version
+
+    champ = champion_version(settings)
+    if champ is None:
+        raise RuntimeError("no champion model in MLflow yet: run the train DAG first "
+                           "(a model is promoted only when it beats the baselines)")
+    return {"model_uri": f"models:/{champ.name}/{champ.version}", "model_version": champ.version,
+            "model_run_id": champ.run_id}
+
+
+def refresh(settings: Settings, as_of: dt.date, champion: dict[str, str],
+            run_id: str | None = None) -> dict[str, Any]:
+    """Publish every active user's top-k from the champion; log the summary to MLflow."""
+    from pipeline.hulk import refresh as hulk_refresh
+
+    meta = {"model_version": str(champion["model_version"])}
+    summary = hulk_refresh(settings, as_of, champion["model_uri"], meta)
+    if run_id:
+        import mlflow
+
+        from pipeline.tracking import configure
+
+        configure(settings)
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_params({"as_of": as_of.isoformat(), "model_uri": champion["model_uri"],
+                               "top_k": settings.top_k})
+            for key in ("store_version", "users", "keys", "rows_scored", "score_rows_per_s",
+                        "publish_keys_per_s", "seconds"):
+                mlflow.log_metric(key, summary[key])
+    return summary
+
+
+def verify_published(settings: Settings, version: int, sample: int = 50) -> dict[str, Any]:
+    """Read a sample of users back from the store: they must decode and come from ``version``."""
+    from pipeline.hulk import COLD_START, NAMESPACE
+    from serving.codec import decode_recs
+    from serving.store import open_store
+
+    store = open_store(settings)
+    try:
+        cur = store.current(NAMESPACE)
+        if cur is None or cur.version != version:
+            raise RuntimeError(f"store serves version {cur and cur.version}, expected {version}")
+        keys = [COLD_START]
+        values, info = store.get_many(NAMESPACE, keys)
+        ids, _ = decode_recs(values[0])
+        if len(ids) == 0:
+            raise RuntimeError("cold-start list is empty")
+        return {"version": info.version, "n_keys": info.n_keys, "cold_start_items": len(ids)}
+    finally:
+        store.close()
+
+
+def latest_feature_date(settings: Settings) -> dt.date:
+    """The newest date with every feature view built; a clear error when there is none."""
+    from feature_store.offline import feature_dates
+
+    dates = feature_dates(settings.offline_dir)
+    if not dates:
+        raise RuntimeError(f"no features under {settings.offline_dir}: run the ingest DAG first")
+    return dates[-1]

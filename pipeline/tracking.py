@@ -1,0 +1,103 @@
+"""MLflow helpers: one MLflow run per Airflow DAG run, and the champion alias.
+
+Every task of a DAG run logs into the same MLflow run, found by its ``airflow.dag_id`` and
+``airflow.run_id`` tags, so a rerun of a task writes into the run it belongs to.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "rankline-xgboost"
+CHAMPION = "champion"
+
+
+def configure(settings: Settings) -> str:
+    """Point MLflow at the settings' tracking URI and make sure the experiment exists."""
+    import mlflow
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    if mlflow.get_experiment_by_name(settings.experiment) is None:
+        kwargs = {}
+        if not settings.mlflow_tracking_uri:
+            kwargs["artifact_location"] = settings.artifact_root
+        mlflow.create_experiment(settings.experiment, **kwargs)
+    exp = mlflow.get_experiment_by_name(settings.experiment)
+    return exp.experiment_id
+
+
+def dag_run(settings: Settings, dag_id: str, run_id: str, logical_date: str | None) -> str:
+    """The MLflow run id of this DAG run, creating the run the first time."""
+    import mlflow
+
+    exp_id = configure(settings)
+    found = mlflow.search_runs(
+        [exp_id],
+        filter_string=f"tags.`airflow.dag_id` = '{dag_id}' and tags.`airflow.run_id` = '{run_id}'",
+        output_format="list",
+    )
+    if found:
+        return found[0].info.run_id
+    client = mlflow.MlflowClient()
+    run = client.create_run(
+        exp_id,
+        run_name=f"{dag_id}/{logical_date or run_id}",
+        tags={"airflow.dag_id": dag_id, "airflow.run_id": run_id,
+              "airflow.logical_date": str(logical_date or "")},
+    )
+    client.set_terminated(run.info.run_id, "RUNNING")
+    return run.info.run_id
+
+
+def context_run(settings: Settings, context: dict[str, Any]) -> str:
+    """:func:`dag_run` for an Airflow task context."""
+    dag_run_obj = context["dag_run"]
+    logical = context.get("logical_date")
+    return dag_run(settings, dag_run_obj.dag_id, dag_run_obj.run_id,
+                   logical.isoformat() if logical else None)
+
+
+def log_figure(fig: Any, path: str) -> None:
+    """Log a matplotlib figure to the active run and close it."""
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    mlflow.log_figure(fig, path)
+    plt.close(fig)
+
+
+def champion_version(settings: Settings) -> Any | None:
+    """The registered model version that holds the champion alias, or None."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    configure(settings)
+    try:
+        return mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def promote(settings: Settings, version: str, reason: str) -> None:
+    """Give a registered model version the champion alias."""
+    import mlflow
+
+    configure(settings)
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
+    client.set_model_version_tag(MODEL_NAME, version, "promotion", reason)
+    log.info("model version %s is the champion: %s", version, reason)
+
+
+def artifact_dir(run_id: str, sub: str = "") -> Path:
+    """Download a run's artifacts (or a folder of them) and return the local path."""
+    import mlflow
+
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=sub or None))
