@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     store_path: Path | None = Field(
         default=None, description="SQLite serving store file; default <home>/serving.db."
     )
+
+    @field_validator("home", "store_path")
+    @classmethod
+    def _absolute(cls, v: Path | None) -> Path | None:
+        return v.expanduser().resolve() if v is not None else None
 
     @property
     def raw_dir(self) -> Path:

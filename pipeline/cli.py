@@ -1,0 +1,241 @@
+"""The ``rankline`` command line: the demo, single DAG runs, the serving API and the store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(help="rankline: ranked recommendations from interaction logs, on Airflow.",
+                  no_args_is_help=True)
+store_app = typer.Typer(help="Inspect and roll back the serving store.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+
+
+def _settings() -> Any:
+    from pipeline.settings import get_settings
+
+    return get_settings()
+
+
+def _airflow() -> tuple[Any, dict[str, Any]]:
+    from pipeline import airflow_env
+
+    airflow_env.configure(_settings())
+    airflow_env.migrate()
+    return airflow_env, airflow_env.load_dags()
+
+
+@app.command()
+def demo(
+    days: Annotated[int | None, typer.Option(help="Logical dates to ingest (default: "
+                                             "RANKLINE_DEMO_DAYS, 14)")] = None,
+) -> None:
+    """Run the whole pipeline as Airflow DAG runs on the embedded defaults, then summarise."""
+    s = _settings()
+    if days is not None:
+        s.demo_days = days
+    t0 = time.perf_counter()
+    af, dags = _airflow()
+    dates = s.demo_dates()
+    for i, d in enumerate(dates, 1):
+        t = time.perf_counter()
+        af.run_dag(dags["ingest"], d)
+        done = time.perf_counter() - t0
+        typer.echo(f"[demo] ingest {d} ok ({i}/{len(dates)}, {time.perf_counter() - t:.1f}s, "
+                   f"ETA {done / i * (len(dates) - i):.0f}s)")
+    af.run_dag(dags["train"], conf={"as_of": dates[-1].isoformat()})
+    typer.echo("[demo] train ok")
+    af.run_dag(dags["hulk_refresh"], conf={"as_of": dates[-1].isoformat()})
+    typer.echo("[demo] hulk_refresh ok")
+    wall = time.perf_counter() - t0
+    summary(s, dates)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    typer.echo(f"\nDemo wall time {wall:.0f}s; peak memory {peak:.0f} MiB (this process), "
+               f"{kids:.0f} MiB (largest child)")
+
+
+def summary(s: Any, dates: list[dt.date]) -> None:
+    """Print what the demo produced: rows per day, metrics, MLflow runs, store, one answer."""
+    import json
+
+    import mlflow
+    import pandas as pd
+
+    from pipeline import tracking
+    from pipeline.hulk import NAMESPACE
+    from pipeline.validation import is_valid
+    from serving.store import open_store
+
+    counts = pd.DataFrame({
+        d.isoformat(): {t: pd.read_parquet(s.raw_dir / t / f"date={d.isoformat()}",
+                                           columns=[]).shape[0]
+                        for t in ("impressions", "clicks", "add_to_cart", "purchases")}
+        for d in dates}).T
+    counts["validated"] = [is_valid(s.validation_dir, d) for d in dates]
+    typer.echo("\n== Rows acquired and validated per day ==\n" + counts.to_string())
+
+    exp_id = tracking.configure(s)
+    runs = mlflow.search_runs([exp_id], order_by=["start_time DESC"])
+    train = runs[runs["tags.airflow.dag_id"] == "train"].iloc[0]
+    metric_cols = [c for c in runs.columns if c.startswith("metrics.test_")]
+    table: dict[str, dict[str, float]] = {}
+    for c in metric_cols:
+        if pd.isna(train[c]):
+            continue
+        model, metric = c.removeprefix("metrics.test_").split("_", 1)
+        table.setdefault(model, {})[metric.replace("_at_", "@")] = train[c]
+    metrics = pd.DataFrame(table).T.sort_values("ndcg@10", ascending=False)
+    typer.echo("\n== Held-out metrics (test dates "
+               f"{train.get('params.test_dates', '?')}) ==\n{metrics.round(4).to_string()}")
+    typer.echo(f"promoted: {train.get('tags.promoted')} ({train.get('tags.promotion_reason')})")
+
+    typer.echo(f"\n== MLflow: experiment {s.experiment!r} (id {exp_id}) at {s.tracking_uri} ==")
+    for dag_id, n in runs["tags.airflow.dag_id"].value_counts().items():
+        typer.echo(f"  {dag_id}: {n} run(s)")
+    typer.echo(f"  latest train run: {train['run_id']}")
+
+    store = open_store(s)
+    cur = store.current(NAMESPACE)
+    store.close()
+    typer.echo(f"\n== Serving store {s.serving_store_path}: version {cur.version}, {cur.n_keys} keys,"
+               f" model {cur.meta.get('model_uri')} ==")
+
+    import httpx
+
+    user = _some_user(s)
+    with _Served() as base:
+        body = httpx.get(f"{base}/v1/recommendations/{user}", params={"k": 5}, timeout=30).json()
+        unknown = httpx.get(f"{base}/v1/recommendations/nobody_here", params={"k": 3},
+                            timeout=30).json()
+    typer.echo(f"GET /v1/recommendations/{user}?k=5 -> {json.dumps(body)}")
+    typer.echo(f"GET /v1/recommendations/nobody_here?k=3 -> cold_start={unknown['cold_start']}, "
+               f"items={[i['item_id'] for i in unknown['items']]}")
+
+
+def _some_user(s: Any) -> str:
+    from serving.store import open_store
+
+    store = open_store(s)
+    try:
+        from pipeline.hulk import NAMESPACE
+
+        cur = store.current(NAMESPACE)
+        conn = store._conn()  # noqa: SLF001 - the demo peeks at one key
+        (key,) = conn.execute(
+            f"SELECT k FROM rl_data_{NAMESPACE}_{cur.version} WHERE k != '__cold_start__' "
+            "ORDER BY k LIMIT 1").fetchone()
+        return key
+    finally:
+        store.close()
+
+
+class _Served:
+    """Run the serving API with uvicorn on a free 127.0.0.1 port for the block's duration."""
+
+    def __enter__(self) -> str:
+        import httpx
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "serving.api:app_from_settings",
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            env=os.environ.copy())
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                httpx.get(f"{base}/healthz", timeout=1)
+                return base
+            except httpx.HTTPError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("the serving API exited at start") from None
+                time.sleep(0.2)
+        raise RuntimeError("the serving API did not start within 20 s")
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@app.command("run-dag")
+def run_dag(
+    dag_id: Annotated[str, typer.Argument(help="ingest, train or hulk_refresh")],
+    date: Annotated[str | None, typer.Option(help="Logical date (ingest) or as_of (others)")] = None,
+) -> None:
+    """Run one DAG run in-process (recorded in Airflow's database)."""
+    af, dags = _airflow()
+    if dag_id not in dags:
+        raise typer.BadParameter(f"unknown DAG {dag_id!r}; known: {sorted(dags)}")
+    if dag_id == "ingest":
+        af.run_dag(dags[dag_id], dt.date.fromisoformat(date) if date else None)
+    else:
+        af.run_dag(dags[dag_id], conf={"as_of": date} if date else {})
+    typer.echo(f"{dag_id} ok")
+
+
+@app.command("airflow-env")
+def airflow_env_cmd() -> None:
+    """Print the AIRFLOW_* exports of the embedded deployment (eval "$(rankline airflow-env)")."""
+    from pipeline.airflow_env import airflow_env
+
+    for k, v in airflow_env(_settings()).items():
+        typer.echo(f"export {k}={v!r}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8000,
+) -> None:
+    """Serve recommendations over HTTP (FastAPI on uvicorn; docs at /docs)."""
+    import uvicorn
+
+    uvicorn.run("serving.api:app_from_settings", factory=True, host=host, port=port)
+
+
+@store_app.command("versions")
+def store_versions(namespace: Annotated[str, typer.Option(help="Namespace")] = "recs") -> None:
+    """List the store's versions of a namespace, newest first."""
+    from serving.store import open_store
+
+    store = open_store(_settings())
+    for v in store.versions(namespace):
+        typer.echo(f"{v.version:>4}  {v.state:<8} {v.created_at}  {v.n_keys:>8} keys  "
+                   f"{v.meta.get('model_uri', '')}")
+    store.close()
+
+
+@store_app.command("rollback")
+def store_rollback(
+    to: Annotated[int | None, typer.Option(help="Version to serve (default: the previous)")] = None,
+    why: Annotated[str, typer.Option(help="Reason, recorded with the switch")] = "",
+    namespace: Annotated[str, typer.Option(help="Namespace")] = "recs",
+) -> None:
+    """Serve an older kept version again (instant switch)."""
+    from serving.store import open_store
+
+    store = open_store(_settings())
+    info = store.rollback(namespace, to, why)
+    store.close()
+    typer.echo(f"{namespace} now serves version {info.version}")
+
+
+def main() -> None:
+    """Entry point with logging set up."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny settings under a temporary home, and a few ingested synthetic days."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+TINY = {
+    "RANKLINE_N_USERS": "300",
+    "RANKLINE_N_ITEMS": "120",
+    "RANKLINE_N_CATEGORIES": "6",
+    "RANKLINE_IMPRESSIONS_PER_DAY": "6000",
+    "RANKLINE_N_ESTIMATORS": "40",
+    "RANKLINE_CANDIDATES_PER_USER": "60",
+    "RANKLINE_TOP_K": "20",
+}
+D0 = dt.date(2026, 1, 1)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Tiny-scale settings rooted in a temporary folder."""
+    from pipeline.settings import get_settings
+
+    monkeypatch.setenv("RANKLINE_HOME", str(tmp_path / "var"))
+    for k, v in TINY.items():
+        monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def source(settings):
+    from pipeline.sources import get_source
+
+    return get_source(settings)
+
+
+@pytest.fixture
+def ingested(settings, source):
+    """Three raw, validated-by-construction days with features built for each."""
+    from feature_store.offline import build_features
+
+    dates = [D0 + dt.timedelta(days=i) for i in range(3)]
+    for d in dates:
+        source.acquire(d, settings.raw_dir)
+        build_features(settings.raw_dir, settings.offline_dir, d)
+    return dates

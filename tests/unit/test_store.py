@@ -1,0 +1,86 @@
+"""Contract tests of the versioned key-value store (every backend runs the same suite)."""
+
+import pytest
+
+from serving.store import SQLiteStore, StoreError
+
+
+@pytest.fixture(params=["sqlite"])
+def store(request, tmp_path):
+    s = SQLiteStore(tmp_path / "kv.db", batch_size=7)
+    yield s
+    s.close()
+
+
+def _items(tag, n=20):
+    return [(f"k{i}", f"{tag}-{i}".encode()) for i in range(n)]
+
+
+def test_publish_then_read_names_the_version(store):
+    info = store.publish("recs", _items("a"), meta={"model_uri": "m1"})
+    assert info.version == 1 and info.state == "live" and info.n_keys == 20
+    value, got = store.get("recs", "k3")
+    assert value == b"a-3" and got.version == 1 and got.meta["model_uri"] == "m1"
+    assert store.get("recs", "missing")[0] is None
+
+
+def test_nothing_published_is_a_clear_error(store):
+    assert store.current("recs") is None
+    with pytest.raises(StoreError, match="no published version"):
+        store.get("recs", "k1")
+
+
+def test_new_version_switches_and_old_ones_are_kept_then_removed(store):
+    for tag in "abcd":
+        store.publish("recs", _items(tag), keep=3)
+    assert store.get("recs", "k1")[0] == b"d-1"
+    states = {v.version: v.state for v in store.versions("recs")}
+    assert states == {4: "live", 3: "standby", 2: "standby", 1: "removed"}
+
+
+def test_get_many_reads_one_version(store):
+    store.publish("recs", _items("a"))
+    values, info = store.get_many("recs", ["k1", "k2", "nope"])
+    assert values == [b"a-1", b"a-2", None] and info.version == 1
+
+
+def test_rollback_to_previous_and_to_a_given_version(store):
+    for tag in "abc":
+        store.publish("recs", _items(tag))
+    assert store.rollback("recs", why="bad model").version == 2
+    assert store.get("recs", "k0")[0] == b"b-0"
+    assert store.rollback("recs", to=3).version == 3
+    with pytest.raises(StoreError, match="not kept"):
+        store.rollback("recs", to=99)
+
+
+def test_failed_publish_leaves_the_previous_version_served(store):
+    store.publish("recs", _items("a"))
+
+    def broken():
+        yield from _items("b", 10)
+        raise RuntimeError("scoring crashed")
+
+    with pytest.raises(RuntimeError, match="scoring crashed"):
+        store.publish("recs", broken())
+    value, info = store.get("recs", "k1")
+    assert value == b"a-1" and info.version == 1
+    # The next publish succeeds and cleans up what the failed one left.
+    assert store.publish("recs", _items("c")).version == 3
+    assert {v.version: v.state for v in store.versions("recs")}[2] == "failed"
+
+
+def test_duplicate_keys_fail_verification(store):
+    store.publish("recs", _items("a"))
+    with pytest.raises(StoreError, match="verification failed"):
+        store.publish("recs", [("k1", b"x"), ("k1", b"y")])
+    assert store.get("recs", "k1")[0] == b"a-1"
+
+
+def test_namespaces_are_validated_and_independent(store):
+    with pytest.raises(StoreError, match="invalid namespace"):
+        store.publish("Robert'); DROP TABLE x;--", [])
+    store.publish("recs", _items("a"))
+    store.publish("features", [("user:1", b"f")])
+    assert store.get("features", "user:1")[0] == b"f"
+    assert store.current("recs").version == 1
