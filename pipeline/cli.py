@@ -87,14 +87,8 @@ def summary(s: Any, dates: list[dt.date]) -> None:
     exp_id = tracking.configure(s)
     runs = mlflow.search_runs([exp_id], order_by=["start_time DESC"])
     train = runs[runs["tags.airflow.dag_id"] == "train"].iloc[0]
-    metric_cols = [c for c in runs.columns if c.startswith("metrics.test_")]
-    table: dict[str, dict[str, float]] = {}
-    for c in metric_cols:
-        if pd.isna(train[c]):
-            continue
-        model, metric = c.removeprefix("metrics.test_").split("_", 1)
-        table.setdefault(model, {})[metric.replace("_at_", "@")] = train[c]
-    metrics = pd.DataFrame(table).T.sort_values("ndcg@10", ascending=False)
+    csv = mlflow.artifacts.download_artifacts(run_id=train["run_id"], artifact_path="evaluation.csv")
+    metrics = pd.read_csv(csv, index_col="model").sort_values("ndcg@10", ascending=False)
     typer.echo("\n== Held-out metrics (test dates "
                f"{train.get('params.test_dates', '?')}) ==\n{metrics.round(4).to_string()}")
     typer.echo(f"promoted: {train.get('tags.promoted')} ({train.get('tags.promotion_reason')})")

@@ -1,0 +1,127 @@
+"""The whole pipeline through Airflow (``dag.test()`` runs recorded in a temporary Airflow
+database) at a tiny scale, then a recommendation read over HTTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import TINY
+
+pytestmark = pytest.mark.e2e
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RANKLINE_"))}
+    return {**env, **TINY, "RANKLINE_HOME": str(home)}
+
+
+def _rankline(env: dict[str, str], *args: str) -> str:
+    res = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, f"rankline {args} failed:\n{res.stdout[-4000:]}\n{res.stderr[-6000:]}"
+    return res.stdout
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    home = tmp_path_factory.mktemp("e2e") / "var"
+    env = _env(home)
+    out = _rankline(env, "demo")
+    return home, env, out
+
+
+def test_dag_runs_are_recorded_in_airflow(demo):
+    home, _, _ = demo
+    db = sqlite3.connect(home / "airflow" / "airflow.db")
+    runs = db.execute("SELECT dag_id, state, COUNT(*) FROM dag_run GROUP BY dag_id, state").fetchall()
+    got = {(d, s): n for d, s, n in runs}
+    assert got == {("ingest", "success"): 14, ("train", "success"): 1,
+                   ("hulk_refresh", "success"): 1}
+
+
+def test_mlflow_runs_and_model_beats_popularity(demo):
+    home, env, _ = demo
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    exp = mlflow.get_experiment_by_name("rankline")
+    runs = mlflow.search_runs([exp.experiment_id])
+    assert set(runs["tags.airflow.dag_id"]) == {"ingest", "train", "hulk_refresh"}
+    train = runs[runs["tags.airflow.dag_id"] == "train"].iloc[0]
+    assert train["tags.airflow.run_id"] and train["tags.airflow.logical_date"] is not None
+    assert train["metrics.test_xgboost_ndcg_at_10"] > train["metrics.test_popularity_ndcg_at_10"]
+    assert train["metrics.test_popularity_ndcg_at_10"] > train["metrics.test_random_ndcg_at_10"]
+    assert train["metrics.test_oracle_ndcg_at_10"] > train["metrics.test_xgboost_ndcg_at_10"]
+    assert train["tags.promoted"] == "True"
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(train["run_id"])}
+    assert {"evaluation.csv", "features.json", "plots"} <= arts
+    model = mlflow.MlflowClient().get_model_version_by_alias("rankline-xgboost", "champion")
+    assert model.run_id == train["run_id"]
+
+
+def test_summary_prints_metrics_store_and_an_answer(demo):
+    _, _, out = demo
+    for needle in ("Rows acquired and validated", "Held-out metrics", "oracle", "popularity",
+                   "Serving store", "GET /v1/recommendations/"):
+        assert needle in out, needle
+
+
+def test_recommendation_over_http_names_model_and_version(demo):
+    home, env, _ = demo
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--port", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(150):
+            try:
+                health = httpx.get(f"{base}/healthz", timeout=1).json()
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None, "serving API exited"
+                import time
+
+                time.sleep(0.2)
+        else:
+            pytest.fail("serving API did not start")
+        known = httpx.get(f"{base}/v1/recommendations/5", params={"k": 7}).json()
+        assert known["cold_start"] is False and len(known["items"]) == 7
+        assert known["store_version"] == health["store_version"] == 1
+        assert known["model"].startswith("models:/rankline-xgboost/")
+        scores = [i["score"] for i in known["items"]]
+        assert scores == sorted(scores, reverse=True)
+        cold = httpx.get(f"{base}/v1/recommendations/unknown-user").json()
+        assert cold["cold_start"] is True and cold["items"]
+        assert httpx.get(f"{base}/v1/recommendations/5", params={"k": 0}).status_code == 422
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_rerun_overwrites_and_refresh_publishes_a_new_version(demo):
+    home, env, _ = demo
+    import pyarrow.parquet as pq
+
+    day = dt.date(2026, 1, 14)
+    part = home / "raw" / "clicks" / f"date={day}" / "part-0.parquet"
+    before = pq.read_table(part)
+    _rankline(env, "run-dag", "ingest", "--date", day.isoformat())
+    assert pq.read_table(part).equals(before)
+    assert len(list(part.parent.iterdir())) == 1
+    _rankline(env, "run-dag", "hulk_refresh", "--date", day.isoformat())
+    out = _rankline(env, "store", "versions")
+    assert out.split()[:2] == ["2", "live"]
+    _rankline(env, "store", "rollback", "--why", "e2e")
+    assert "1  live" in _rankline(env, "store", "versions")
