@@ -44,6 +44,17 @@ def encode_vector(values: np.ndarray) -> bytes:
     return _VHEAD.pack(_VEC, len(v)) + v.tobytes()
 
 
+def encode_vectors(matrix: np.ndarray) -> list[bytes]:
+    """Pack each row of a 2-D array as :func:`encode_vector` would, without a Python loop of
+    struct and numpy calls: one fixed-size record array, sliced."""
+    m = np.asarray(matrix, dtype="<f4")
+    n, width = m.shape
+    rec = np.empty(n, dtype=[("version", "u1"), ("n", "<u2"), ("v", "<f4", (width,))])
+    rec["version"], rec["n"], rec["v"] = _VEC, width, m
+    buf, size = rec.tobytes(), rec.dtype.itemsize
+    return [buf[i:i + size] for i in range(0, n * size, size)]
+
+
 def decode_vector(blob: bytes) -> np.ndarray:
     """Unpack a vector packed by :func:`encode_vector`."""
     version, n = _VHEAD.unpack_from(blob)

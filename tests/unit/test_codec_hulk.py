@@ -40,3 +40,10 @@ def test_candidates_mix_sources_and_exclude_purchases():
     got = set(cand["item_id"])
     assert 2 not in got  # purchased
     assert {1, 3, 4} <= got  # popular, category, co-clicked (4 via user 8)
+
+
+def test_bulk_vector_encoding_matches_single():
+    from serving.codec import encode_vectors
+
+    m = np.arange(12, dtype=np.float32).reshape(4, 3)
+    assert encode_vectors(m) == [encode_vector(r) for r in m]
