@@ -3,8 +3,9 @@
 A *namespace* (``recs``, ``features``) holds numbered versions. :meth:`KVStore.publish` writes a
 new version beside the live one, verifies it, then switches the namespace's pointer in one
 transaction: a reader sees the old version or the new one, never a mix. The last ``keep``
-versions stay for :meth:`KVStore.rollback`; older ones are removed. One publisher per namespace
-at a time is assumed (the refresh DAG runs with ``max_active_runs=1``).
+versions stay for :meth:`KVStore.rollback`; older ones are removed. Publishers of one namespace
+take turns (a lock the operating system releases if the publisher dies), so the versions a
+publish finds unfinished were left by a publisher that crashed, and are removed.
 
 Backends: :class:`SQLiteStore` (the embedded default). Redis comes with the serving issue.
 """
@@ -12,7 +13,9 @@ Backends: :class:`SQLiteStore` (the embedded default). Redis comes with the serv
 from __future__ import annotations
 
 import abc
+import contextlib
 import datetime as dt
+import fcntl
 import getpass
 import itertools
 import json
@@ -20,7 +23,7 @@ import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,6 +154,21 @@ class SQLiteStore(KVStore):
         ns = _check_namespace(namespace)
         if keep < 1:
             raise StoreError("keep must be at least 1 (the live version)")
+        with self._publisher_lock(ns):
+            return self._publish(ns, items, meta, keep, verify_sample)
+
+    @contextlib.contextmanager
+    def _publisher_lock(self, ns: str) -> Iterator[None]:
+        """One publisher per namespace and file at a time (flock: released on process death)."""
+        with open(self.path.with_name(f"{self.path.name}.{ns}.lock"), "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _publish(self, ns: str, items: Iterable[tuple[str, bytes]], meta: dict[str, Any] | None,
+                 keep: int, verify_sample: int) -> VersionInfo:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         (version,) = conn.execute(
@@ -205,12 +223,10 @@ class SQLiteStore(KVStore):
             "('live','standby','writing') ORDER BY version DESC", (ns,)).fetchall()
         kept = 0
         for version, state in rows:
-            if state == "writing" and version < live:
+            if state == "writing":  # we hold the publisher lock: its writer is gone
                 new_state = "failed"
             elif state in ("live", "standby") and kept < keep:
                 kept += 1
-                continue
-            elif state == "writing":
                 continue
             else:
                 new_state = "removed"

@@ -84,3 +84,30 @@ def test_namespaces_are_validated_and_independent(store):
     store.publish("features", [("user:1", b"f")])
     assert store.get("features", "user:1")[0] == b"f"
     assert store.current("recs").version == 1
+
+
+def test_concurrent_publishers_take_turns(tmp_path):
+    """Two publishers of one namespace never destroy each other's work in progress."""
+    import threading
+
+    errors = []
+
+    def publish(tag):
+        s = SQLiteStore(tmp_path / "kv.db", batch_size=50)
+        try:
+            for _ in range(3):
+                s.publish("recs", _items(tag, 500))
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=publish, args=(t,)) for t in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    s = SQLiteStore(tmp_path / "kv.db")
+    states = [v.state for v in s.versions("recs")]
+    assert states.count("live") == 1 and "failed" not in states and len(states) == 6
