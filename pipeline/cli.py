@@ -59,9 +59,8 @@ def demo(
     wall = time.perf_counter() - t0
     summary(s, dates)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    typer.echo(f"\nDemo wall time {wall:.0f}s; peak memory {peak:.0f} MiB (this process), "
-               f"{kids:.0f} MiB (largest child)")
+    typer.echo(f"\nDemo wall time {wall:.0f}s (pipeline, before the summary); "
+               f"peak memory {peak:.0f} MiB")
 
 
 def summary(s: Any, dates: list[dt.date]) -> None:

@@ -100,8 +100,8 @@ def refresh(settings: Settings, as_of: dt.date, champion: dict[str, str],
     return summary
 
 
-def verify_published(settings: Settings, version: int, sample: int = 50) -> dict[str, Any]:
-    """Read a sample of users back from the store: they must decode and come from ``version``."""
+def verify_published(settings: Settings, version: int) -> dict[str, Any]:
+    """Check the store serves ``version`` and its cold-start list decodes and is not empty."""
     from pipeline.hulk import COLD_START, NAMESPACE
     from serving.codec import decode_recs
     from serving.store import open_store
@@ -111,8 +111,7 @@ def verify_published(settings: Settings, version: int, sample: int = 50) -> dict
         cur = store.current(NAMESPACE)
         if cur is None or cur.version != version:
             raise RuntimeError(f"store serves version {cur and cur.version}, expected {version}")
-        keys = [COLD_START]
-        values, info = store.get_many(NAMESPACE, keys)
+        values, info = store.get_many(NAMESPACE, [COLD_START])
         ids, _ = decode_recs(values[0])
         if len(ids) == 0:
             raise RuntimeError("cold-start list is empty")

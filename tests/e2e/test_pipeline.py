@@ -125,3 +125,34 @@ def test_rerun_overwrites_and_refresh_publishes_a_new_version(demo):
     assert out.split()[:2] == ["2", "live"]
     _rankline(env, "store", "rollback", "--why", "e2e")
     assert "1  live" in _rankline(env, "store", "versions")
+
+
+def test_bad_partition_fails_the_ingest_run_and_stops_downstream(tmp_path):
+    """Through Airflow: the Parquet source serves a corrupted day; validate fails naming the
+    expectation, the partition is quarantined, features never run, raw stays as delivered."""
+    from pipeline.sources.synthetic import SyntheticSource
+
+    day = dt.date(2026, 1, 1)
+    lake = tmp_path / "lake"
+    SyntheticSource(n_users=300, n_items=120, n_categories=6, impressions_per_day=6000).acquire(
+        day, lake)
+    import pyarrow.parquet as pq
+
+    clicks = lake / "clicks" / f"date={day}" / "part-0.parquet"
+    bad = pq.read_table(clicks).to_pandas()
+    bad.loc[0, "impression_id"] = 42  # a click without its impression
+    bad.to_parquet(clicks)
+
+    home = tmp_path / "var"
+    env = {**_env(home), "RANKLINE_SOURCE": "parquet", "RANKLINE_SOURCE_URI": str(lake)}
+    res = subprocess.run([sys.executable, "-m", "pipeline.cli", "run-dag", "ingest", "--date",
+                          day.isoformat()], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode != 0
+    assert "every click has its impression" in res.stdout + res.stderr
+    db = sqlite3.connect(home / "airflow" / "airflow.db")
+    states = dict(db.execute("SELECT task_id, state FROM task_instance WHERE dag_id='ingest'"))
+    assert states == {"acquire": "success", "validate": "failed", "features": "upstream_failed"}
+    assert (home / "quarantine" / f"date={day}" / "report" / "results.json").exists()
+    assert not (home / "offline").exists()
+    raw = pq.read_table(home / "raw" / "clicks" / f"date={day}" / "part-0.parquet").to_pandas()
+    assert raw.loc[0, "impression_id"] == 42  # raw kept exactly as the source delivered it
