@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import dag, task
+from airflow.sdk import CronDataIntervalTimetable, dag, task
 
 from pipeline.dag_support import DEFAULT_ARGS, FEATURES, TAGS, mlflow_run, settings, start_date
 
 
 @dag(
     dag_id="ingest",
-    schedule="@daily",
+    # Keyed on the data interval: the run for ds=D starts once day D is over.
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=start_date(),
     catchup=True,
     max_active_runs=1,

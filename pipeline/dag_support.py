@@ -48,8 +48,9 @@ def as_of_date(context: dict[str, Any]) -> dt.date:
     dates = []
     for events in (context.get("triggering_asset_events") or {}).values():
         for ev in events:
-            if ev.extra and ev.extra.get("date"):
-                dates.append(dt.date.fromisoformat(ev.extra["date"]))
+            day = (ev.extra or {}).get("date") or (ev.extra or {}).get("as_of")
+            if day:
+                dates.append(dt.date.fromisoformat(day))
     if dates:
         return max(dates)
     logical = context.get("logical_date")
