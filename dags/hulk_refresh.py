@@ -41,9 +41,14 @@ def hulk_refresh() -> None:
 
     @task
     def champion() -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from pipeline import steps
 
-        return steps.champion_uri(settings())
+        try:
+            return steps.champion_uri(settings())
+        except LookupError as exc:  # no champion yet: retrying cannot help
+            raise AirflowFailException(str(exc)) from exc
 
     @task
     def publish(champ: dict, **context) -> dict:

@@ -54,6 +54,13 @@ def demo(
                    f"ETA {done / i * (len(dates) - i):.0f}s)")
     af.run_dag(dags["train"], conf={"as_of": dates[-1].isoformat()})
     typer.echo("[demo] train ok")
+    from pipeline.tracking import champion_version
+
+    if champion_version(s) is None:
+        summary(s, dates, served=False)
+        typer.echo("\nNo model beat the baselines, so there is no champion and nothing to "
+                   "publish: the refresh would only serve a promoted model.", err=True)
+        raise typer.Exit(1)
     af.run_dag(dags["hulk_refresh"], conf={"as_of": dates[-1].isoformat()})
     typer.echo("[demo] hulk_refresh ok")
     wall = time.perf_counter() - t0
@@ -63,7 +70,7 @@ def demo(
                f"peak memory {peak:.0f} MiB")
 
 
-def summary(s: Any, dates: list[dt.date]) -> None:
+def summary(s: Any, dates: list[dt.date], served: bool = True) -> None:
     """Print what the demo produced: rows per day, metrics, MLflow runs, store, one answer."""
     import json
 
@@ -96,6 +103,8 @@ def summary(s: Any, dates: list[dt.date]) -> None:
     for dag_id, n in runs["tags.airflow.dag_id"].value_counts().items():
         typer.echo(f"  {dag_id}: {n} run(s)")
     typer.echo(f"  latest train run: {train['run_id']}")
+    if not served:
+        return
 
     store = open_store(s)
     cur = store.current(NAMESPACE)

@@ -72,7 +72,7 @@ def champion_uri(settings: Settings) -> dict[str, str]:
 
     champ = champion_version(settings)
     if champ is None:
-        raise RuntimeError("no champion model in MLflow yet: run the train DAG first "
+        raise LookupError("no champion model in MLflow yet: run the train DAG first "
                            "(a model is promoted only when it beats the baselines)")
     return {"model_uri": f"models:/{champ.name}/{champ.version}", "model_version": champ.version,
             "model_run_id": champ.run_id}
