@@ -161,6 +161,19 @@ def score_models(settings: Settings, rows: pd.DataFrame, model_uri: str,
     return scores
 
 
+def should_promote(table: pd.DataFrame, metric: str = METRICS[0]) -> tuple[bool, str]:
+    """The promotion gate (pure): the model (row ``xgboost``) must beat both baselines on
+    ``metric`` and do at least as well as the champion (row ``champion``, when there is one)."""
+    ours = float(table.loc["xgboost", metric])
+    baseline = float(max(table.loc["popularity", metric], table.loc["random", metric]))
+    has_champion = "champion" in table.index
+    champion = float(table.loc["champion", metric]) if has_champion else float("-inf")
+    promoted = ours > baseline and ours >= champion
+    reason = (f"{metric} {ours:.4f} vs best baseline {baseline:.4f}"
+              + (f", champion {champion:.4f}" if has_champion else ", no champion before"))
+    return promoted, reason
+
+
 def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
              trained: dict[str, Any]) -> dict[str, Any]:
     """Held-out metrics of every contender, logged to MLflow; promote the model if it wins.
@@ -189,14 +202,7 @@ def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
         for name, s in scores.items()
     }).T
     table.index.name = "model"
-    key = METRICS[0]
-    baselines = max(table.loc["popularity", key], table.loc["random", key])
-    ours = table.loc["xgboost", key]
-    beats_champion = "champion" not in table.index or ours >= table.loc["champion", key]
-    promoted = bool(ours > baselines and beats_champion)
-    reason = (f"{key} {ours:.4f} vs best baseline {baselines:.4f}"
-              + (f", champion {table.loc['champion', key]:.4f}" if "champion" in table.index
-                 else ", no champion before"))
+    promoted, reason = should_promote(table)
     if promoted:
         promote(settings, trained["model_version"], reason)
 

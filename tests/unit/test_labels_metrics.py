@@ -60,3 +60,18 @@ def test_ties_are_not_broken_by_row_order():
 def test_rank_within_groups():
     r = rank_within_groups(np.array([0, 0, 1, 1, 1]), np.array([1.0, 2.0, 3.0, 1.0, 2.0]))
     assert list(r) == [2, 1, 1, 3, 2]
+
+
+@pytest.mark.parametrize(("rows", "expected"), [
+    ({"xgboost": 0.5, "popularity": 0.4, "random": 0.2}, True),
+    ({"xgboost": 0.3, "popularity": 0.4, "random": 0.2}, False),
+    ({"xgboost": 0.5, "popularity": 0.4, "random": 0.2, "champion": 0.5}, True),
+    ({"xgboost": 0.5, "popularity": 0.4, "random": 0.2, "champion": 0.6}, False),
+    ({"xgboost": 0.4, "popularity": 0.4, "random": 0.2}, False),
+])
+def test_promotion_gate(rows, expected):
+    from pipeline.training import should_promote
+
+    table = pd.DataFrame({"ndcg@10": rows})
+    promoted, reason = should_promote(table)
+    assert promoted is expected and "ndcg@10" in reason
