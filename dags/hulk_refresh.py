@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
-from pipeline.dag_support import (
-    DEFAULT_ARGS,
-    MODEL,
-    TAGS,
-    as_of_date,
-    mlflow_run,
-    settings,
-    start_date,
-)
+from pipeline.dag_support import MODEL, as_of_date, as_of_param, dag_kwargs, mlflow_run, settings
 
 
 @dag(
     dag_id="hulk_refresh",
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable("0 3 * * *", timezone="UTC"), assets=[MODEL]),
-    start_date=start_date(),
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    tags=[*TAGS, "serving"],
-    params={"as_of": Param(None, type=["null", "string"], format="date",
-                           description="Features date to score with (default: newest)")},
+    params=as_of_param("Features date to score with (default: newest)"),
+    **dag_kwargs("serving"),
 )
 def hulk_refresh() -> None:
     """### Hulk refresh: every user's top-k, published atomically

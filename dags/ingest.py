@@ -6,18 +6,14 @@ import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from pipeline.dag_support import DEFAULT_ARGS, FEATURES, TAGS, mlflow_run, settings, start_date
+from pipeline.dag_support import FEATURES, dag_kwargs, mlflow_run, settings
 
 
 @dag(
     dag_id="ingest",
     # Keyed on the data interval: the run for ds=D starts once day D is over.
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=start_date(),
-    catchup=True,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    tags=[*TAGS, "ingest"],
+    **dag_kwargs("ingest", catchup=True),
 )
 def ingest() -> None:
     """### Ingest: acquire → validate → features, one logical date per run

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 
-from pipeline.dag_support import (
-    DEFAULT_ARGS,
-    FEATURES,
-    MODEL,
-    TAGS,
-    as_of_date,
-    mlflow_run,
-    settings,
-    start_date,
-)
+from pipeline.dag_support import FEATURES, MODEL, as_of_date, as_of_param, dag_kwargs, mlflow_run, settings
 
 
 @dag(
     dag_id="train",
     schedule=[FEATURES],
-    start_date=start_date(),
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    tags=[*TAGS, "train"],
-    params={"as_of": Param(None, type=["null", "string"], format="date",
-                           description="Last date of the split (default: newest features)")},
+    params=as_of_param("Last date of the split (default: newest features)"),
+    **dag_kwargs("train"),
 )
 def train() -> None:
     """### Train: training set → train → evaluate and promote

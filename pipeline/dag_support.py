@@ -26,6 +26,20 @@ DEFAULT_ARGS: dict[str, Any] = {
 TAGS = ["rankline"]
 
 
+def dag_kwargs(tag: str, **overrides: Any) -> dict[str, Any]:
+    """The ``@dag`` arguments every rankline DAG shares: one run at a time, retries with
+    backoff, the rankline tag plus ``tag``; ``overrides`` win."""
+    return {"start_date": start_date(), "catchup": False, "max_active_runs": 1,
+            "default_args": DEFAULT_ARGS, "tags": [*TAGS, tag], **overrides}
+
+
+def as_of_param(description: str) -> dict[str, Any]:
+    """The optional ``as_of`` date parameter of the DAGs that work on one date."""
+    from airflow.sdk import Param
+
+    return {"as_of": Param(None, type=["null", "string"], format="date", description=description)}
+
+
 def start_date() -> dt.datetime:
     """First logical date (``RANKLINE_START_DATE``, default 2026-01-01), read without pydantic."""
     day = dt.date.fromisoformat(os.environ.get("RANKLINE_START_DATE", "2026-01-01"))
