@@ -65,6 +65,8 @@ def test_mlflow_runs_and_model_beats_popularity(demo):
     assert {"evaluation.csv", "features.json", "plots"} <= arts
     model = mlflow.MlflowClient().get_model_version_by_alias("rankline-xgboost", "champion")
     assert model.run_id == train["run_id"]
+    info = mlflow.models.get_model_info(f"models:/rankline-xgboost/{model.version}")
+    assert info.signature is not None and len(info.signature.inputs.input_names()) == 24
 
 
 def test_summary_prints_metrics_store_and_an_answer(demo):

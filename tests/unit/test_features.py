@@ -78,3 +78,23 @@ def test_read_views_missing_date_is_clear(settings, ingested):
 
     with pytest.raises(FileNotFoundError, match="run the ingest DAG"):
         read_views(settings.offline_dir, D0 - dt.timedelta(days=5))
+
+
+def test_online_features_match_the_offline_store(settings, ingested):
+    from feature_store.definitions import USER
+    from pipeline.hulk import materialize_online
+    from serving.codec import decode_vector
+    from serving.store import SQLiteStore
+
+    d = ingested[-1]
+    out = materialize_online(settings, d)
+    offline = read_views(settings.offline_dir, d)
+    assert out["keys"] == sum(len(offline[v]) for v in ("user", "item", "user_category"))
+    store = SQLiteStore(settings.home / "online_features.db")
+    user = offline["user"].iloc[7]
+    value, info = store.get("features", f"user:{int(user['user_id'])}")
+    np.testing.assert_allclose(decode_vector(value), user[USER.names].to_numpy(dtype=np.float32))
+    uc = offline["user_category"].iloc[3]
+    assert store.get("features", f"user_category:{int(uc['user_id'])}:{int(uc['category'])}")[0]
+    assert info.meta["as_of"] == d.isoformat()
+    store.close()

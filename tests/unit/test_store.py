@@ -111,3 +111,37 @@ def test_concurrent_publishers_take_turns(tmp_path):
     s = SQLiteStore(tmp_path / "kv.db")
     states = [v.state for v in s.versions("recs")]
     assert states.count("live") == 1 and "failed" not in states and len(states) == 6
+
+
+def test_readers_never_see_a_mix_of_versions(tmp_path):
+    """A reader thread reads many keys at once while versions are published and rolled back."""
+    import threading
+
+    path = tmp_path / "kv.db"
+    SQLiteStore(path).publish("recs", _items("v0", 300))
+    stop, seen, errors = threading.Event(), set(), []
+
+    def reader():
+        s = SQLiteStore(path)
+        keys = [f"k{i}" for i in range(0, 300, 7)]
+        while not stop.is_set():
+            try:
+                values, info = s.get_many("recs", keys)
+                tags = {v.split(b"-")[0] for v in values}
+                assert len(tags) == 1, f"mixed versions {tags}"
+                seen.add((info.version, tags.pop()))
+            except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+        s.close()
+
+    t = threading.Thread(target=reader)
+    t.start()
+    writer = SQLiteStore(path, batch_size=40)
+    for i in range(1, 6):
+        writer.publish("recs", _items(f"v{i}", 300), keep=2)
+    writer.rollback("recs")
+    stop.set()
+    t.join()
+    assert errors == []
+    assert all(tag == f"v{version - 1}".encode() for version, tag in seen)
+    assert len(seen) >= 2
