@@ -47,8 +47,6 @@ def airflow_env(settings: Settings) -> dict[str, str]:
 
 def configure(settings: Settings, override: bool = False) -> dict[str, str]:
     """Export the Airflow variables into this process (before ``airflow`` is imported)."""
-    if "airflow" in sys.modules and "airflow.sdk" in sys.modules and not override:
-        log.debug("airflow already imported; its configuration may not follow these variables")
     env = airflow_env(settings)
     for key, value in env.items():
         if override or key not in os.environ:

@@ -7,7 +7,6 @@ Every task of a DAG run logs into the same MLflow run, found by its ``airflow.da
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from pipeline.settings import Settings
@@ -52,7 +51,6 @@ def dag_run(settings: Settings, dag_id: str, run_id: str, logical_date: str | No
         tags={"airflow.dag_id": dag_id, "airflow.run_id": run_id,
               "airflow.logical_date": str(logical_date or "")},
     )
-    client.set_terminated(run.info.run_id, "RUNNING")
     return run.info.run_id
 
 
@@ -94,10 +92,3 @@ def promote(settings: Settings, version: str, reason: str) -> None:
     client.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
     client.set_model_version_tag(MODEL_NAME, version, "promotion", reason)
     log.info("model version %s is the champion: %s", version, reason)
-
-
-def artifact_dir(run_id: str, sub: str = "") -> Path:
-    """Download a run's artifacts (or a folder of them) and return the local path."""
-    import mlflow
-
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=sub or None))
