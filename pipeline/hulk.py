@@ -28,11 +28,11 @@ COLD_START = "__cold_start__"
 
 
 def popularity(item_view: pd.DataFrame) -> pd.Series:
-    """Recent engagement per item (the popularity baseline's score), indexed by item id."""
-    s = (3 * item_view[f"i_purchases_{W}"] + 2 * item_view[f"i_carts_{W}"]
-         + item_view[f"i_clicks_{W}"])
-    return pd.Series(s.to_numpy(), index=item_view["item_id"]).sort_values(
-        ascending=False, kind="stable")
+    """The popularity baseline's score of every item, indexed by item id, most popular first."""
+    from models.baselines import PopularityRanker
+
+    score = PopularityRanker().score(item_view)
+    return pd.Series(score, index=item_view["item_id"]).sort_values(ascending=False, kind="stable")
 
 
 def co_clicks(clicks: pd.DataFrame, per_item: int = 20) -> pd.DataFrame:
