@@ -173,35 +173,3 @@ def refresh(settings: Settings, as_of: dt.date, model_uri: str,
                "seconds": round(time.perf_counter() - t0, 2), **meta}
     log.info("hulk refresh published %s version %d: %s", NAMESPACE, info.version, summary)
     return summary
-
-
-def materialize_online(settings: Settings, as_of: dt.date) -> dict[str, Any]:
-    """Publish the online views as of ``as_of`` as one new version of the ``features`` namespace.
-
-    Keys are ``<view>:<key>[:<key>]``; values are float32 vectors in the view's feature order.
-    """
-    from feature_store.definitions import ONLINE_VIEWS
-    from feature_store.offline import read_views
-    from serving.codec import encode_vectors
-    from serving.store import SQLiteStore
-
-    views = read_views(settings.offline_dir, as_of)
-
-    def items() -> Iterator[tuple[str, bytes]]:
-        for view in ONLINE_VIEWS:
-            df = views[view.name]
-            keys = df[view.keys[0]].astype(str)
-            for extra in view.keys[1:]:
-                keys = keys + ":" + df[extra].astype(str)
-            keys = (view.name + ":" + keys).to_numpy()
-            order = np.argsort(keys, kind="stable")  # sorted keys load faster into a B-tree
-            values = encode_vectors(df[view.names].to_numpy(dtype=np.float32)[order])
-            yield from zip(keys[order].tolist(), values, strict=True)
-
-    store = SQLiteStore(settings.home / "online_features.db")
-    try:
-        info = store.publish("features", items(), meta={"as_of": as_of.isoformat()},
-                             keep=settings.keep_versions)
-    finally:
-        store.close()
-    return {"version": info.version, "keys": info.n_keys}

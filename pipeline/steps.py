@@ -35,7 +35,7 @@ def features(settings: Settings, date: dt.date, run_id: str | None = None,
              report: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build the offline features as of ``date`` and materialize them online."""
     from feature_store.offline import build_features
-    from pipeline.hulk import materialize_online
+    from feature_store.online import materialize_online
 
     paths = build_features(settings.raw_dir, settings.offline_dir, date, settings.validation_dir)
     online = materialize_online(settings, date)

@@ -82,7 +82,7 @@ def test_read_views_missing_date_is_clear(settings, ingested):
 
 def test_online_features_match_the_offline_store(settings, ingested):
     from feature_store.definitions import USER
-    from pipeline.hulk import materialize_online
+    from feature_store.online import materialize_online
     from serving.codec import decode_vector
     from serving.store import SQLiteStore
 
