@@ -57,15 +57,6 @@ def features(settings: Settings, date: dt.date, run_id: str | None = None,
     return out
 
 
-def train(settings: Settings, as_of: dt.date, run_id: str) -> dict[str, Any]:
-    """Assemble the training set, train, evaluate, and promote when the model wins."""
-    from pipeline.training import build_training_set, evaluate, train_model
-
-    split = build_training_set(settings, as_of)
-    trained = train_model(settings, split, run_id)
-    return evaluate(settings, split, run_id, trained)
-
-
 def champion_uri(settings: Settings) -> dict[str, str]:
     """The champion model's URI and version; a clear error when there is none yet."""
     from pipeline.tracking import champion_version

@@ -30,6 +30,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 _NAMESPACE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+_LIVE = ("SELECT v.namespace, v.version, v.state, v.created_at, v.n_keys, v.meta "
+         "FROM rl_current c JOIN rl_versions v USING(namespace, version) WHERE c.namespace=?")
 
 
 class StoreError(RuntimeError):
@@ -240,10 +242,7 @@ class SQLiteStore(KVStore):
         conn = self._conn()
         conn.execute("BEGIN")
         try:
-            row = conn.execute(
-                "SELECT v.namespace, v.version, v.state, v.created_at, v.n_keys, v.meta "
-                "FROM rl_current c JOIN rl_versions v USING(namespace, version) "
-                "WHERE c.namespace=?", (ns,)).fetchone()
+            row = conn.execute(_LIVE, (ns,)).fetchone()
             if row is None:
                 raise StoreError(f"namespace {ns!r} has no published version yet")
             table = self._table(ns, row[1])
@@ -256,10 +255,7 @@ class SQLiteStore(KVStore):
         return values, self._info(row)
 
     def current(self, namespace: str) -> VersionInfo | None:
-        row = self._conn().execute(
-            "SELECT v.namespace, v.version, v.state, v.created_at, v.n_keys, v.meta "
-            "FROM rl_current c JOIN rl_versions v USING(namespace, version) "
-            "WHERE c.namespace=?", (_check_namespace(namespace),)).fetchone()
+        row = self._conn().execute(_LIVE, (_check_namespace(namespace),)).fetchone()
         return self._info(row) if row else None
 
     def versions(self, namespace: str) -> list[VersionInfo]:
