@@ -1,47 +1,83 @@
-"""Online materialization: the latest feature views, published to the key-value store.
+"""Online features: the latest feature views, published to the key-value store, and read back.
 
 Each materialization is one new version of the ``features`` namespace, switched atomically like
-any publish, so a reader never sees features of two dates mixed.
+any publish, so a reader never sees features of two dates mixed (Feast overwrites rows in place).
+Keys are ``<view>:<key>[:<key>]``; values are float32 vectors in the view's feature order
+(:func:`serving.codec.encode_vectors`). The store is the configured backend: the SQLite file
+``<home>/online_features.db`` by default, Redis with ``RANKLINE_STORE_BACKEND=redis``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from pipeline.settings import Settings
+from serving.store import KVStore, VersionInfo
+
+NAMESPACE = "features"
+_CHUNK = 50_000
+
+
+def view_keys(view: str, df: pd.DataFrame, key_cols: Sequence[str]) -> np.ndarray:
+    """The store keys of a view's rows: ``<view>:<key>[:<key>]``."""
+    keys = df[key_cols[0]].astype(str)
+    for extra in key_cols[1:]:
+        keys = keys + ":" + df[extra].astype(str)
+    return (view + ":" + keys).to_numpy()
+
+
+def frame_items(view: str, df: pd.DataFrame, key_cols: Sequence[str],
+                feature_cols: Sequence[str]) -> Iterator[tuple[str, bytes]]:
+    """``(key, encoded vector)`` for every row, in key order (a B-tree loads sorted keys
+    fastest), encoded a chunk at a time so memory stays bounded by the frame itself."""
+    from serving.codec import encode_vectors
+
+    keys = view_keys(view, df, key_cols)
+    order = np.argsort(keys, kind="stable")
+    matrix = df[list(feature_cols)].to_numpy(dtype=np.float32)
+    for i in range(0, len(order), _CHUNK):
+        idx = order[i:i + _CHUNK]
+        yield from zip(keys[idx].tolist(), encode_vectors(matrix[idx]), strict=True)
+
+
+def materialize_frames(store: KVStore, frames: Sequence[tuple[str, pd.DataFrame, Sequence[str],
+                                                                Sequence[str]]],
+                       meta: dict[str, Any], keep: int = 3) -> VersionInfo:
+    """Publish ``(view, frame, key columns, feature columns)`` tuples as one new version."""
+
+    def items() -> Iterator[tuple[str, bytes]]:
+        for view, df, key_cols, feature_cols in frames:
+            yield from frame_items(view, df, key_cols, feature_cols)
+
+    return store.publish(NAMESPACE, items(), meta=meta, keep=keep)
 
 
 def materialize_online(settings: Settings, as_of: dt.date) -> dict[str, Any]:
-    """Publish the online views as of ``as_of`` as one new version of the ``features`` namespace.
-
-    Keys are ``<view>:<key>[:<key>]``; values are float32 vectors in the view's feature order.
-    """
+    """Publish the online views as of ``as_of`` as one new version of the ``features`` namespace."""
     from feature_store.definitions import ONLINE_VIEWS
     from feature_store.offline import read_views
-    from serving.codec import encode_vectors
-    from serving.store import SQLiteStore
+    from serving.store import opened
 
     views = read_views(settings.offline_dir, as_of)
-
-    def items() -> Iterator[tuple[str, bytes]]:
-        for view in ONLINE_VIEWS:
-            df = views[view.name]
-            keys = df[view.keys[0]].astype(str)
-            for extra in view.keys[1:]:
-                keys = keys + ":" + df[extra].astype(str)
-            keys = (view.name + ":" + keys).to_numpy()
-            order = np.argsort(keys, kind="stable")  # sorted keys load faster into a B-tree
-            values = encode_vectors(df[view.names].to_numpy(dtype=np.float32)[order])
-            yield from zip(keys[order].tolist(), values, strict=True)
-
-    store = SQLiteStore(settings.home / "online_features.db")
-    try:
-        info = store.publish("features", items(), meta={"as_of": as_of.isoformat()},
-                             keep=settings.keep_versions)
-    finally:
-        store.close()
+    frames = [(v.name, views[v.name], v.keys, v.names) for v in ONLINE_VIEWS]
+    with opened(settings, settings.online_store_path) as store:
+        info = materialize_frames(store, frames, {"as_of": as_of.isoformat()},
+                                  keep=settings.keep_versions)
     return {"version": info.version, "keys": info.n_keys}
+
+
+def get_online_features(store: KVStore, view: str, entity_keys: Sequence[Any],
+                        n_features: int) -> tuple[np.ndarray, VersionInfo]:
+    """Feature vectors of ``entity_keys`` (a key, or a tuple for composite keys) from one
+    version: a ``(len(entity_keys), n_features)`` float32 array, NaN rows for unknown entities."""
+    from serving.codec import decode_vectors
+
+    keys = [f"{view}:" + (":".join(map(str, k)) if isinstance(k, tuple) else str(k))
+            for k in entity_keys]
+    values, info = store.get_many(NAMESPACE, keys)
+    return decode_vectors(values, n_features), info

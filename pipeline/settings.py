@@ -76,8 +76,26 @@ class Settings(BaseSettings):
         "artifacts under <home>/mlartifacts.",
     )
     experiment: str = Field(default="rankline", description="MLflow experiment name.")
-    store_backend: Literal["sqlite"] = Field(
-        default="sqlite", description="Serving key-value store backend."
+    store_backend: Literal["sqlite", "redis"] = Field(
+        default="sqlite",
+        description="Key-value store of served predictions and online features: the embedded "
+        "SQLite file, or Redis (production).",
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Redis server for store_backend=redis."
+    )
+    redis_prefix: str = Field(
+        default="rankline",
+        description="Prefix of every key rankline writes to Redis (several deployments can "
+        "share one server).",
+    )
+    publish_lock_ttl_s: float = Field(
+        default=15.0,
+        description="Redis publisher lock lease: a killed publisher's lock frees after this long.",
+    )
+    api_key: str = Field(
+        default="",
+        description="When set, the serving API requires this value in the X-API-Key header.",
     )
     store_path: Path | None = Field(
         default=None, description="SQLite serving store file; default <home>/serving.db."
@@ -134,6 +152,11 @@ class Settings(BaseSettings):
     def serving_store_path(self) -> Path:
         """SQLite serving-store file."""
         return self.store_path or self.home / "serving.db"
+
+    @property
+    def online_store_path(self) -> Path:
+        """SQLite online-feature store file (with Redis, the ``features`` namespace)."""
+        return self.home / "online_features.db"
 
     def demo_dates(self) -> list[dt.date]:
         """The logical dates the demo ingests, oldest first."""

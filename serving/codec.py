@@ -1,8 +1,9 @@
 """Compact binary values for the key-value stores.
 
-A recommendation list is ``<B version=1><B id width 4|8><H k>`` followed by k item ids (little
-endian int32 or int64) and k float32 scores: 604 bytes for 50 items with 32-bit ids, against
-~1.9 KB as JSON text. A feature vector is ``<B version=2><H n>`` and n float32 values.
+A recommendation list is ``<B version=1><B id width 2|4|8><H k>`` followed by k item ids (little
+endian uint16, int32 or int64: the narrowest that holds them) and k float32 scores: 304 bytes for
+50 items with ids below 65,536, 404 with 32-bit ids, against ~1.9 KB as JSON text.
+A feature vector is ``<B version=2><H n>`` and n float32 values.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 _RECS, _VEC = 1, 2
 _HEAD = struct.Struct("<BBH")
 _VHEAD = struct.Struct("<BH")
+_ID_TYPES = {2: "<u2", 4: "<i4", 8: "<i8"}
 
 
 def encode_recs(item_ids: np.ndarray, scores: np.ndarray) -> bytes:
@@ -21,8 +23,9 @@ def encode_recs(item_ids: np.ndarray, scores: np.ndarray) -> bytes:
     ids = np.asarray(item_ids)
     if len(ids) != len(scores) or len(ids) > 65_535:
         raise ValueError("need as many scores as ids, and at most 65535 of them")
-    wide = len(ids) and (ids.max() > np.iinfo(np.int32).max or ids.min() < np.iinfo(np.int32).min)
-    ids = ids.astype("<i8" if wide else "<i4")
+    lo, hi = (int(ids.min()), int(ids.max())) if len(ids) else (0, 0)
+    ids = ids.astype("<u2" if 0 <= lo and hi < 65_536 else
+                     "<i4" if -(2**31) <= lo and hi < 2**31 else "<i8")
     return _HEAD.pack(_RECS, ids.itemsize, len(ids)) + ids.tobytes() + np.asarray(
         scores, dtype="<f4").tobytes()
 
@@ -30,10 +33,10 @@ def encode_recs(item_ids: np.ndarray, scores: np.ndarray) -> bytes:
 def decode_recs(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
     """Unpack a list packed by :func:`encode_recs`: ``(item_ids int64, scores float32)``."""
     version, width, k = _HEAD.unpack_from(blob)
-    if version != _RECS or width not in (4, 8):
+    if version != _RECS or width not in _ID_TYPES:
         raise ValueError(f"not a recommendation list (version {version}, id width {width})")
     off = _HEAD.size
-    ids = np.frombuffer(blob, dtype=f"<i{width}", count=k, offset=off).astype(np.int64)
+    ids = np.frombuffer(blob, dtype=_ID_TYPES[width], count=k, offset=off).astype(np.int64)
     scores = np.frombuffer(blob, dtype="<f4", count=k, offset=off + k * width)
     return ids, scores
 
@@ -53,6 +56,20 @@ def encode_vectors(matrix: np.ndarray) -> list[bytes]:
     rec["version"], rec["n"], rec["v"] = _VEC, width, m
     buf, size = rec.tobytes(), rec.dtype.itemsize
     return [buf[i:i + size] for i in range(0, n * size, size)]
+
+
+def decode_vectors(blobs: list[bytes | None], width: int) -> np.ndarray:
+    """Unpack many vectors of ``width`` values into one ``(n, width)`` array; None gives a NaN row."""
+    out = np.full((len(blobs), width), np.nan, dtype=np.float32)
+    size = _VHEAD.size + 4 * width
+    present = [i for i, b in enumerate(blobs) if b is not None]
+    if present:
+        rows = [blobs[i] for i in present]
+        if any(len(b) != size or b[0] != _VEC for b in rows):  # type: ignore[arg-type,index]
+            raise ValueError(f"not {width}-wide feature vectors")
+        buf = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), size)  # type: ignore[arg-type]
+        out[present] = buf[:, _VHEAD.size:].copy().view("<f4")
+    return out
 
 
 def decode_vector(blob: bytes) -> np.ndarray:

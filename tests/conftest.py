@@ -49,3 +49,25 @@ def ingested(settings, source):
         source.acquire(d, settings.raw_dir)
         build_features(settings.raw_dir, settings.offline_dir, d)
     return dates
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_spec(request, tmp_path: Path):
+    """Fresh data in each store backend; the Redis run removes only its own keys afterwards."""
+    from tests.store_support import new_spec, purge, require_redis
+
+    if request.param == "redis":
+        require_redis()
+    spec = new_spec(request.param, tmp_path)
+    yield spec
+    purge(spec)
+
+
+@pytest.fixture
+def store(store_spec: str):
+    """A store of each backend with tiny batches (so every test crosses batch boundaries)."""
+    from tests.store_support import open_spec
+
+    s = open_spec(store_spec, batch_size=7)
+    yield s
+    s.close()

@@ -5,7 +5,7 @@ from fastapi.testclient import TestClient
 from pipeline.hulk import COLD_START
 from serving.api import create_app
 from serving.codec import encode_recs
-from serving.store import SQLiteStore
+from serving.sqlite_store import SQLiteStore
 
 
 @pytest.fixture

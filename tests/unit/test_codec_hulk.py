@@ -3,17 +3,27 @@ import pandas as pd
 import pytest
 
 from pipeline.hulk import candidates, co_clicks, top_k
-from serving.codec import decode_recs, decode_vector, encode_recs, encode_vector
+from serving.codec import (
+    decode_recs,
+    decode_vector,
+    decode_vectors,
+    encode_recs,
+    encode_vector,
+    encode_vectors,
+)
 
 
 def test_recs_roundtrip_and_size():
     ids = np.arange(50) * 7
     scores = np.linspace(1, 0, 50, dtype=np.float32)
     blob = encode_recs(ids, scores)
-    assert len(blob) == 4 + 50 * 8
+    assert len(blob) == 4 + 50 * 6  # ids below 65,536 take 2 bytes
     got_ids, got_scores = decode_recs(blob)
     np.testing.assert_array_equal(got_ids, ids)
     np.testing.assert_array_equal(got_scores, scores)
+    mid = encode_recs(ids + 70_000, scores)
+    assert len(mid) == 4 + 50 * 8 and (decode_recs(mid)[0] == ids + 70_000).all()
+    assert (decode_recs(encode_recs(-ids, scores))[0] == -ids).all()
     wide = encode_recs(np.array([2**40]), np.array([1.0]))
     assert decode_recs(wide)[0][0] == 2**40
 
@@ -22,6 +32,16 @@ def test_codec_rejects_other_payloads():
     with pytest.raises(ValueError):
         decode_recs(encode_vector(np.ones(3)))
     np.testing.assert_array_equal(decode_vector(encode_vector(np.arange(3))), [0, 1, 2])
+
+
+def test_many_vectors_decode_at_once_with_gaps():
+    m = np.arange(12, dtype=np.float32).reshape(4, 3)
+    blobs = encode_vectors(m)
+    got = decode_vectors([blobs[0], None, blobs[3]], 3)
+    np.testing.assert_array_equal(got[[0, 2]], m[[0, 3]])
+    assert np.isnan(got[1]).all()
+    with pytest.raises(ValueError):
+        decode_vectors([blobs[0]], 4)
 
 
 def test_top_k_per_user_in_rank_order():

@@ -84,13 +84,13 @@ def test_online_features_match_the_offline_store(settings, ingested):
     from feature_store.definitions import USER
     from feature_store.online import materialize_online
     from serving.codec import decode_vector
-    from serving.store import SQLiteStore
+    from serving.sqlite_store import SQLiteStore
 
     d = ingested[-1]
     out = materialize_online(settings, d)
     offline = read_views(settings.offline_dir, d)
     assert out["keys"] == sum(len(offline[v]) for v in ("user", "item", "user_category"))
-    store = SQLiteStore(settings.home / "online_features.db")
+    store = SQLiteStore(settings.online_store_path)
     user = offline["user"].iloc[7]
     value, info = store.get("features", f"user:{int(user['user_id'])}")
     np.testing.assert_allclose(decode_vector(value), user[USER.names].to_numpy(dtype=np.float32))

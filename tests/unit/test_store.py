@@ -1,15 +1,12 @@
-"""Contract tests of the versioned key-value store (every backend runs the same suite)."""
+"""Contract tests of the versioned key-value store: every backend runs the same suite
+(the ``store`` and ``store_spec`` fixtures in conftest.py are parametrized over the backends)."""
+
+import threading
 
 import pytest
 
-from serving.store import SQLiteStore, StoreError
-
-
-@pytest.fixture(params=["sqlite"])
-def store(request, tmp_path):
-    s = SQLiteStore(tmp_path / "kv.db", batch_size=7)
-    yield s
-    s.close()
+from serving.store import StoreError, plan_cleanup
+from tests.store_support import open_spec
 
 
 def _items(tag, n=20):
@@ -86,14 +83,12 @@ def test_namespaces_are_validated_and_independent(store):
     assert store.current("recs").version == 1
 
 
-def test_concurrent_publishers_take_turns(tmp_path):
+def test_concurrent_publishers_take_turns(store_spec):
     """Two publishers of one namespace never destroy each other's work in progress."""
-    import threading
-
     errors = []
 
     def publish(tag):
-        s = SQLiteStore(tmp_path / "kv.db", batch_size=50)
+        s = open_spec(store_spec, batch_size=50)
         try:
             for _ in range(3):
                 s.publish("recs", _items(tag, 500))
@@ -108,21 +103,20 @@ def test_concurrent_publishers_take_turns(tmp_path):
     for t in threads:
         t.join()
     assert errors == []
-    s = SQLiteStore(tmp_path / "kv.db")
+    s = open_spec(store_spec)
     states = [v.state for v in s.versions("recs")]
     assert states.count("live") == 1 and "failed" not in states and len(states) == 6
+    s.close()
 
 
-def test_readers_never_see_a_mix_of_versions(tmp_path):
+def test_readers_never_see_a_mix_of_versions(store_spec):
     """A reader thread reads many keys at once while versions are published and rolled back."""
-    import threading
-
-    path = tmp_path / "kv.db"
-    SQLiteStore(path).publish("recs", _items("v0", 300))
+    first = open_spec(store_spec)
+    first.publish("recs", _items("v0", 300))
     stop, seen, errors = threading.Event(), set(), []
 
     def reader():
-        s = SQLiteStore(path)
+        s = open_spec(store_spec)
         keys = [f"k{i}" for i in range(0, 300, 7)]
         while not stop.is_set():
             try:
@@ -136,7 +130,7 @@ def test_readers_never_see_a_mix_of_versions(tmp_path):
 
     t = threading.Thread(target=reader)
     t.start()
-    writer = SQLiteStore(path, batch_size=40)
+    writer = open_spec(store_spec, batch_size=40)
     for i in range(1, 6):
         writer.publish("recs", _items(f"v{i}", 300), keep=2)
     writer.rollback("recs")
@@ -145,3 +139,48 @@ def test_readers_never_see_a_mix_of_versions(tmp_path):
     assert errors == []
     assert all(tag == f"v{version - 1}".encode() for version, tag in seen)
     assert len(seen) >= 2
+    writer.close()
+    first.close()
+
+
+def test_rollback_is_recorded_with_who_and_why(store):
+    for tag in "ab":
+        store.publish("recs", _items(tag))
+    store.rollback("recs", why="bad model")
+    last, before = store.events("recs")[:2]
+    assert (last["action"], last["from"], last["to"], last["why"]) == ("rollback", 2, 1, "bad model")
+    assert last["who"] and last["at"]
+    assert (before["action"], before["to"]) == ("publish", 2)
+
+
+def test_a_removed_version_cannot_be_rolled_back_to(store):
+    for tag in "abcd":
+        store.publish("recs", _items(tag), keep=2)
+    with pytest.raises(StoreError, match="not kept"):
+        store.rollback("recs", to=1)
+    assert store.rollback("recs").version == 3
+
+
+def test_many_keys_in_one_read(store):
+    store.publish("recs", _items("a", 2500))
+    keys = [f"k{i}" for i in range(2500)] + ["nope"]
+    values, info = store.get_many("recs", keys)
+    assert values[:-1] == [f"a-{i}".encode() for i in range(2500)] and values[-1] is None
+
+
+def test_drop_removes_only_that_namespace(store):
+    store.publish("recs", _items("a"))
+    store.publish("features", [("user:1", b"f")])
+    store.drop("recs")
+    assert store.current("recs") is None and store.versions("recs") == []
+    assert store.get("features", "user:1")[0] == b"f"
+    assert store.publish("recs", _items("b")).version == 1
+
+
+def test_cleanup_plan_keeps_live_and_newest_standby():
+    states = {1: "standby", 2: "standby", 3: "live", 4: "writing", 5: "standby"}
+    assert plan_cleanup(states, 3, keep=2) == {4: "failed", 2: "removed", 1: "removed"}
+    # after a rollback the live version may be older than kept standby ones
+    assert plan_cleanup({1: "live", 2: "standby", 3: "standby"}, 1, keep=3) == {}
+    assert plan_cleanup({1: "live", 2: "standby", 3: "standby"}, 1, keep=1) == {3: "removed",
+                                                                                  2: "removed"}

@@ -1,0 +1,221 @@
+"""The embedded backend of :class:`serving.store.KVStore`: one SQLite file in WAL mode.
+
+Each version is its own ``WITHOUT ROWID`` table; ``rl_current`` points at the live one. A read
+runs inside one read transaction, so the pointer and the values come from one snapshot: WAL keeps
+that snapshot readable even while a publisher switches the pointer and drops the old table.
+Tuned for bulk loads: 16 KiB pages, batched ``executemany``, one transaction per batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from serving.store import (
+    KVStore,
+    StoreError,
+    VersionInfo,
+    check_namespace,
+    now,
+    plan_cleanup,
+    rollback_target,
+    who,
+)
+
+_LIVE = ("SELECT v.namespace, v.version, v.state, v.created_at, v.n_keys, v.meta "
+         "FROM rl_current c JOIN rl_versions v USING(namespace, version) WHERE c.namespace=?")
+_IN_CHUNK = 500  # keys per ``IN (...)`` lookup
+
+
+class SQLiteStore(KVStore):
+    """Versioned namespaces in one SQLite file (the default; no server)."""
+
+    def __init__(self, path: Path, batch_size: int = 10_000) -> None:
+        self.path = Path(path)
+        self.batch_size = batch_size
+        self._local = threading.local()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn().executescript(
+            """
+            CREATE TABLE IF NOT EXISTS rl_versions(
+                namespace TEXT NOT NULL, version INTEGER NOT NULL, state TEXT NOT NULL,
+                created_at TEXT NOT NULL, n_keys INTEGER NOT NULL DEFAULT 0,
+                meta TEXT NOT NULL DEFAULT '{}', PRIMARY KEY(namespace, version));
+            CREATE TABLE IF NOT EXISTS rl_current(
+                namespace TEXT PRIMARY KEY, version INTEGER NOT NULL, switched_at TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS rl_events(
+                at TEXT NOT NULL, namespace TEXT NOT NULL, action TEXT NOT NULL,
+                from_version INTEGER, to_version INTEGER, who TEXT, why TEXT);
+            """
+        )
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            fresh = not self.path.exists()
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=60,
+                                   check_same_thread=False)
+            if fresh:
+                conn.execute("PRAGMA page_size=16384")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA cache_size=-65536")
+            self._local.conn = conn
+        return conn
+
+    @contextlib.contextmanager
+    def _txn(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute(f"BEGIN {mode}")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @staticmethod
+    def _table(namespace: str, version: int) -> str:
+        return f"rl_data_{namespace}_{version}"
+
+    @staticmethod
+    def _info(row: tuple) -> VersionInfo:
+        ns, version, state, created, n, meta = row
+        return VersionInfo(ns, version, state, created, n, json.loads(meta))
+
+    @staticmethod
+    def _event(conn: sqlite3.Connection, ns: str, action: str, frm: int | None, to: int | None,
+               why: str = "") -> None:
+        conn.execute("INSERT INTO rl_events VALUES (?,?,?,?,?,?,?)",
+                     (now(), ns, action, frm, to, who(), why))
+
+    # -- publish steps --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _lock(self, ns: str) -> Iterator[str]:
+        """One publisher per namespace and file at a time (flock: released on process death)."""
+        with open(self.path.with_name(f"{self.path.name}.{ns}.lock"), "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield "flock"
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _begin(self, ns: str, meta: dict[str, Any]) -> int:
+        with self._txn() as conn:
+            (version,) = conn.execute(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM rl_versions WHERE namespace=?", (ns,)
+            ).fetchone()
+            conn.execute("INSERT INTO rl_versions VALUES (?,?,?,?,?,?)",
+                         (ns, version, "writing", now(), 0, json.dumps(meta)))
+            conn.execute(f"CREATE TABLE {self._table(ns, version)}"
+                         "(k TEXT PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID")
+        return version
+
+    def _write(self, ns: str, version: int, batch: list[tuple[str, bytes]]) -> None:
+        with self._txn("") as conn:
+            conn.executemany(f"INSERT OR REPLACE INTO {self._table(ns, version)} VALUES (?, ?)",
+                             batch)
+
+    def _count(self, ns: str, version: int) -> int:
+        return self._conn().execute(f"SELECT COUNT(*) FROM {self._table(ns, version)}").fetchone()[0]
+
+    def _read_version(self, ns: str, version: int, keys: Sequence[str]) -> list[bytes | None]:
+        return self._lookup(self._conn(), self._table(ns, version), keys)
+
+    @staticmethod
+    def _lookup(conn: sqlite3.Connection, table: str, keys: Sequence[str]) -> list[bytes | None]:
+        found: dict[str, bytes] = {}
+        for i in range(0, len(keys), _IN_CHUNK):
+            chunk = list(keys[i:i + _IN_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            found.update(conn.execute(f"SELECT k, v FROM {table} WHERE k IN ({marks})", chunk))
+        return [bytes(found[k]) if k in found else None for k in keys]
+
+    def _switch(self, ns: str, version: int, n_keys: int, token: str) -> None:
+        with self._txn() as conn:
+            prev = conn.execute("SELECT version FROM rl_current WHERE namespace=?", (ns,)).fetchone()
+            conn.execute("UPDATE rl_versions SET state='standby' WHERE namespace=? AND state='live'",
+                         (ns,))
+            conn.execute("UPDATE rl_versions SET state='live', n_keys=? "
+                         "WHERE namespace=? AND version=?", (n_keys, ns, version))
+            conn.execute("INSERT OR REPLACE INTO rl_current VALUES (?,?,?)", (ns, version, now()))
+            self._event(conn, ns, "publish", prev[0] if prev else None, version)
+
+    def _cleanup(self, ns: str, keep: int) -> None:
+        with self._txn() as conn:  # one transaction: a rollback cannot pick a version being dropped
+            states = dict(conn.execute(
+                "SELECT version, state FROM rl_versions WHERE namespace=? AND state IN "
+                "('live','standby','writing')", (ns,)).fetchall())
+            live = conn.execute("SELECT version FROM rl_current WHERE namespace=?", (ns,)).fetchone()
+            for version, state in plan_cleanup(states, live[0] if live else None, keep).items():
+                conn.execute(f"DROP TABLE IF EXISTS {self._table(ns, version)}")
+                conn.execute("UPDATE rl_versions SET state=? WHERE namespace=? AND version=?",
+                             (state, ns, version))
+
+    # -- reads and administration ---------------------------------------------------------
+    def get_many(self, namespace: str, keys: Sequence[str]) -> tuple[list[bytes | None], VersionInfo]:
+        ns = check_namespace(namespace)
+        with self._txn("DEFERRED") as conn:  # one read snapshot: pointer and values together
+            row = conn.execute(_LIVE, (ns,)).fetchone()
+            if row is None:
+                raise StoreError(f"namespace {ns!r} has no published version yet")
+            values = self._lookup(conn, self._table(ns, row[1]), keys)
+        return values, self._info(row)
+
+    def current(self, namespace: str) -> VersionInfo | None:
+        row = self._conn().execute(_LIVE, (check_namespace(namespace),)).fetchone()
+        return self._info(row) if row else None
+
+    def versions(self, namespace: str) -> list[VersionInfo]:
+        rows = self._conn().execute(
+            "SELECT namespace, version, state, created_at, n_keys, meta FROM rl_versions "
+            "WHERE namespace=? ORDER BY version DESC", (check_namespace(namespace),)).fetchall()
+        return [self._info(r) for r in rows]
+
+    def rollback(self, namespace: str, to: int | None = None, why: str = "") -> VersionInfo:
+        ns = check_namespace(namespace)
+        with self._txn() as conn:
+            live = conn.execute("SELECT version FROM rl_current WHERE namespace=?", (ns,)).fetchone()
+            if live is None:
+                raise StoreError(f"namespace {ns!r} has nothing published to roll back")
+            states = dict(conn.execute(
+                "SELECT version, state FROM rl_versions WHERE namespace=?", (ns,)).fetchall())
+            to = rollback_target(live[0], states, to, ns)
+            conn.execute("UPDATE rl_versions SET state='standby' WHERE namespace=? AND version=?",
+                         (ns, live[0]))
+            conn.execute("UPDATE rl_versions SET state='live' WHERE namespace=? AND version=?",
+                         (ns, to))
+            conn.execute("UPDATE rl_current SET version=?, switched_at=? WHERE namespace=?",
+                         (to, now(), ns))
+            self._event(conn, ns, "rollback", live[0], to, why)
+        return self.current(ns)  # type: ignore[return-value]
+
+    def events(self, namespace: str, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self._conn().execute(
+            "SELECT at, action, from_version, to_version, who, why FROM rl_events "
+            "WHERE namespace=? ORDER BY rowid DESC LIMIT ?", (check_namespace(namespace), limit))
+        return [dict(zip(("at", "action", "from", "to", "who", "why"), r, strict=True)) for r in rows]
+
+    def drop(self, namespace: str) -> None:
+        ns = check_namespace(namespace)
+        with self._lock(ns), self._txn() as conn:
+            for (version,) in conn.execute("SELECT version FROM rl_versions WHERE namespace=?",
+                                           (ns,)).fetchall():
+                conn.execute(f"DROP TABLE IF EXISTS {self._table(ns, version)}")
+            for table in ("rl_versions", "rl_current", "rl_events"):
+                conn.execute(f"DELETE FROM {table} WHERE namespace=?", (ns,))
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
