@@ -66,3 +66,22 @@ def purge(spec: str) -> None:
     for i in range(0, len(keys), 500):
         r.unlink(*keys[i:i + 500])
     r.close()
+
+
+def data_versions(spec: str, ns: str) -> set[int]:
+    """The versions whose data physically exists (tables in SQLite, hashes in Redis)."""
+    kind, _, where = spec.partition(":")
+    if kind == "sqlite":
+        import sqlite3
+
+        conn = sqlite3.connect(where)
+        names = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name LIKE ?", (f"rl_data_{ns}_%",))]
+        conn.close()
+        return {int(n.rsplit("_", 1)[1]) for n in names}
+    import redis
+
+    r = redis.Redis.from_url(REDIS_URL)
+    keys = list(r.scan_iter(match=f"{where}:{{{ns}}}:d:*", count=1000))
+    r.close()
+    return {int(k.rsplit(b":", 1)[1]) for k in keys}
