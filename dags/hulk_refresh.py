@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from pipeline.dag_support import MODEL, as_of_date, as_of_param, dag_kwargs, mlflow_run, settings
 
@@ -11,7 +11,14 @@ from pipeline.dag_support import MODEL, as_of_date, as_of_param, dag_kwargs, mlf
     dag_id="hulk_refresh",
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable("0 3 * * *", timezone="UTC"), assets=[MODEL]),
-    params=as_of_param("Features date to score with (default: newest)"),
+    params={
+        **as_of_param("Features date to score with (default: newest)"),
+        "rollback": Param(False, type="boolean",
+                          description="Instead of publishing: serve an older kept version again"),
+        "rollback_to": Param(None, type=["null", "integer"], minimum=1,
+                             description="Version to roll back to (default: the previous one)"),
+        "reason": Param("", type="string", description="Why (recorded with a rollback)"),
+    },
     **dag_kwargs("serving"),
 )
 def hulk_refresh() -> None:
@@ -24,7 +31,24 @@ def hulk_refresh() -> None:
     (default 50) and publishes them as a **new version** of the serving store. The switch is
     atomic: readers see the old or the new version, never a mix; older versions are kept for
     rollback. Unknown users get the cold-start list published with the same version.
+
+    **Rollback**: trigger with `rollback: true` (and optionally `rollback_to`, `reason`) to
+    switch back to a kept version instead of publishing; the switch is instant and logged to
+    MLflow with who (the triggering user), when and why. Same as `rankline store rollback`.
     """
+
+    @task.branch
+    def mode(**context) -> str:
+        return "rollback" if context["params"].get("rollback") else "champion"
+
+    @task
+    def rollback(**context) -> dict:
+        from pipeline import steps
+
+        params, run = context["params"], context["dag_run"]
+        by = getattr(run, "triggering_user_name", None) or f"airflow:{run.run_id}"
+        return steps.rollback(settings(), params.get("rollback_to"), params.get("reason") or "",
+                              by=str(by), run_id=mlflow_run(context))
 
     @task
     def champion() -> dict:
@@ -49,7 +73,9 @@ def hulk_refresh() -> None:
 
         return steps.verify_published(settings(), summary["store_version"])
 
-    verify(publish(champion()))
+    champ = champion()
+    mode() >> [rollback(), champ]
+    verify(publish(champ))
 
 
 hulk_refresh_dag = hulk_refresh()

@@ -78,8 +78,8 @@ def summary(s: Any, dates: list[dt.date], served: bool = True) -> None:
     import pandas as pd
 
     from pipeline import tracking
-    from pipeline.hulk import NAMESPACE
     from pipeline.validation import is_valid
+    from serving.client import NAMESPACE
     from serving.store import open_store
 
     counts = pd.DataFrame({
@@ -109,12 +109,12 @@ def summary(s: Any, dates: list[dt.date], served: bool = True) -> None:
     store = open_store(s)
     cur = store.current(NAMESPACE)
     store.close()
-    typer.echo(f"\n== Serving store {s.serving_store_path}: version {cur.version}, {cur.n_keys} keys,"
+    user = cur.meta["sample_user"]
+    typer.echo(f"\n== Serving store {store!r}: version {cur.version}, {cur.n_keys} keys,"
                f" model {cur.meta.get('model_uri')} ==")
 
     import httpx
 
-    user = _some_user(s)
     with _Served() as base:
         body = httpx.get(f"{base}/v1/recommendations/{user}", params={"k": 5}, timeout=30).json()
         unknown = httpx.get(f"{base}/v1/recommendations/nobody_here", params={"k": 3},
@@ -122,23 +122,6 @@ def summary(s: Any, dates: list[dt.date], served: bool = True) -> None:
     typer.echo(f"GET /v1/recommendations/{user}?k=5 -> {json.dumps(body)}")
     typer.echo(f"GET /v1/recommendations/nobody_here?k=3 -> cold_start={unknown['cold_start']}, "
                f"items={[i['item_id'] for i in unknown['items']]}")
-
-
-def _some_user(s: Any) -> str:
-    from serving.store import open_store
-
-    store = open_store(s)
-    try:
-        from pipeline.hulk import NAMESPACE
-
-        cur = store.current(NAMESPACE)
-        conn = store._conn()  # noqa: SLF001 - the demo peeks at one key
-        (key,) = conn.execute(
-            f"SELECT k FROM rl_data_{NAMESPACE}_{cur.version} WHERE k != '__cold_start__' "
-            "ORDER BY k LIMIT 1").fetchone()
-        return key
-    finally:
-        store.close()
 
 
 class _Served:
@@ -174,15 +157,20 @@ class _Served:
 def run_dag(
     dag_id: Annotated[str, typer.Argument(help="ingest, train or hulk_refresh")],
     date: Annotated[str | None, typer.Option(help="Logical date (ingest) or as_of (others)")] = None,
+    conf: Annotated[str, typer.Option(
+        help='Run parameters as JSON, e.g. \'{"rollback": true, "reason": "bad model"}\'')] = "{}",
 ) -> None:
     """Run one DAG run in-process (recorded in Airflow's database)."""
+    import json
+
     af, dags = _airflow()
     if dag_id not in dags:
         raise typer.BadParameter(f"unknown DAG {dag_id!r}; known: {sorted(dags)}")
+    params = json.loads(conf)
     if dag_id == "ingest":
-        af.run_dag(dags[dag_id], dt.date.fromisoformat(date) if date else None)
+        af.run_dag(dags[dag_id], dt.date.fromisoformat(date) if date else None, conf=params)
     else:
-        af.run_dag(dags[dag_id], conf={"as_of": date} if date else {})
+        af.run_dag(dags[dag_id], conf={**({"as_of": date} if date else {}), **params})
     typer.echo(f"{dag_id} ok")
 
 
@@ -209,13 +197,16 @@ def serve(
 @store_app.command("versions")
 def store_versions(namespace: Annotated[str, typer.Option(help="Namespace")] = "recs") -> None:
     """List the store's versions of a namespace, newest first."""
-    from serving.store import open_store
+    from serving.store import opened
 
-    store = open_store(_settings())
-    for v in store.versions(namespace):
-        typer.echo(f"{v.version:>4}  {v.state:<8} {v.created_at}  {v.n_keys:>8} keys  "
-                   f"{v.meta.get('model_uri', '')}")
-    store.close()
+    with opened(_settings()) as store:
+        for v in store.versions(namespace):
+            typer.echo(f"{v.version:>4}  {v.state:<8} {v.created_at}  {v.n_keys:>8} keys  "
+                       f"{v.meta.get('model_uri', '')}")
+        typer.echo("\nlast events:")
+        for e in store.events(namespace, 10):
+            typer.echo(f"  {e['at']}  {e['action']:<8} {e['from']} -> {e['to']}  by {e['who']}"
+                       + (f": {e['why']}" if e["why"] else ""))
 
 
 @store_app.command("rollback")
@@ -224,13 +215,12 @@ def store_rollback(
     why: Annotated[str, typer.Option(help="Reason, recorded with the switch")] = "",
     namespace: Annotated[str, typer.Option(help="Namespace")] = "recs",
 ) -> None:
-    """Serve an older kept version again (instant switch)."""
-    from serving.store import open_store
+    """Serve an older kept version again (an instant switch), logged to MLflow with who/when/why."""
+    from pipeline import steps
 
-    store = open_store(_settings())
-    info = store.rollback(namespace, to, why)
-    store.close()
-    typer.echo(f"{namespace} now serves version {info.version}")
+    out = steps.rollback(_settings(), to, why, namespace=namespace)
+    typer.echo(f"{namespace} now serves version {out['rollback.to_version']} (was "
+               f"{out['rollback.from_version']}); MLflow run {out['mlflow_run_id']}")
 
 
 def main() -> None:

@@ -20,11 +20,10 @@ import pandas as pd
 from feature_store.definitions import WINDOW_DAYS, W
 from pipeline import io
 from pipeline.settings import Settings
+from serving.client import COLD_START, NAMESPACE
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "recs"
-COLD_START = "__cold_start__"
 
 
 def popularity(item_view: pd.DataFrame) -> pd.Series:
@@ -153,7 +152,7 @@ def refresh(settings: Settings, as_of: dt.date, model_uri: str,
     cold_frame = pd.DataFrame({"user_id": COLD_START, "item_id": cold.index.to_numpy(),
                                "score": cold.to_numpy(dtype=np.float32)})
     meta = {"model_uri": model_uri, "as_of": as_of.isoformat(), "k": settings.top_k,
-            "users": int(len(active)), **(model_meta or {})}
+            "users": int(len(active)), "sample_user": str(active[0]), **(model_meta or {})}
 
     def items_iter() -> Iterator[tuple[str, bytes]]:
         yield from _encoded(cold_frame)

@@ -93,7 +93,7 @@ def refresh(settings: Settings, as_of: dt.date, champion: dict[str, str],
 
 def verify_published(settings: Settings, version: int) -> dict[str, Any]:
     """Check the store serves ``version`` and its cold-start list decodes and is not empty."""
-    from pipeline.hulk import COLD_START, NAMESPACE
+    from serving.client import COLD_START, NAMESPACE
     from serving.codec import decode_recs
     from serving.store import open_store
 
@@ -109,6 +109,37 @@ def verify_published(settings: Settings, version: int) -> dict[str, Any]:
         return {"version": info.version, "n_keys": info.n_keys, "cold_start_items": len(ids)}
     finally:
         store.close()
+
+
+def rollback(settings: Settings, to: int | None = None, why: str = "", by: str | None = None,
+             run_id: str | None = None, namespace: str = "recs") -> dict[str, Any]:
+    """Serve an older kept version again (one atomic switch), then log who, when and why to
+    MLflow: into ``run_id`` (the DAG run's run) or a new run named ``rollback/<ns>/<from>-><to>``."""
+    import mlflow
+
+    from pipeline import tracking
+    from serving.store import opened, who
+
+    by = by or who()
+    with opened(settings) as store:
+        before = store.current(namespace)
+        info = store.rollback(namespace, to, why, by)
+        at = store.events(namespace, 1)[0]["at"]
+    prev = before.version if before else None
+    record = {"rollback.namespace": namespace, "rollback.from_version": prev,
+              "rollback.to_version": info.version, "rollback.who": by, "rollback.why": why,
+              "rollback.at": at, "rollback.model": info.meta.get("model_uri", "")}
+    exp_id = tracking.configure(settings)
+    client = mlflow.MlflowClient()
+    if run_id is None:
+        run_id = client.create_run(exp_id, run_name=f"rollback/{namespace}/{prev}->{info.version}",
+                                   tags={"rankline.action": "rollback"}).info.run_id
+        client.set_terminated(run_id)
+    for key, value in record.items():
+        client.set_tag(run_id, key, str(value))
+    log.warning("%s rolled back from version %s to %s by %s: %s", namespace, prev, info.version,
+                by, why)
+    return {**record, "mlflow_run_id": run_id}
 
 
 def latest_feature_date(settings: Settings) -> dt.date:

@@ -1,22 +1,24 @@
 """The serving API: ``GET /v1/recommendations/{user_id}`` and ``GET /healthz``.
 
-Run it with ``rankline serve`` (uvicorn on 127.0.0.1:8000). Every answer names the store
-version and the model it came from; unknown users get the cold-start list, flagged as such.
+Run it with ``rankline serve`` (uvicorn on 127.0.0.1:8000; OpenAPI docs at ``/docs``, the spec
+at ``/openapi.json``). Every answer names the store version and the model it came from; unknown
+users get the cold-start list, flagged as such. When ``RANKLINE_API_KEY`` is set, recommendation
+requests must carry it in the ``X-API-Key`` header (401 otherwise); ``/healthz`` stays open for
+load balancers. Answers come through :class:`serving.client.RecsClient`, the same code
+downstream services use to read the store directly.
 """
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
-from fastapi import FastAPI, HTTPException, Path, Query
+from fastapi import FastAPI, HTTPException, Path, Query, Security
+from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 
-from pipeline.hulk import COLD_START, NAMESPACE
-from serving.codec import decode_recs
-from serving.store import KVStore, StoreError
-
-USER_ID = r"^[A-Za-z0-9_\-]{1,64}$"
-MAX_K = 200
+from serving.client import COLD_START, MAX_K, USER_ID, RecsClient
+from serving.store import StoreError, StoreUnavailable
 
 
 class Item(BaseModel):
@@ -46,40 +48,53 @@ class Health(BaseModel):
     keys: int | None
 
 
-def create_app(store: KVStore) -> FastAPI:
-    """The FastAPI app over a store (the store is shared by all requests)."""
+_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False,
+                           description="Required when the server sets RANKLINE_API_KEY")
+
+
+def create_app(client: RecsClient, api_key: str = "") -> FastAPI:
+    """The FastAPI app over a client (shared by all requests); ``api_key`` turns on the check."""
     app = FastAPI(title="rankline serving", version="1",
                   description="Top-k recommendations published by the nightly hulk refresh.")
 
+    def check_key(given: str | None) -> None:
+        if api_key and not (given and hmac.compare_digest(given.encode(), api_key.encode())):
+            raise HTTPException(401, detail="missing or wrong X-API-Key",
+                                headers={"WWW-Authenticate": "X-API-Key"})
+
     @app.get("/healthz", response_model=Health)
     def healthz() -> Health:
-        cur = store.current(NAMESPACE)
+        try:
+            cur = client.store.current(client.namespace)
+        except StoreUnavailable as exc:
+            raise HTTPException(503, detail=str(exc)) from exc
         if cur is None:
             return Health(status="empty", store_version=None, model=None, keys=None)
         return Health(status="ok", store_version=cur.version, model=cur.meta.get("model_uri"),
                       keys=cur.n_keys)
 
     @app.get("/v1/recommendations/{user_id}", response_model=Recommendations,
-             responses={404: {"description": "nothing published yet"}})
+             responses={401: {"description": "missing or wrong X-API-Key"},
+                        404: {"description": "nothing published yet"},
+                        503: {"description": "the store cannot be reached"}})
     def recommendations(
         user_id: Annotated[str, Path(pattern=USER_ID, description="The user's id")],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items")] = 10,
+        x_api_key: Annotated[str | None, Security(_KEY_HEADER)] = None,
     ) -> Recommendations:
+        check_key(x_api_key)
         if user_id == COLD_START:
             raise HTTPException(422, detail="reserved user id")
         try:
-            values, info = store.get_many(NAMESPACE, [user_id, COLD_START])
+            r = client.get(user_id, k)
+        except StoreUnavailable as exc:
+            raise HTTPException(503, detail=str(exc)) from exc
         except StoreError as exc:
             raise HTTPException(404, detail=str(exc)) from exc
-        blob, cold = (values[0], False) if values[0] is not None else (values[1], True)
-        if blob is None:
-            raise HTTPException(404, detail=f"store version {info.version} has no cold-start list")
-        ids, scores = decode_recs(blob)
         return Recommendations(
-            user_id=user_id, cold_start=cold, store_version=info.version,
-            model=str(info.meta.get("model_uri", "")), as_of=str(info.meta.get("as_of", "")),
-            items=[Item(item_id=int(i), score=float(v)) for i, v in zip(ids[:k], scores[:k],
-                                                                          strict=True)],
+            user_id=user_id, cold_start=r.cold_start, store_version=r.store_version,
+            model=r.model, as_of=r.as_of,
+            items=[Item(item_id=i, score=s) for i, s in zip(r.item_ids, r.scores, strict=True)],
         )
 
     return app
@@ -88,6 +103,6 @@ def create_app(store: KVStore) -> FastAPI:
 def app_from_settings() -> FastAPI:
     """The app over the store the environment's settings select (uvicorn factory)."""
     from pipeline.settings import get_settings
-    from serving.store import open_store
 
-    return create_app(open_store(get_settings()))
+    settings = get_settings()
+    return create_app(RecsClient.from_settings(settings), api_key=settings.api_key)

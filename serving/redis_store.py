@@ -37,6 +37,7 @@ import redis
 from serving.store import (
     KVStore,
     StoreError,
+    StoreUnavailable,
     VersionInfo,
     check_namespace,
     now,
@@ -152,7 +153,7 @@ class RedisStore(KVStore):
         try:
             self.r.ping()
         except redis.RedisError as exc:
-            raise StoreError(f"Redis at {self.url} is not reachable: {exc}") from exc
+            raise StoreUnavailable(f"Redis at {self.url} is not reachable: {exc}") from exc
 
     def _k(self, ns: str, name: str) -> str:
         return f"{self.prefix}:{{{ns}}}:{name}"
@@ -254,8 +255,11 @@ class RedisStore(KVStore):
     # -- reads and administration ---------------------------------------------------------
     def get_many(self, namespace: str, keys: Sequence[str]) -> tuple[list[bytes | None], VersionInfo]:
         ns = check_namespace(namespace)
-        out = self._read(keys=[self._k(ns, "cur"), self._k(ns, "info")],
-                         args=[self._data(ns), *keys])
+        try:
+            out = self._read(keys=[self._k(ns, "cur"), self._k(ns, "info")],
+                             args=[self._data(ns), *keys])
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(f"Redis at {self.url}: {exc}") from exc
         if not out:
             raise StoreError(f"namespace {ns!r} has no published version yet")
         version = int(out[0])
@@ -263,7 +267,10 @@ class RedisStore(KVStore):
 
     def current(self, namespace: str) -> VersionInfo | None:
         ns = check_namespace(namespace)
-        out = self._read(keys=[self._k(ns, "cur"), self._k(ns, "info")], args=[self._data(ns)])
+        try:
+            out = self._read(keys=[self._k(ns, "cur"), self._k(ns, "info")], args=[self._data(ns)])
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(f"Redis at {self.url}: {exc}") from exc
         return self._decode_info(ns, int(out[0]), "live", out[1]) if out else None
 
     def versions(self, namespace: str) -> list[VersionInfo]:
@@ -275,14 +282,16 @@ class RedisStore(KVStore):
         return [self._decode_info(ns, int(v), s.decode(), infos.get(v))
                 for v, s in sorted(states.items(), key=lambda kv: -int(kv[0]))]
 
-    def rollback(self, namespace: str, to: int | None = None, why: str = "") -> VersionInfo:
+    def rollback(self, namespace: str, to: int | None = None, why: str = "",
+                 by: str | None = None) -> VersionInfo:
         ns = check_namespace(namespace)
         cur = self.r.get(self._k(ns, "cur"))
         if cur is None:
             raise StoreError(f"namespace {ns!r} has nothing published to roll back")
         states = {int(v): s.decode() for v, s in self.r.hgetall(self._k(ns, "state")).items()}
         target = rollback_target(int(cur), states, to, ns)
-        event = {"at": now(), "action": "rollback", "to": target, "who": who(), "why": why}
+        event = {"at": now(), "action": "rollback", "to": target, "who": by or who(),
+                 "why": why}
         try:
             self._rollback_script(
                 keys=[self._k(ns, "cur"), self._k(ns, "state"), self._k(ns, "events")],

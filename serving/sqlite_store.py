@@ -94,9 +94,9 @@ class SQLiteStore(KVStore):
 
     @staticmethod
     def _event(conn: sqlite3.Connection, ns: str, action: str, frm: int | None, to: int | None,
-               why: str = "") -> None:
+               why: str = "", by: str | None = None) -> None:
         conn.execute("INSERT INTO rl_events VALUES (?,?,?,?,?,?,?)",
-                     (now(), ns, action, frm, to, who(), why))
+                     (now(), ns, action, frm, to, by or who(), why))
 
     # -- publish steps --------------------------------------------------------------------
     @contextlib.contextmanager
@@ -181,7 +181,8 @@ class SQLiteStore(KVStore):
             "WHERE namespace=? ORDER BY version DESC", (check_namespace(namespace),)).fetchall()
         return [self._info(r) for r in rows]
 
-    def rollback(self, namespace: str, to: int | None = None, why: str = "") -> VersionInfo:
+    def rollback(self, namespace: str, to: int | None = None, why: str = "",
+                 by: str | None = None) -> VersionInfo:
         ns = check_namespace(namespace)
         with self._txn() as conn:
             live = conn.execute("SELECT version FROM rl_current WHERE namespace=?", (ns,)).fetchone()
@@ -196,7 +197,7 @@ class SQLiteStore(KVStore):
                          (ns, to))
             conn.execute("UPDATE rl_current SET version=?, switched_at=? WHERE namespace=?",
                          (to, now(), ns))
-            self._event(conn, ns, "rollback", live[0], to, why)
+            self._event(conn, ns, "rollback", live[0], to, why, by)
         return self.current(ns)  # type: ignore[return-value]
 
     def events(self, namespace: str, limit: int = 50) -> list[dict[str, Any]]:

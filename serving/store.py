@@ -37,6 +37,10 @@ class StoreError(RuntimeError):
     """A publish, read or rollback that cannot be done; the message says why."""
 
 
+class StoreUnavailable(StoreError):
+    """The store's server cannot be reached (the API answers 503)."""
+
+
 @dataclass(frozen=True)
 class VersionInfo:
     """One version of a namespace."""
@@ -202,8 +206,10 @@ class KVStore(abc.ABC):
         """Every version still recorded, newest first."""
 
     @abc.abstractmethod
-    def rollback(self, namespace: str, to: int | None = None, why: str = "") -> VersionInfo:
-        """Make a kept version live (default: the newest one older than the live one)."""
+    def rollback(self, namespace: str, to: int | None = None, why: str = "",
+                 by: str | None = None) -> VersionInfo:
+        """Make a kept version live (default: the newest one older than the live one); the event
+        log records ``by`` (default: the OS user) and ``why``."""
 
     @abc.abstractmethod
     def events(self, namespace: str, limit: int = 50) -> list[dict[str, Any]]:

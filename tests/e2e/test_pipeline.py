@@ -127,6 +127,22 @@ def test_rerun_overwrites_and_refresh_publishes_a_new_version(demo):
     assert out.split()[:2] == ["2", "live"]
     _rankline(env, "store", "rollback", "--why", "e2e")
     assert "1  live" in _rankline(env, "store", "versions")
+    # the same as a parameter of the refresh DAG: no publish, a switch back to version 2
+    _rankline(env, "run-dag", "hulk_refresh", "--conf",
+              '{"rollback": true, "rollback_to": 2, "reason": "dag says so"}')
+    out = _rankline(env, "store", "versions")
+    assert out.split()[:2] == ["2", "live"] and "dag says so" in out
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True,
+                              filter_string="tags.`rollback.to_version` != ''")
+    got = {(r["tags.rollback.from_version"], r["tags.rollback.to_version"], r["tags.rollback.why"])
+           for _, r in runs.iterrows()}
+    assert got == {("2", "1", "e2e"), ("1", "2", "dag says so")}
+    assert runs["tags.rollback.who"].str.len().min() > 0
+    assert (runs["tags.airflow.dag_id"] == "hulk_refresh").sum() == 1  # logged in the DAG run's run
 
 
 def test_bad_partition_fails_the_ingest_run_and_stops_downstream(tmp_path):

@@ -2,17 +2,16 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline.hulk import COLD_START
 from serving.api import create_app
+from serving.client import COLD_START, RecsClient
 from serving.codec import encode_recs
-from serving.sqlite_store import SQLiteStore
+from serving.redis_store import RedisStore
 
 
 @pytest.fixture
-def client(tmp_path):
-    store = SQLiteStore(tmp_path / "s.db")
-    yield TestClient(create_app(store)), store
-    store.close()
+def client(store):
+    """The API over each store backend."""
+    return TestClient(create_app(RecsClient(store))), store
 
 
 def _publish(store, model="models:/m/1"):
@@ -62,3 +61,45 @@ def test_health_names_the_served_version(client):
     _publish(store, "models:/m/2")
     h = c.get("/healthz").json()
     assert h["store_version"] == 2 and h["model"] == "models:/m/2"
+
+
+def test_api_key_is_required_when_set(store):
+    _publish(store)
+    c = TestClient(create_app(RecsClient(store), api_key="s3cret"))
+    assert c.get("/v1/recommendations/42").status_code == 401
+    assert c.get("/v1/recommendations/42", headers={"X-API-Key": "nope"}).status_code == 401
+    assert c.get("/v1/recommendations/42", headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert c.get("/healthz").status_code == 200  # load balancers need no key
+    spec = c.get("/openapi.json").json()
+    assert "X-API-Key" in str(spec["components"]["securitySchemes"])
+
+
+def test_unreachable_store_is_503():
+    dead = RedisStore("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    c = TestClient(create_app(RecsClient(dead)))
+    r = c.get("/v1/recommendations/42")
+    assert r.status_code == 503 and "Redis" in r.json()["detail"]
+    assert c.get("/healthz").status_code == 503
+
+
+def test_client_reads_many_users_from_one_version(store):
+    _publish(store)
+    recs = RecsClient(store)
+    got = recs.get_many(["42", "new_user"], k=2)
+    assert got["42"].item_ids == [1, 2] and not got["42"].cold_start
+    assert got["new_user"].item_ids == [5, 6] and got["new_user"].cold_start
+    assert got["42"].store_version == got["new_user"].store_version == 1
+    assert recs.get("42", k=10).scores == pytest.approx([0.9, 0.8, 0.7, 0.6])
+    for bad in (dict(user_ids=["a b"]), dict(user_ids=[COLD_START]), dict(user_ids=["1"], k=0)):
+        with pytest.raises(ValueError):
+            recs.get_many(**bad)
+
+
+def test_client_connects_by_url(tmp_path):
+    from serving.sqlite_store import SQLiteStore
+
+    _publish(SQLiteStore(tmp_path / "s.db"))
+    with RecsClient.connect(f"sqlite:///{tmp_path / 's.db'}") as recs:
+        assert recs.get("42").item_ids == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="unsupported"):
+        RecsClient.connect("mysql://x")

@@ -146,10 +146,10 @@ def test_readers_never_see_a_mix_of_versions(store_spec):
 def test_rollback_is_recorded_with_who_and_why(store):
     for tag in "ab":
         store.publish("recs", _items(tag))
-    store.rollback("recs", why="bad model")
+    store.rollback("recs", why="bad model", by="alice")
     last, before = store.events("recs")[:2]
     assert (last["action"], last["from"], last["to"], last["why"]) == ("rollback", 2, 1, "bad model")
-    assert last["who"] and last["at"]
+    assert last["who"] == "alice" and last["at"] and before["who"]
     assert (before["action"], before["to"]) == ("publish", 2)
 
 

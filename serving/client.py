@@ -1,0 +1,104 @@
+"""The reader client for downstream services: recommendations straight from the serving store.
+
+No HTTP hop: a service that can reach the store reads it directly, through a connection pool::
+
+    from serving.client import RecsClient
+
+    with RecsClient.connect("redis://127.0.0.1:6379/0") as recs:    # or "sqlite:///var/serving.db"
+        r = recs.get("1234", k=10)          # r.item_ids, r.scores, r.cold_start, r.store_version
+        many = recs.get_many(["1", "2", "brand-new-user"], k=10)    # one store version for all
+
+Unknown users get the cold-start list of the same version, flagged ``cold_start=True``. The
+client is thread-safe; share one per process (the Redis pool holds up to ``max_connections``).
+The HTTP API (:mod:`serving.api`) answers through this same client.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from serving.codec import decode_recs
+from serving.store import KVStore, StoreError
+
+NAMESPACE = "recs"
+COLD_START = "__cold_start__"
+USER_ID = r"^[A-Za-z0-9_\-]{1,64}$"
+MAX_K = 200
+_USER_ID = re.compile(USER_ID)
+
+
+@dataclass(frozen=True)
+class Recs:
+    """One user's ranked items and where they came from."""
+
+    user_id: str
+    item_ids: list[int]
+    scores: list[float]
+    cold_start: bool  # True when the user is unknown: this is the cold-start list
+    store_version: int
+    model: str  # MLflow URI of the model that produced the lists
+    as_of: str  # features date the lists were computed from
+
+
+class RecsClient:
+    """Reads published top-k lists from a :class:`serving.store.KVStore`."""
+
+    def __init__(self, store: KVStore, namespace: str = NAMESPACE) -> None:
+        self.store, self.namespace = store, namespace
+
+    @classmethod
+    def connect(cls, url: str, prefix: str = "rankline", max_connections: int = 64) -> RecsClient:
+        """A client over ``redis://host:port/db`` (keys under ``prefix``) or ``sqlite:///path``."""
+        if url.startswith(("redis://", "rediss://", "unix://")):
+            from serving.redis_store import RedisStore
+
+            return cls(RedisStore(url, prefix=prefix, max_connections=max_connections))
+        if url.startswith("sqlite:///"):
+            from serving.sqlite_store import SQLiteStore
+
+            return cls(SQLiteStore(Path(url.removeprefix("sqlite://"))))
+        raise ValueError(f"unsupported store URL {url!r}: use redis://... or sqlite:///path")
+
+    @classmethod
+    def from_settings(cls, settings: Any = None) -> RecsClient:
+        """A client over the store rankline's settings select (``RANKLINE_*`` environment)."""
+        from pipeline.settings import get_settings
+        from serving.store import open_store
+
+        return cls(open_store(settings or get_settings()))
+
+    def get(self, user_id: str, k: int = 10) -> Recs:
+        """The top ``k`` items of one user (the cold-start list for an unknown user)."""
+        return self.get_many([user_id], k)[user_id]
+
+    def get_many(self, user_ids: Sequence[str], k: int = 10) -> dict[str, Recs]:
+        """The top ``k`` items of each user, all read from one store version in one round trip."""
+        if not 1 <= k <= MAX_K:
+            raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
+        for u in user_ids:
+            if not _USER_ID.match(u) or u == COLD_START:
+                raise ValueError(f"invalid user id {u!r}: 1-64 of A-Z a-z 0-9 _ -")
+        values, info = self.store.get_many(self.namespace, [*user_ids, COLD_START])
+        cold = values[-1]
+        out = {}
+        for u, blob in zip(user_ids, values[:-1], strict=True):
+            if blob is None and cold is None:
+                raise StoreError(f"store version {info.version} has no cold-start list")
+            ids, scores = decode_recs(blob if blob is not None else cold)  # type: ignore[arg-type]
+            out[u] = Recs(u, ids[:k].tolist(), scores[:k].tolist(), blob is None, info.version,
+                          str(info.meta.get("model_uri", "")), str(info.meta.get("as_of", "")))
+        return out
+
+    def close(self) -> None:
+        """Release the store's connections."""
+        self.store.close()
+
+    def __enter__(self) -> RecsClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
