@@ -121,6 +121,7 @@ class SQLiteStore(KVStore):
         return version
 
     def _write(self, ns: str, version: int, batch: list[tuple[str, bytes]]) -> None:
+        batch.sort(key=lambda kv: kv[0])  # B-tree inserts in key order touch fewer pages
         with self._txn("") as conn:
             conn.executemany(f"INSERT OR REPLACE INTO {self._table(ns, version)} VALUES (?, ?)",
                              batch)

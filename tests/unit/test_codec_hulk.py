@@ -8,6 +8,7 @@ from serving.codec import (
     decode_vector,
     decode_vectors,
     encode_recs,
+    encode_recs_matrix,
     encode_vector,
     encode_vectors,
 )
@@ -26,6 +27,15 @@ def test_recs_roundtrip_and_size():
     assert (decode_recs(encode_recs(-ids, scores))[0] == -ids).all()
     wide = encode_recs(np.array([2**40]), np.array([1.0]))
     assert decode_recs(wide)[0][0] == 2**40
+
+
+def test_matrix_encoding_matches_one_by_one():
+    rng = np.random.default_rng(0)
+    for hi in (5_000, 2**20, 2**40):
+        ids = rng.integers(0, hi, size=(4, 7))
+        scores = rng.random((4, 7), dtype=np.float32)
+        one_by_one = [encode_recs(i, s) for i, s in zip(ids, scores, strict=True)]
+        assert encode_recs_matrix(ids, scores) == one_by_one
 
 
 def test_codec_rejects_other_payloads():
