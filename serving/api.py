@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import FastAPI, HTTPException, Path, Query, Security
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Security
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 
@@ -57,13 +57,17 @@ def create_app(client: RecsClient, api_key: str = "") -> FastAPI:
     app = FastAPI(title="rankline serving", version="1",
                   description="Top-k recommendations published by the nightly hulk refresh.")
 
-    def check_key(given: str | None) -> None:
-        if api_key and not (given and hmac.compare_digest(given.encode(), api_key.encode())):
+    def check_key(given: Annotated[str | None, Security(_KEY_HEADER)] = None) -> None:
+        if not (given and hmac.compare_digest(given.encode(), api_key.encode())):
             raise HTTPException(401, detail="missing or wrong X-API-Key",
                                 headers={"WWW-Authenticate": "X-API-Key"})
 
+    # the spec declares the key (and 401) only when the server requires one
+    guarded = {"dependencies": [Depends(check_key)],
+               "responses": {401: {"description": "missing or wrong X-API-Key"}}} if api_key else {}
+
     @app.get("/healthz", response_model=Health)
-    def healthz() -> Health:
+    async def healthz() -> Health:
         try:
             cur = client.store.current(client.namespace)
         except StoreUnavailable as exc:
@@ -74,17 +78,17 @@ def create_app(client: RecsClient, api_key: str = "") -> FastAPI:
                       keys=cur.n_keys)
 
     @app.get("/v1/recommendations/{user_id}", response_model=Recommendations,
-             responses={401: {"description": "missing or wrong X-API-Key"},
-                        404: {"description": "nothing published yet"},
-                        503: {"description": "the store cannot be reached"}})
-    def recommendations(
+             responses={404: {"description": "nothing published yet"},
+                        503: {"description": "the store cannot be reached"},
+                        **guarded.get("responses", {})},
+             dependencies=guarded.get("dependencies", []))
+    async def recommendations(
         user_id: Annotated[str, Path(pattern=USER_ID, description="The user's id")],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items")] = 10,
-        x_api_key: Annotated[str | None, Security(_KEY_HEADER)] = None,
     ) -> Recommendations:
-        check_key(x_api_key)
         if user_id == COLD_START:
-            raise HTTPException(422, detail="reserved user id")
+            raise HTTPException(422, detail=[{"type": "value_error", "loc": ["path", "user_id"],
+                                              "msg": "reserved user id", "input": user_id}])
         try:
             r = client.get(user_id, k)
         except StoreUnavailable as exc:

@@ -1,7 +1,9 @@
 import datetime as dt
+import os
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from feature_store.compute import compute_views, join_features
 from feature_store.definitions import VIEWS, W, model_features
@@ -80,21 +82,38 @@ def test_read_views_missing_date_is_clear(settings, ingested):
         read_views(settings.offline_dir, D0 - dt.timedelta(days=5))
 
 
-def test_online_features_match_the_offline_store(settings, ingested):
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_online_features_match_the_offline_store(settings, ingested, backend, monkeypatch):
     from feature_store.definitions import USER
-    from feature_store.online import materialize_online
+    from feature_store.online import get_online_features, materialize_online
+    from pipeline.settings import get_settings
     from serving.codec import decode_vector
-    from serving.sqlite_store import SQLiteStore
+    from serving.store import open_store
+    from tests.store_support import REDIS_URL, purge, require_redis
 
+    if backend == "redis":
+        require_redis()
+        prefix = f"rltest_online_{os.getpid()}"
+        monkeypatch.setenv("RANKLINE_STORE_BACKEND", "redis")
+        monkeypatch.setenv("RANKLINE_REDIS_URL", REDIS_URL)
+        monkeypatch.setenv("RANKLINE_REDIS_PREFIX", prefix)
+        get_settings.cache_clear()
+        settings = get_settings()
     d = ingested[-1]
     out = materialize_online(settings, d)
     offline = read_views(settings.offline_dir, d)
     assert out["keys"] == sum(len(offline[v]) for v in ("user", "item", "user_category"))
-    store = SQLiteStore(settings.online_store_path)
+    store = open_store(settings, settings.online_store_path)
     user = offline["user"].iloc[7]
     value, info = store.get("features", f"user:{int(user['user_id'])}")
     np.testing.assert_allclose(decode_vector(value), user[USER.names].to_numpy(dtype=np.float32))
     uc = offline["user_category"].iloc[3]
     assert store.get("features", f"user_category:{int(uc['user_id'])}:{int(uc['category'])}")[0]
     assert info.meta["as_of"] == d.isoformat()
+    users = offline["user"]["user_id"].head(5).tolist() + [-1]
+    matrix, _ = get_online_features(store, "user", users, len(USER.names))
+    np.testing.assert_allclose(matrix[:5], offline["user"][USER.names].head(5).to_numpy(np.float32))
+    assert np.isnan(matrix[5]).all()
     store.close()
+    if backend == "redis":
+        purge(f"redis:{prefix}")
