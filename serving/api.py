@@ -17,7 +17,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Security
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 
-from serving.client import COLD_START, MAX_K, USER_ID, RecsClient
+from serving.client import MAX_K, USER_ID, RecsClient
 from serving.store import StoreError, StoreUnavailable
 
 
@@ -86,9 +86,6 @@ def create_app(client: RecsClient, api_key: str = "") -> FastAPI:
         user_id: Annotated[str, Path(pattern=USER_ID, description="The user's id")],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items")] = 10,
     ) -> Recommendations:
-        if user_id == COLD_START:
-            raise HTTPException(422, detail=[{"type": "value_error", "loc": ["path", "user_id"],
-                                              "msg": "reserved user id", "input": user_id}])
         try:
             r = client.get(user_id, k)
         except StoreUnavailable as exc:

@@ -25,7 +25,7 @@ from serving.codec import decode_recs
 from serving.store import KVStore, StoreError
 
 NAMESPACE = "recs"
-COLD_START = "__cold_start__"
+COLD_START = ":cold_start"  # ":" is not allowed in user ids, so no user can collide
 USER_ID = r"^[A-Za-z0-9_\-]{1,64}$"
 MAX_K = 200
 _USER_ID = re.compile(USER_ID)
@@ -80,7 +80,7 @@ class RecsClient:
         if not 1 <= k <= MAX_K:
             raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
         for u in user_ids:
-            if not _USER_ID.match(u) or u == COLD_START:
+            if not _USER_ID.match(u):
                 raise ValueError(f"invalid user id {u!r}: 1-64 of A-Z a-z 0-9 _ -")
         values, info = self.store.get_many(self.namespace, [*user_ids, COLD_START])
         cold = values[-1]
