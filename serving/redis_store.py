@@ -65,37 +65,37 @@ end
 return out
 """
 
+# Both switches (publish and rollback): point ``cur`` at ``v``, the previous live version goes
+# standby, and the event (JSON, completed with ``from``) is logged. Prepended to the scripts.
+_MAKE_LIVE = """
+local function make_live(cur, state, events, v, event)
+  local prev = redis.call('GET', cur)
+  if prev then redis.call('HSET', state, prev, 'standby') end
+  redis.call('HSET', state, v, 'live')
+  redis.call('SET', cur, v)
+  local ev = cjson.decode(event)
+  ev['from'] = prev and tonumber(prev) or cjson.null
+  redis.call('LPUSH', events, cjson.encode(ev))
+  redis.call('LTRIM', events, 0, 999)
+  return prev
+end
+"""
+
 # KEYS: lock, cur, state, info, events; ARGV: token, version, info json, event json.
-_SWITCH = """
+_SWITCH = _MAKE_LIVE + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('publisher lock lost before the switch')
 end
-local prev = redis.call('GET', KEYS[2])
-if prev then redis.call('HSET', KEYS[3], prev, 'standby') end
-redis.call('HSET', KEYS[3], ARGV[2], 'live')
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
-redis.call('SET', KEYS[2], ARGV[2])
-local ev = cjson.decode(ARGV[4])
-ev['from'] = prev and tonumber(prev) or cjson.null
-redis.call('LPUSH', KEYS[5], cjson.encode(ev))
-redis.call('LTRIM', KEYS[5], 0, 999)
-return prev
+return make_live(KEYS[2], KEYS[3], KEYS[5], ARGV[2], ARGV[4])
 """
 
 # KEYS: cur, state, events; ARGV: data-key prefix, target version, event json.
-_ROLLBACK = """
-local live = redis.call('GET', KEYS[1])
+_ROLLBACK = _MAKE_LIVE + """
 if redis.call('HGET', KEYS[2], ARGV[2]) ~= 'standby' then
   return redis.error_reply('version ' .. ARGV[2] .. ' is no longer kept')
 end
-if live then redis.call('HSET', KEYS[2], live, 'standby') end
-redis.call('HSET', KEYS[2], ARGV[2], 'live')
-redis.call('SET', KEYS[1], ARGV[2])
-local ev = cjson.decode(ARGV[3])
-ev['from'] = live and tonumber(live) or cjson.null
-redis.call('LPUSH', KEYS[3], cjson.encode(ev))
-redis.call('LTRIM', KEYS[3], 0, 999)
-return live
+return make_live(KEYS[1], KEYS[2], KEYS[3], ARGV[2], ARGV[3])
 """
 
 # KEYS: cur, state; ARGV: data-key prefix, then pairs (version, new state) decided by the caller
