@@ -79,6 +79,18 @@ def timed(label: str, fn, n: int, payload: int, results: dict) -> float:  # noqa
     return dt
 
 
+def time_rollback(store) -> None:  # noqa: ANN001
+    """How long the switch back to the previous version takes (and forward again)."""
+    times = []
+    for _ in range(5):
+        other = next(v.version for v in store.versions("recs") if v.state == "standby")
+        t = time.perf_counter()
+        store.rollback("recs", to=other, why="bench")
+        times.append(time.perf_counter() - t)
+    print(f"  rollback (switch between two kept 1M-key versions): median "
+          f"{sorted(times)[2] * 1000:.2f} ms, max {max(times) * 1000:.2f} ms", flush=True)
+
+
 def bench_redis(args: argparse.Namespace, n: int, payload: int) -> dict:
     import redis
 
@@ -100,6 +112,13 @@ def bench_redis(args: argparse.Namespace, n: int, payload: int) -> dict:
         if keys:
             r.unlink(*keys)
 
+    def settle() -> None:
+        """Wait for Redis's background thread to free what UNLINK released: otherwise that
+        work competes with whichever measurement comes next on these 2 cores."""
+        while r.info("memory").get("lazyfree_pending_objects", 0):
+            time.sleep(0.05)
+        time.sleep(0.5)
+
     def raw_mset() -> None:
         for b in batches(stream(n, args.k, args.items), 1000):
             r.mset({f"{raw_prefix}:{k}": v for k, v in b})
@@ -116,17 +135,21 @@ def bench_redis(args: argparse.Namespace, n: int, payload: int) -> dict:
     mem0 = r.info("memory")["used_memory"]
     try:
         for rep in range(args.repeat):
+            settle()
             timed(f"raw MSET x1000, one round trip each [{rep}]", raw_mset, n, payload, results)
             purge(f"{raw_prefix}:*")
+            settle()
             timed(f"rankline RedisStore.publish [{rep}]",
-                  lambda: store.publish("recs", stream(n, args.k, args.items), keep=1), n, payload,
+                  lambda: store.publish("recs", stream(n, args.k, args.items), keep=2), n, payload,
                   results)
             if rep == 0:
                 used = r.info("memory")["used_memory"] - mem0
                 print(f"  Redis memory for one version: {used / n:.0f} B/user "
                       f"({used / 2**20:.0f} MiB)")
+            settle()
             timed(f"raw MSET x1000, 16 per round trip [{rep}]", raw_pipelined, n, payload, results)
             purge(f"{raw_prefix}:*")
+        time_rollback(store)
     finally:
         store.drop("recs")
         store.close()
@@ -158,13 +181,13 @@ def bench_sqlite(args: argparse.Namespace, n: int, payload: int) -> dict:
                 conn.close()
 
             timed(f"raw tuned executemany [{rep}]", raw, n, payload, results)
-            store = SQLiteStore(Path(tmp) / f"store{rep}.db")
+            raw_path.unlink()
+            store = SQLiteStore(Path(tmp) / "store.db")  # the same file: versions side by side
             timed(f"rankline SQLiteStore.publish [{rep}]",
-                  lambda s=store: s.publish("recs", stream(n, args.k, args.items), keep=1), n,
+                  lambda s=store: s.publish("recs", stream(n, args.k, args.items), keep=2), n,
                   payload, results)
-            store.close()
-            for f in Path(tmp).iterdir():
-                f.unlink()
+        time_rollback(store)
+        store.close()
     return {k.rsplit(" [", 1)[0]: max(v for kk, v in results.items() if kk.startswith(k.rsplit(" [", 1)[0]))
             for k in results}
 
@@ -175,7 +198,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=50)
     parser.add_argument("--items", type=int, default=50_000, help="catalogue size (ids below it)")
     parser.add_argument("--backends", default="redis,sqlite")
-    parser.add_argument("--repeat", type=int, default=2, help="best of N")
+    parser.add_argument("--repeat", type=int, default=3, help="best of N")
     parser.add_argument("--tmp", default=None, help="folder for the SQLite files")
     args = parser.parse_args()
     n = args.users
