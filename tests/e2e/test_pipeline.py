@@ -3,11 +3,13 @@ database) at a tiny scale, then a recommendation read over HTTP."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -76,8 +78,9 @@ def test_summary_prints_metrics_store_and_an_answer(demo):
         assert needle in out, needle
 
 
-def test_recommendation_over_http_names_model_and_version(demo):
-    home, env, _ = demo
+@contextlib.contextmanager
+def _serve(env):
+    """``rankline serve`` on a free 127.0.0.1 port; yields the base URL and /healthz's answer."""
     import socket
 
     with socket.socket() as s:
@@ -93,11 +96,18 @@ def test_recommendation_over_http_names_model_and_version(demo):
                 break
             except httpx.HTTPError:
                 assert proc.poll() is None, "serving API exited"
-                import time
-
                 time.sleep(0.2)
         else:
             pytest.fail("serving API did not start")
+        yield base, health
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_recommendation_over_http_names_model_and_version(demo):
+    home, env, _ = demo
+    with _serve(env) as (base, health):
         known = httpx.get(f"{base}/v1/recommendations/5", params={"k": 7}).json()
         assert known["cold_start"] is False and len(known["items"]) == 7
         assert known["store_version"] == health["store_version"] == 1
@@ -107,9 +117,37 @@ def test_recommendation_over_http_names_model_and_version(demo):
         cold = httpx.get(f"{base}/v1/recommendations/unknown-user").json()
         assert cold["cold_start"] is True and cold["items"]
         assert httpx.get(f"{base}/v1/recommendations/5", params={"k": 0}).status_code == 422
+
+
+@pytest.mark.integration
+def test_refresh_publishes_to_redis_where_the_api_and_the_client_read(demo):
+    """The production path: the refresh DAG publishes to the real Redis, the API (with an API
+    key) and the reader client answer from it; the SQLite store is not touched."""
+    from serving.client import RecsClient
+    from tests.store_support import REDIS_URL, purge, require_redis
+
+    require_redis()
+    home, env, _ = demo
+    prefix = f"rltest_e2e_{os.getpid()}"
+    redis_env = {**env, "RANKLINE_STORE_BACKEND": "redis", "RANKLINE_REDIS_URL": REDIS_URL,
+                 "RANKLINE_REDIS_PREFIX": prefix, "RANKLINE_API_KEY": "e2e-key"}
+    sqlite_before = _rankline(env, "store", "versions")
+    try:
+        _rankline(redis_env, "run-dag", "hulk_refresh")
+        assert _rankline(redis_env, "store", "versions").split()[:2] == ["1", "live"]
+        with _serve(redis_env) as (base, health):
+            assert health["store_version"] == 1 and health["keys"] > 100
+            assert httpx.get(f"{base}/v1/recommendations/5").status_code == 401
+            body = httpx.get(f"{base}/v1/recommendations/5", params={"k": 5},
+                             headers={"X-API-Key": "e2e-key"}).json()
+        with RecsClient.connect(REDIS_URL, prefix=prefix) as recs:
+            direct = recs.get_many(["5", "nobody"], k=5)
+        assert direct["5"].item_ids == [i["item_id"] for i in body["items"]]
+        assert not direct["5"].cold_start and direct["nobody"].cold_start
+        assert direct["5"].store_version == body["store_version"] == 1
+        assert _rankline(env, "store", "versions") == sqlite_before
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        purge(f"redis:{prefix}")
 
 
 def test_rerun_overwrites_and_refresh_publishes_a_new_version(demo):
