@@ -166,7 +166,10 @@ def run_dag(
     af, dags = _airflow()
     if dag_id not in dags:
         raise typer.BadParameter(f"unknown DAG {dag_id!r}; known: {sorted(dags)}")
-    params = json.loads(conf)
+    try:
+        params = json.loads(conf)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--conf is not JSON: {exc}") from exc
     if dag_id == "ingest":
         af.run_dag(dags[dag_id], dt.date.fromisoformat(date) if date else None, conf=params)
     else:

@@ -25,7 +25,6 @@ from serving.client import COLD_START, NAMESPACE
 log = logging.getLogger(__name__)
 
 
-
 def popularity(item_view: pd.DataFrame) -> pd.Series:
     """The popularity baseline's score of every item, indexed by item id, most popular first."""
     from models.baselines import PopularityRanker

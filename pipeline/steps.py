@@ -122,13 +122,13 @@ def rollback(settings: Settings, to: int | None = None, why: str = "", by: str |
 
     by = by or who()
     with opened(settings) as store:
-        before = store.current(namespace)
         info = store.rollback(namespace, to, why, by)
-        at = store.events(namespace, 1)[0]["at"]
-    prev = before.version if before else None
+        event = next(e for e in store.events(namespace) if e["action"] == "rollback" and
+                     e["to"] == info.version and e["who"] == by)
+    prev = event["from"]
     record = {"rollback.namespace": namespace, "rollback.from_version": prev,
               "rollback.to_version": info.version, "rollback.who": by, "rollback.why": why,
-              "rollback.at": at, "rollback.model": info.meta.get("model_uri", "")}
+              "rollback.at": event["at"], "rollback.model": info.meta.get("model_uri", "")}
     exp_id = tracking.configure(settings)
     client = mlflow.MlflowClient()
     if run_id is None:

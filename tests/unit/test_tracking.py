@@ -14,3 +14,23 @@ def test_one_mlflow_run_per_dag_run(settings):
     a = dag_run(settings, "train", "manual__1", "2026-01-14")
     assert dag_run(settings, "train", "manual__1", "2026-01-14") == a  # a task rerun finds it
     assert dag_run(settings, "train", "manual__2", "2026-01-14") != a
+
+
+def test_rollback_switches_and_is_logged_to_mlflow(settings):
+    import mlflow
+
+    from pipeline import steps
+    from serving.store import opened
+
+    with opened(settings) as store:
+        for model in ("models:/m/1", "models:/m/2"):
+            store.publish("recs", [("u1", model.encode())], meta={"model_uri": model})
+    out = steps.rollback(settings, why="bad model", by="alice")
+    assert (out["rollback.from_version"], out["rollback.to_version"]) == (2, 1)
+    with opened(settings) as store:
+        assert store.get("recs", "u1")[0] == b"models:/m/1"
+    run = mlflow.MlflowClient().get_run(out["mlflow_run_id"])
+    assert run.info.run_name == "rollback/recs/2->1"
+    assert {k: run.data.tags[f"rollback.{k}"] for k in ("who", "why", "from_version", "model")} == {
+        "who": "alice", "why": "bad model", "from_version": "2", "model": "models:/m/1"}
+    assert run.data.tags["rollback.at"]
