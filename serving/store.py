@@ -122,6 +122,7 @@ class KVStore(abc.ABC):
                 self._switch(ns, version, n, token)
             except BaseException:
                 with contextlib.suppress(Exception):
+                    self._check_lock(ns, token)  # a lost lock: the new holder's work is not ours
                     self._cleanup(ns, keep)
                 raise
             self._cleanup(ns, keep)

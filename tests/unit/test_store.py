@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from serving.store import StoreError, plan_cleanup
-from tests.store_support import open_spec
+from tests.store_support import new_spec, open_spec, purge, require_redis
 
 
 def _items(tag, n=20):
@@ -184,3 +184,35 @@ def test_cleanup_plan_keeps_live_and_newest_standby():
     assert plan_cleanup({1: "live", 2: "standby", 3: "standby"}, 1, keep=3) == {}
     assert plan_cleanup({1: "live", 2: "standby", 3: "standby"}, 1, keep=1) == {3: "removed",
                                                                                   2: "removed"}
+
+
+@pytest.fixture
+def redis_spec(tmp_path):
+    require_redis()
+    spec = new_spec("redis", tmp_path)
+    yield spec
+    purge(spec)
+
+
+def test_redis_publisher_that_lost_its_lock_cannot_switch(redis_spec):
+    """If a stalled publisher's lease expired and another publisher took the lock, the stalled
+    one must not switch, nor remove the other's work, nor release the other's lock. (Redis
+    only: an flock cannot be lost while its holder lives.)"""
+    store = open_spec(redis_spec, batch_size=5)
+    store.publish("recs", _items("a"))
+    lock = store._k("recs", "lock")
+
+    def stolen():
+        yield from _items("b", 10)
+        store.r.set(lock, "someone-else")  # the lease expired; another publisher holds it now
+        yield from [(f"x{i}", b"b") for i in range(10)]
+
+    with pytest.raises(StoreError, match="lock"):
+        store.publish("recs", stolen())
+    assert store.get("recs", "k1")[0] == b"a-1" and store.current("recs").version == 1
+    assert store.r.get(lock) == b"someone-else"
+    assert {v.version: v.state for v in store.versions("recs")}[2] == "writing"  # theirs to clean
+    store.r.delete(lock)
+    assert store.publish("recs", _items("c")).version == 3
+    assert {v.version: v.state for v in store.versions("recs")}[2] == "failed"
+    store.close()
