@@ -13,6 +13,7 @@ import fcntl
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,11 +67,27 @@ class SQLiteStore(KVStore):
                                    check_same_thread=False)
             if fresh:
                 conn.execute("PRAGMA page_size=16384")
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA cache_size=-65536")
             self._local.conn = conn
         return conn
+
+    @staticmethod
+    def _wal(conn: sqlite3.Connection, wait_s: float = 60.0) -> None:
+        """Put the file in WAL mode (it stays so). Switching needs an exclusive lock, and SQLite
+        answers "database is locked" at once, without its busy timeout, when another
+        connection is opening the same new file: so retry until ``wait_s``."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
 
     @contextlib.contextmanager
     def _txn(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:

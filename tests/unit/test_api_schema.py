@@ -28,14 +28,16 @@ keyed = schemathesis.openapi.from_asgi("/openapi.json", _app(api_key="s3cret"))
 
 
 @schema.parametrize()
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_api_matches_its_openapi_spec(case):
+    # derandomized: the same generated requests every run, so CI cannot flake on a new draw;
+    # run with --hypothesis-seed=random (or drop derandomize) to explore further
     response = case.call_and_validate()
     assert response.status_code < 500
 
 
 @keyed.parametrize()
-@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_api_with_a_key_matches_its_openapi_spec(case):
     response = case.call_and_validate()
     assert response.status_code < 500

@@ -109,6 +109,32 @@ def test_concurrent_publishers_take_turns(store_spec):
     s.close()
 
 
+def test_many_processes_open_a_new_sqlite_file_at_once(tmp_path):
+    """Opening a brand-new file from several places at once (a publisher and the API starting
+    together) must not fail with "database is locked" while it is switched to WAL."""
+    from serving.sqlite_store import SQLiteStore
+
+    for attempt in range(20):
+        path, errors = tmp_path / f"new{attempt}.db", []
+        barrier = threading.Barrier(8)
+
+        def open_it(path=path, barrier=barrier, errors=errors):
+            barrier.wait()
+            try:
+                s = SQLiteStore(path)
+                s.current("recs")
+                s.close()
+            except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+
+
 def test_readers_never_see_a_mix_of_versions(store_spec):
     """A reader thread reads many keys at once while versions are published and rolled back."""
     first = open_spec(store_spec)
