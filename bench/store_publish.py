@@ -79,6 +79,15 @@ def timed(label: str, fn, n: int, payload: int, results: dict) -> float:  # noqa
     return dt
 
 
+def best_of(results: dict[str, float]) -> dict[str, float]:
+    """The best rate of each measurement over its repetitions (labels end in `` [rep]``)."""
+    best: dict[str, float] = {}
+    for label, rate in results.items():
+        name = label.rsplit(" [", 1)[0]
+        best[name] = max(best.get(name, 0.0), rate)
+    return best
+
+
 def time_rollback(store) -> None:  # noqa: ANN001
     """How long the switch back to the previous version takes (and forward again)."""
     times = []
@@ -154,9 +163,7 @@ def bench_redis(args: argparse.Namespace, n: int, payload: int) -> dict:
         store.drop("recs")
         store.close()
         purge(f"{raw_prefix}:*")
-    best = {k.rsplit(" [", 1)[0]: max(v for kk, v in results.items() if kk.startswith(k.rsplit(" [", 1)[0]))
-            for k in results}
-    return best
+    return best_of(results)
 
 
 def bench_sqlite(args: argparse.Namespace, n: int, payload: int) -> dict:
@@ -188,8 +195,7 @@ def bench_sqlite(args: argparse.Namespace, n: int, payload: int) -> dict:
                   payload, results)
         time_rollback(store)
         store.close()
-    return {k.rsplit(" [", 1)[0]: max(v for kk, v in results.items() if kk.startswith(k.rsplit(" [", 1)[0]))
-            for k in results}
+    return best_of(results)
 
 
 def main() -> None:

@@ -18,14 +18,18 @@ _VHEAD = struct.Struct("<BH")
 _ID_TYPES = {2: "<u2", 4: "<i4", 8: "<i8"}
 
 
+def _id_dtype(ids: np.ndarray) -> str:
+    """The narrowest id type that holds every id: uint16, int32 or int64 (little endian)."""
+    lo, hi = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
+    return "<u2" if 0 <= lo and hi < 65_536 else "<i4" if -(2**31) <= lo and hi < 2**31 else "<i8"
+
+
 def encode_recs(item_ids: np.ndarray, scores: np.ndarray) -> bytes:
     """Pack one ranked list (ids in rank order, their scores)."""
     ids = np.asarray(item_ids)
     if len(ids) != len(scores) or len(ids) > 65_535:
         raise ValueError("need as many scores as ids, and at most 65535 of them")
-    lo, hi = (int(ids.min()), int(ids.max())) if len(ids) else (0, 0)
-    ids = ids.astype("<u2" if 0 <= lo and hi < 65_536 else
-                     "<i4" if -(2**31) <= lo and hi < 2**31 else "<i8")
+    ids = ids.astype(_id_dtype(ids))
     return _HEAD.pack(_RECS, ids.itemsize, len(ids)) + ids.tobytes() + np.asarray(
         scores, dtype="<f4").tobytes()
 
@@ -35,8 +39,7 @@ def encode_recs_matrix(item_ids: np.ndarray, scores: np.ndarray) -> list[bytes]:
     pack each row (ids of shape ``(n, k)``, scores of the same shape), without a Python loop."""
     ids = np.asarray(item_ids)
     n, k = ids.shape
-    lo, hi = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
-    dtype = "<u2" if 0 <= lo and hi < 65_536 else "<i4" if -(2**31) <= lo and hi < 2**31 else "<i8"
+    dtype = _id_dtype(ids)
     rec = np.empty(n, dtype=[("version", "u1"), ("width", "u1"), ("k", "<u2"),
                              ("ids", dtype, (k,)), ("scores", "<f4", (k,))])
     rec["version"], rec["width"], rec["k"] = _RECS, np.dtype(dtype).itemsize, k
