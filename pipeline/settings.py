@@ -97,6 +97,11 @@ class Settings(BaseSettings):
         default="",
         description="When set, the serving API requires this value in the X-API-Key header.",
     )
+    store_timeout_s: float = Field(
+        default=2.0,
+        description="Longest a store call may take (Redis socket timeouts; the API answers 503 "
+        "after this long instead of waiting on a stalled store).",
+    )
     store_path: Path | None = Field(
         default=None, description="SQLite serving store file; default <home>/serving.db."
     )
