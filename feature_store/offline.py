@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -26,19 +27,21 @@ def view_root(offline_dir: Path, view: FeatureView) -> Path:
 
 
 def build_features(
-    raw_dir: Path, offline_dir: Path, date: dt.date, validation_dir: Path | None = None
+    raw_dir: Path, offline_dir: Path, date: dt.date,
+    usable: Callable[[dt.date], bool] | None = None,
 ) -> dict[str, str]:
     """Compute every view as of the end of ``date`` and write its partition (overwriting).
 
-    Reads only raw partitions of the window ending with ``date``; with ``validation_dir``, only
-    days whose validation passed (others are logged and count as days without events, as do
-    days before the first ingested date).
+    Reads only raw partitions of the window ending with ``date``; with ``usable`` (the caller's
+    "did this date pass validation"), only the days it accepts: the others are logged and count
+    as days without events, as do days before the first ingested date. ``date`` itself must be
+    usable.
     """
     days = io.window(date, WINDOW_DAYS)
-    if validation_dir is not None:
-        from pipeline.validation import is_valid
-
-        skipped = [d for d in days if d != date and not is_valid(validation_dir, d)]
+    if usable is not None:
+        if not usable(date):
+            raise ValueError(f"features as of {date}: that date's raw data is not usable")
+        skipped = [d for d in days if not usable(d)]
         if skipped:
             log.warning("features as of %s skip unvalidated days %s", date, skipped)
         days = [d for d in days if d not in skipped]

@@ -78,16 +78,16 @@ def summary(s: Any, dates: list[dt.date], served: bool = True) -> None:
     import pandas as pd
 
     from pipeline import tracking
-    from pipeline.validation import is_valid
+    from pipeline.landing import is_valid
     from serving.client import NAMESPACE
-    from serving.store import open_store
+    from serving.store import open_store, redact_url
 
     counts = pd.DataFrame({
         d.isoformat(): {t: pd.read_parquet(s.raw_dir / t / f"date={d.isoformat()}",
                                            columns=[]).shape[0]
                         for t in ("impressions", "clicks", "add_to_cart", "purchases")}
         for d in dates}).T
-    counts["validated"] = [is_valid(s.validation_dir, d) for d in dates]
+    counts["validated"] = [is_valid(s, d) for d in dates]
     typer.echo("\n== Rows acquired and validated per day ==\n" + counts.to_string())
 
     exp_id = tracking.configure(s)
@@ -99,7 +99,8 @@ def summary(s: Any, dates: list[dt.date], served: bool = True) -> None:
                f"{train.get('params.test_dates', '?')}) ==\n{metrics.round(4).to_string()}")
     typer.echo(f"promoted: {train.get('tags.promoted')} ({train.get('tags.promotion_reason')})")
 
-    typer.echo(f"\n== MLflow: experiment {s.experiment!r} (id {exp_id}) at {s.tracking_uri} ==")
+    typer.echo(f"\n== MLflow: experiment {s.experiment!r} (id {exp_id}) at "
+               f"{redact_url(s.tracking_uri)} ==")
     for dag_id, n in runs["tags.airflow.dag_id"].value_counts().items():
         typer.echo(f"  {dag_id}: {n} run(s)")
     typer.echo(f"  latest train run: {train['run_id']}")
@@ -115,10 +116,12 @@ def summary(s: Any, dates: list[dt.date], served: bool = True) -> None:
 
     import httpx
 
+    key = {"X-API-Key": s.api_key} if s.api_key else {}
     with _Served() as base:
-        body = httpx.get(f"{base}/v1/recommendations/{user}", params={"k": 5}, timeout=30).json()
+        body = httpx.get(f"{base}/v1/recommendations/{user}", params={"k": 5}, headers=key,
+                         timeout=30).json()
         unknown = httpx.get(f"{base}/v1/recommendations/nobody_here", params={"k": 3},
-                            timeout=30).json()
+                            headers=key, timeout=30).json()
     typer.echo(f"GET /v1/recommendations/{user}?k=5 -> {json.dumps(body)}")
     typer.echo(f"GET /v1/recommendations/nobody_here?k=3 -> cold_start={unknown['cold_start']}, "
                f"items={[i['item_id'] for i in unknown['items']]}")

@@ -114,14 +114,18 @@ def refresh(settings: Settings, as_of: dt.date, model_uri: str,
     from pipeline.training import load_ranker
     from serving.store import open_store
 
+    from pipeline.landing import require_valid, valid_dates
+
+    require_valid(settings, [as_of], f"the refresh as of {as_of}")
     t0 = time.perf_counter()
     views = read_views(settings.offline_dir, as_of)
     ranker = load_ranker(model_uri)
     pop = popularity(views["item"])
     items = views["item"][["item_id"]].assign(category=views["item"]["i_category"].astype("int64"))
-    days = io.window(as_of, WINDOW_DAYS)
+    days = valid_dates(settings, io.window(as_of, WINDOW_DAYS))
     recent = io.read_dates(settings.raw_dir, "clicks", days, ["user_id", "item_id"], missing_ok=True)
-    history = [d for d in io.list_dates(settings.raw_dir, "purchases") if d <= as_of]
+    history = valid_dates(settings, [d for d in io.list_dates(settings.raw_dir, "purchases")
+                                     if d <= as_of])
     purchased = io.read_dates(settings.raw_dir, "purchases", history, ["user_id", "item_id"])
     neighbours = co_clicks(recent)
     active = views["user"].loc[views["user"][f"u_impressions_{W}"] > 0, "user_id"].to_numpy()

@@ -14,20 +14,19 @@ log = logging.getLogger(__name__)
 
 
 def acquire(settings: Settings, date: dt.date) -> dict[str, str]:
-    """Write ``date``'s raw partitions from the configured source; return their paths."""
-    from pipeline.sources import get_source
+    """Write ``date``'s tables from the configured source into staging; return their paths.
+    ``raw/`` is untouched until the staged copy passes validation (:func:`validate`)."""
+    from pipeline.landing import stage
 
-    paths = get_source(settings).acquire(date, settings.raw_dir)
-    log.info("acquired %s from %s: %s", date, settings.source, list(paths))
-    return paths
+    return stage(settings, date)
 
 
 def validate(settings: Settings, date: dt.date) -> dict[str, Any]:
-    """Validate ``date``'s raw partitions; raises ``ValidationFailed`` (after quarantine)."""
-    from pipeline.validation import validate_partition
+    """Validate the staged copy of ``date`` and promote it into ``raw/``; raises
+    ``ValidationFailed`` (after quarantining it, ``raw/`` unchanged)."""
+    from pipeline.landing import land
 
-    report = validate_partition(settings.raw_dir, date, settings.validation_dir,
-                                settings.quarantine_dir)
+    report = land(settings, date)
     return {"date": date.isoformat(), "rows": report.rows, "data_docs": report.data_docs}
 
 
@@ -36,8 +35,11 @@ def features(settings: Settings, date: dt.date, run_id: str | None = None,
     """Build the offline features as of ``date`` and materialize them online."""
     from feature_store.offline import build_features
     from feature_store.online import materialize_online
+    from pipeline.landing import is_valid, require_valid
 
-    paths = build_features(settings.raw_dir, settings.offline_dir, date, settings.validation_dir)
+    require_valid(settings, [date], f"features as of {date}")
+    paths = build_features(settings.raw_dir, settings.offline_dir, date,
+                           usable=lambda d: is_valid(settings, d))
     online = materialize_online(settings, date)
     out = {"date": date.isoformat(), "offline": paths, "online_version": online["version"],
            "online_keys": online["keys"]}

@@ -25,7 +25,8 @@ def configure(settings: Settings) -> str:
     mlflow.set_tracking_uri(settings.tracking_uri)
     if mlflow.get_experiment_by_name(settings.experiment) is None:
         kwargs = {}
-        if not settings.mlflow_tracking_uri:
+        if not settings.tracking_uri.startswith(("http://", "https://", "databricks")):
+            # a database-backed store would default to ./mlruns in the working directory
             kwargs["artifact_location"] = settings.artifact_root
         mlflow.create_experiment(settings.experiment, **kwargs)
     exp = mlflow.get_experiment_by_name(settings.experiment)

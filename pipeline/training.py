@@ -43,14 +43,13 @@ def rows_dir(settings: Settings) -> Path:
 def build_training_set(settings: Settings, as_of: dt.date) -> dict[str, list[str]]:
     """Write labelled rows for every date of the split; return the split as ISO dates."""
     from pipeline.labels import write_rows
+    from pipeline.landing import require_valid
 
     split = split_dates(settings, as_of)
     need = [d for dates in split.values() for d in dates]
-    missing = [d for d in need if not io.has_partition(settings.raw_dir, "impressions", d)]
-    if missing:
-        raise FileNotFoundError(
-            f"training as of {as_of} needs raw data for {need[0]}..{need[-1]}; missing "
-            f"{[d.isoformat() for d in missing]} (ingest those dates first)")
+    require_valid(settings, need, f"training as of {as_of} ({need[0]}..{need[-1]}: "
+                  f"RANKLINE_TRAIN_DAYS={settings.train_days}, RANKLINE_VALID_DAYS="
+                  f"{settings.valid_days}, RANKLINE_TEST_DAYS={settings.test_days})")
     for d in need:
         write_rows(settings.raw_dir, settings.offline_dir, rows_dir(settings), d,
                    settings.negatives_per_request, settings.seed)
@@ -190,6 +189,10 @@ def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
     from pipeline.metrics import ranking_metrics
     from pipeline.tracking import champion_version, configure, log_figure, promote
 
+    from pipeline.landing import require_valid
+
+    require_valid(settings, [dt.date.fromisoformat(d) for d in split["test"]],
+                  "evaluation on the test dates")
     configure(settings)
     rows = eval_rows(_read(settings, split["test"]))
     champ = champion_version(settings)

@@ -3,41 +3,18 @@ database) at a tiny scale, then a recommendation read over HTTP."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import sqlite3
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import TINY
+from tests.e2e.conftest import cli_env, rankline, serve
 
 pytestmark = pytest.mark.e2e
-
-
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RANKLINE_"))}
-    return {**env, **TINY, "RANKLINE_HOME": str(home)}
-
-
-def _rankline(env: dict[str, str], *args: str) -> str:
-    res = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env,
-                         capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, f"rankline {args} failed:\n{res.stdout[-4000:]}\n{res.stderr[-6000:]}"
-    return res.stdout
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    home = tmp_path_factory.mktemp("e2e") / "var"
-    env = _env(home)
-    out = _rankline(env, "demo")
-    return home, env, out
 
 
 def test_dag_runs_are_recorded_in_airflow(demo):
@@ -78,36 +55,9 @@ def test_summary_prints_metrics_store_and_an_answer(demo):
         assert needle in out, needle
 
 
-@contextlib.contextmanager
-def _serve(env):
-    """``rankline serve`` on a free 127.0.0.1 port; yields the base URL and /healthz's answer."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(150):
-            try:
-                health = httpx.get(f"{base}/healthz", timeout=1).json()
-                break
-            except httpx.HTTPError:
-                assert proc.poll() is None, "serving API exited"
-                time.sleep(0.2)
-        else:
-            pytest.fail("serving API did not start")
-        yield base, health
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 def test_recommendation_over_http_names_model_and_version(demo):
     home, env, _ = demo
-    with _serve(env) as (base, health):
+    with serve(env) as (base, health):
         known = httpx.get(f"{base}/v1/recommendations/5", params={"k": 7}).json()
         assert known["cold_start"] is False and len(known["items"]) == 7
         assert known["store_version"] == health["store_version"] == 1
@@ -131,11 +81,11 @@ def test_refresh_publishes_to_redis_where_the_api_and_the_client_read(demo):
     prefix = f"rltest_e2e_{os.getpid()}"
     redis_env = {**env, "RANKLINE_STORE_BACKEND": "redis", "RANKLINE_REDIS_URL": REDIS_URL,
                  "RANKLINE_REDIS_PREFIX": prefix, "RANKLINE_API_KEY": "e2e-key"}
-    sqlite_before = _rankline(env, "store", "versions")
+    sqlite_before = rankline(env, "store", "versions")
     try:
-        _rankline(redis_env, "run-dag", "hulk_refresh")
-        assert _rankline(redis_env, "store", "versions").split()[:2] == ["1", "live"]
-        with _serve(redis_env) as (base, health):
+        rankline(redis_env, "run-dag", "hulk_refresh")
+        assert rankline(redis_env, "store", "versions").split()[:2] == ["1", "live"]
+        with serve(redis_env) as (base, health):
             assert health["store_version"] == 1 and health["keys"] > 100
             assert httpx.get(f"{base}/v1/recommendations/5").status_code == 401
             body = httpx.get(f"{base}/v1/recommendations/5", params={"k": 5},
@@ -145,7 +95,7 @@ def test_refresh_publishes_to_redis_where_the_api_and_the_client_read(demo):
         assert direct["5"].item_ids == [i["item_id"] for i in body["items"]]
         assert not direct["5"].cold_start and direct["nobody"].cold_start
         assert direct["5"].store_version == body["store_version"] == 1
-        assert _rankline(env, "store", "versions") == sqlite_before
+        assert rankline(env, "store", "versions") == sqlite_before
     finally:
         purge(f"redis:{prefix}")
 
@@ -157,18 +107,18 @@ def test_rerun_overwrites_and_refresh_publishes_a_new_version(demo):
     day = dt.date(2026, 1, 14)
     part = home / "raw" / "clicks" / f"date={day}" / "part-0.parquet"
     before = pq.read_table(part)
-    _rankline(env, "run-dag", "ingest", "--date", day.isoformat())
+    rankline(env, "run-dag", "ingest", "--date", day.isoformat())
     assert pq.read_table(part).equals(before)
     assert len(list(part.parent.iterdir())) == 1
-    _rankline(env, "run-dag", "hulk_refresh", "--date", day.isoformat())
-    out = _rankline(env, "store", "versions")
+    rankline(env, "run-dag", "hulk_refresh", "--date", day.isoformat())
+    out = rankline(env, "store", "versions")
     assert out.split()[:2] == ["2", "live"]
-    _rankline(env, "store", "rollback", "--why", "e2e")
-    assert "1  live" in _rankline(env, "store", "versions")
+    rankline(env, "store", "rollback", "--why", "e2e")
+    assert "1  live" in rankline(env, "store", "versions")
     # the same as a parameter of the refresh DAG: no publish, a switch back to version 2
-    _rankline(env, "run-dag", "hulk_refresh", "--conf",
+    rankline(env, "run-dag", "hulk_refresh", "--conf",
               '{"rollback": true, "rollback_to": 2, "reason": "dag says so"}')
-    out = _rankline(env, "store", "versions")
+    out = rankline(env, "store", "versions")
     assert out.split()[:2] == ["2", "live"] and "dag says so" in out
 
     import mlflow
@@ -185,7 +135,8 @@ def test_rerun_overwrites_and_refresh_publishes_a_new_version(demo):
 
 def test_bad_partition_fails_the_ingest_run_and_stops_downstream(tmp_path):
     """Through Airflow: the Parquet source serves a corrupted day; validate fails naming the
-    expectation, the partition is quarantined, features never run, raw stays as delivered."""
+    expectation and the offending id, the staged copy is quarantined, features never run, and
+    raw/ never sees it."""
     from pipeline.sources.synthetic import SyntheticSource
 
     day = dt.date(2026, 1, 1)
@@ -200,15 +151,17 @@ def test_bad_partition_fails_the_ingest_run_and_stops_downstream(tmp_path):
     bad.to_parquet(clicks)
 
     home = tmp_path / "var"
-    env = {**_env(home), "RANKLINE_SOURCE": "parquet", "RANKLINE_SOURCE_URI": str(lake)}
+    env = {**cli_env(home), "RANKLINE_SOURCE": "parquet", "RANKLINE_SOURCE_URI": str(lake)}
     res = subprocess.run([sys.executable, "-m", "pipeline.cli", "run-dag", "ingest", "--date",
                           day.isoformat()], env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode != 0
     assert "every click has its impression" in res.stdout + res.stderr
+    assert str(bad.loc[0, "event_id"]) in res.stdout + res.stderr  # the offending click's id
     db = sqlite3.connect(home / "airflow" / "airflow.db")
     states = dict(db.execute("SELECT task_id, state FROM task_instance WHERE dag_id='ingest'"))
     assert states == {"acquire": "success", "validate": "failed", "features": "upstream_failed"}
-    assert (home / "quarantine" / f"date={day}" / "report" / "results.json").exists()
+    q = home / "quarantine" / f"date={day}"
+    assert (q / "report" / "results.json").exists()
+    assert pq.read_table(q / "raw" / "clicks" / "part-0.parquet").to_pandas().equals(bad)
     assert not (home / "offline").exists()
-    raw = pq.read_table(home / "raw" / "clicks" / f"date={day}" / "part-0.parquet").to_pandas()
-    assert raw.loc[0, "impression_id"] == 42  # raw kept exactly as the source delivered it
+    assert not (home / "raw").exists()  # nothing that failed validation reaches raw/

@@ -1,0 +1,136 @@
+"""Raw data is immutable once validated: staging, promotion, quarantine, and every later step
+refusing dates that did not pass."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from pipeline import io, landing
+from pipeline.sources.base import TABLES, DataSource
+from pipeline.validation import ValidationFailed
+from tests.conftest import D0
+
+
+class Damaged(DataSource):
+    """The configured source with one table damaged by ``fn``."""
+
+    name = "damaged"
+
+    def __init__(self, inner: DataSource, table: str, fn) -> None:
+        self.inner, self.table, self.fn = inner, table, fn
+
+    def frames(self, date: dt.date) -> dict[str, pa.Table]:
+        out = self.inner.frames(date)
+        out[self.table] = self.fn(out[self.table])
+        return out
+
+
+def _use(monkeypatch, src: DataSource) -> None:
+    monkeypatch.setattr("pipeline.sources.get_source", lambda settings: src)
+
+
+def _digests(settings, date=D0) -> dict[str, str]:
+    return {t: hashlib.sha256(io.partition_path(settings.raw_dir, t, date).read_bytes()).hexdigest()
+            for t in TABLES}
+
+
+def _ingest(settings, date=D0):
+    landing.stage(settings, date)
+    return landing.land(settings, date)
+
+
+def _orphan_clicks(t: pa.Table) -> pa.Table:
+    """Clicks whose impression does not exist: the funnel check fails."""
+    return t.set_column(t.schema.get_field_index("impression_id"), "impression_id",
+                        pc.add(t["impression_id"], 7))
+
+
+def test_a_valid_date_is_promoted_with_its_marker(settings):
+    paths = landing.stage(settings, D0)
+    assert not any(io.partition_path(settings.raw_dir, t, D0).exists() for t in TABLES)
+    assert all(str(landing.staging_root(settings, D0)) in p for p in paths.values())
+    report = landing.land(settings, D0)
+    assert report.success and report.rows["impressions"] > 0
+    assert landing.is_valid(settings, D0)
+    marker = json.loads((landing.report_dir(settings, D0) / landing.SUCCESS).read_text())
+    assert marker["sha256"] == _digests(settings)
+    assert not landing.staging_root(settings, D0).exists()
+    # a rerun of the validate task alone (nothing staged) returns the report of raw's copy
+    again = landing.land(settings, D0)
+    assert again.success and again.rows == report.rows
+
+
+def test_reingesting_a_valid_date_from_a_broken_source_keeps_the_valid_data(settings, source,
+                                                                             monkeypatch):
+    _ingest(settings)
+    before = _digests(settings)
+    marker = (landing.report_dir(settings, D0) / landing.SUCCESS).read_bytes()
+
+    _use(monkeypatch, Damaged(source, "clicks", _orphan_clicks))
+    with pytest.raises(ValidationFailed) as err:
+        _ingest(settings)
+    assert "every click has its impression" in str(err.value)
+    assert "keeps the copy of 2026-01-01 validated earlier" in str(err.value)
+    assert _digests(settings) == before
+    assert (landing.report_dir(settings, D0) / landing.SUCCESS).read_bytes() == marker
+    assert landing.is_valid(settings, D0)
+    q = settings.quarantine_dir / f"date={D0}"
+    assert (q / "raw" / "clicks" / io.PART).exists() and (q / "report" / "results.json").exists()
+    assert not landing.staging_root(settings, D0).exists()
+
+
+def test_a_new_valid_copy_replaces_raw_and_keeps_the_old_one(settings, source, monkeypatch):
+    _ingest(settings)
+    before = _digests(settings)
+    _ingest(settings)  # the same bytes again: nothing superseded
+    assert not (settings.home / "superseded").exists()
+
+    _use(monkeypatch, Damaged(source, "purchases", lambda t: t.slice(0, max(0, t.num_rows - 1))))
+    _ingest(settings)
+    after = _digests(settings)
+    assert after["purchases"] != before["purchases"]
+    assert {t for t in TABLES if after[t] != before[t]} == {"purchases"}
+    kept = list((settings.home / "superseded" / f"date={D0}").glob("*/purchases/*.parquet"))
+    assert len(kept) == 1
+    assert hashlib.sha256(kept[0].read_bytes()).hexdigest() == before["purchases"]
+    assert landing.is_valid(settings, D0)
+
+
+def test_nothing_staged_and_not_valid_says_what_to_do(settings):
+    with pytest.raises(FileNotFoundError, match="rankline run-dag ingest --date 2026-01-01"):
+        landing.land(settings, D0)
+
+
+def test_no_step_reads_a_quarantined_date(settings, source, monkeypatch):
+    """A quarantined day inside the training window stops training, features and the refresh
+    before they read anything."""
+    from pipeline import steps
+    from pipeline.hulk import refresh
+    from pipeline.training import build_training_set
+
+    bad = D0 + dt.timedelta(days=1)
+    _ingest(settings, D0)
+    _use(monkeypatch, Damaged(source, "clicks", _orphan_clicks))
+    with pytest.raises(ValidationFailed):
+        _ingest(settings, bad)
+    assert not landing.is_valid(settings, bad)
+    assert not io.has_partition(settings.raw_dir, "clicks", bad)
+
+    n = settings.train_days + settings.valid_days + settings.test_days
+    as_of = bad + dt.timedelta(days=n - 2)  # the window holds D0, bad, and later dates
+    with pytest.raises(landing.UnvalidatedDate) as err:
+        build_training_set(settings, as_of)
+    msg = str(err.value)
+    assert f"{bad}: quarantined" in msg and f"{D0}:" not in msg
+    assert "RANKLINE_TRAIN_DAYS" in msg and not (settings.work_dir / "rows").exists()
+    with pytest.raises(landing.UnvalidatedDate, match="quarantined"):
+        steps.features(settings, bad)
+    with pytest.raises(landing.UnvalidatedDate, match="quarantined"):
+        refresh(settings, bad, "models:/none/1")
+    assert landing.valid_dates(settings, [D0, bad]) == [D0]
