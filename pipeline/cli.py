@@ -40,8 +40,13 @@ def demo(
                                              "RANKLINE_DEMO_DAYS, 14)")] = None,
 ) -> None:
     """Run the whole pipeline as Airflow DAG runs on the embedded defaults, then summarise."""
+    from pipeline.settings import DEMO_DAYS_RULE
+
     s = _settings()
     if days is not None:
+        if days < s.min_demo_days:
+            raise typer.BadParameter(f"{days} is too few: training as of the last date needs "
+                                     f"{DEMO_DAYS_RULE} = {s.min_demo_days}", param_hint="--days")
         s.demo_days = days
     t0 = time.perf_counter()
     af, dags = _airflow()
@@ -230,7 +235,16 @@ def store_rollback(
 
 
 def main() -> None:
-    """Entry point with logging set up."""
+    """Entry point: settings checked before any work (exit 2 naming each bad variable, no
+    traceback), then logging set up and the command run."""
+    from pipeline.settings import SettingsError, get_settings
+
+    if len(sys.argv) > 1 and "--help" not in sys.argv[1:]:
+        try:
+            get_settings()
+        except SettingsError as exc:
+            typer.echo(str(exc), err=True)
+            raise SystemExit(2) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app()
 

@@ -3,17 +3,77 @@
 Nothing happens at import time: no directory is created, no tracking URI is set. Call
 :func:`get_settings` where a value is needed; tests call ``get_settings.cache_clear()`` after
 changing the environment.
+
+Every value is checked when the settings are loaded, before any work: a bad value, a bad
+combination or an unknown ``RANKLINE_*`` variable raises :class:`SettingsError`, whose message
+names each environment variable, the value given and what is allowed, one line per problem.
+Secrets (the API key, passwords inside URLs) never appear in that message nor in ``repr``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import difflib
+import os
+import re
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "RANKLINE_"
+TEST_PREFIX = "RANKLINE_TEST_"
+"""Variables of the test suite (``RANKLINE_TEST_REDIS_URL``…): not settings, never an error."""
+NOT_SETTINGS = frozenset({"RANKLINE_RELIABILITY_REPORT"})
+"""Other ``RANKLINE_*`` variables that are not settings (read by the test suite's conftest)."""
+SECRET_FIELDS = frozenset({"api_key"})
+"""Shown as ``***`` wherever settings are printed."""
+URL_FIELDS = frozenset({"redis_url", "mlflow_tracking_uri", "source_uri"})
+"""Shown through :func:`redact_url` (their password or token hidden)."""
+_SECRET_QUERY = re.compile(r"pass|secret|token|key|sig|credential", re.IGNORECASE)
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+DEMO_DAYS_RULE = "RANKLINE_TRAIN_DAYS + RANKLINE_VALID_DAYS + RANKLINE_TEST_DAYS + 1"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (or a lone user-info token) and secret-looking query values
+    replaced by ``***``: ``redis://u:s3cr3t@h:6379/0`` -> ``redis://u:***@h:6379/0``."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{host}" if ":" in userinfo else f"***@{host}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            query = urlencode([(k, "***" if _SECRET_QUERY.search(k) else v) for k, v in pairs],
+                              safe="*/:")
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return "<unparseable URL, redacted>"
+
+
+class SettingsError(ValueError):
+    """Invalid rankline settings; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid rankline settings (environment variables):\n"
+                         + "\n".join(f"  {p}" for p in self.problems))
+
+
+class _CrossFieldProblems(ValueError):
+    """Raised by the model validator: several lines, each naming every variable involved."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
 
 
 class Settings(BaseSettings):
@@ -35,23 +95,27 @@ class Settings(BaseSettings):
         description="For source=parquet: the root (local path or fsspec URI) holding "
         "<table>/date=D/part-0.parquet.",
     )
-    seed: int = Field(default=7, description="Seed of the synthetic marketplace.")
-    n_users: int = Field(default=20_000, description="Synthetic users.")
-    n_items: int = Field(default=5_000, description="Synthetic items.")
-    n_categories: int = Field(default=24, description="Synthetic item categories.")
-    impressions_per_day: int = Field(default=300_000, description="Synthetic impressions a day.")
-    slots_per_request: int = Field(default=20, description="Items shown per request (page size).")
+    seed: int = Field(default=7, ge=0, le=2**31 - 1, description="Seed of the synthetic marketplace.")
+    n_users: int = Field(default=20_000, ge=1, le=100_000_000, description="Synthetic users.")
+    n_items: int = Field(default=5_000, ge=1, le=100_000_000, description="Synthetic items.")
+    n_categories: int = Field(default=24, ge=1, le=100_000, description="Synthetic item categories.")
+    impressions_per_day: int = Field(default=300_000, ge=1, le=1_000_000_000,
+                                     description="Synthetic impressions a day.")
+    slots_per_request: int = Field(default=20, ge=1, le=1000,
+                                   description="Items shown per request (page size).")
     start_date: dt.date = Field(
         default=dt.date(2026, 1, 1), description="First logical date of the demo and of catchup."
     )
-    demo_days: int = Field(default=14, description="Logical dates the demo ingests.")
+    demo_days: int = Field(default=14, ge=1, le=3660, description="Logical dates the demo ingests.")
     train_days: int = Field(
-        default=9, description="Dates of training rows (features as of the day before each)."
+        default=9, ge=1, le=3660,
+        description="Dates of training rows (features as of the day before each).",
     )
-    valid_days: int = Field(default=2, description="Dates used for early stopping.")
-    test_days: int = Field(default=2, description="Later held-out dates for evaluation.")
+    valid_days: int = Field(default=2, ge=1, le=3660, description="Dates used for early stopping.")
+    test_days: int = Field(default=2, ge=1, le=3660, description="Later held-out dates for evaluation.")
     negatives_per_request: int = Field(
-        default=5, description="Negatives sampled per request from the match set (not shown)."
+        default=5, ge=0, le=1000,
+        description="Negatives sampled per request from the match set (not shown).",
     )
     objective: Literal["rank:pairwise", "rank:ndcg"] = Field(
         default="rank:pairwise", description="XGBoost ranking objective."
@@ -59,38 +123,42 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="XGBoost device; auto picks CUDA when a GPU is visible."
     )
-    n_estimators: int = Field(default=300, description="Maximum boosting rounds.")
-    max_depth: int = Field(default=6, description="Tree depth.")
-    learning_rate: float = Field(default=0.1, description="Boosting learning rate.")
-    top_k: int = Field(default=50, description="Recommendations published per user.")
+    n_estimators: int = Field(default=300, ge=1, le=100_000, description="Maximum boosting rounds.")
+    max_depth: int = Field(default=6, ge=1, le=20, description="Tree depth.")
+    learning_rate: float = Field(default=0.1, gt=0, le=1, description="Boosting learning rate.")
+    top_k: int = Field(default=50, ge=1, le=1000, description="Recommendations published per user.")
     candidates_per_user: int = Field(
-        default=300, description="Candidates scored per user in the hulk refresh."
+        default=300, ge=1, le=100_000,
+        description="Candidates scored per user in the hulk refresh (the top k are kept).",
     )
     score_batch_rows: int = Field(
-        default=500_000, description="Rows scored per batch in the hulk refresh (bounds memory)."
+        default=500_000, ge=1, le=1_000_000_000,
+        description="Rows scored per batch in the hulk refresh (bounds memory).",
     )
-    keep_versions: int = Field(default=3, description="Serving-store versions kept for rollback.")
+    keep_versions: int = Field(default=3, ge=1, le=100,
+                               description="Serving-store versions kept for rollback.")
     mlflow_tracking_uri: str = Field(
         default="",
         description="MLflow tracking URI; empty means sqlite:///<home>/mlflow.db with local "
         "artifacts under <home>/mlartifacts.",
     )
-    experiment: str = Field(default="rankline", description="MLflow experiment name.")
+    experiment: str = Field(default="rankline", min_length=1, description="MLflow experiment name.")
     store_backend: Literal["sqlite", "redis"] = Field(
         default="sqlite",
         description="Key-value store of served predictions and online features: the embedded "
         "SQLite file, or Redis (production).",
     )
     redis_url: str = Field(
-        default="redis://127.0.0.1:6379/0", description="Redis server for store_backend=redis."
+        default="redis://127.0.0.1:6379/0",
+        description="Redis server for store_backend=redis (redis://, rediss:// or unix://).",
     )
     redis_prefix: str = Field(
-        default="rankline",
+        default="rankline", min_length=1, pattern=r"^\S+$",
         description="Prefix of every key rankline writes to Redis (several deployments can "
         "share one server).",
     )
     publish_lock_ttl_s: float = Field(
-        default=15.0,
+        default=15.0, gt=0, le=86_400,
         description="Redis publisher lock lease: a killed publisher's lock frees after this long.",
     )
     api_key: str = Field(
@@ -98,7 +166,7 @@ class Settings(BaseSettings):
         description="When set, the serving API requires this value in the X-API-Key header.",
     )
     store_timeout_s: float = Field(
-        default=2.0,
+        default=2.0, gt=0, le=3600,
         description="Longest a store call may take (Redis socket timeouts; the API answers 503 "
         "after this long instead of waiting on a stalled store).",
     )
@@ -106,10 +174,65 @@ class Settings(BaseSettings):
         default=None, description="SQLite serving store file; default <home>/serving.db."
     )
 
+    def __init__(self, **values: Any) -> None:
+        """Read and check every setting; a :class:`SettingsError` names what is wrong."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:  # its text holds the raw input, secrets included
+            raise SettingsError(_problems(exc)) from None
+
     @field_validator("home", "store_path")
     @classmethod
     def _absolute(cls, v: Path | None) -> Path | None:
         return v.expanduser().resolve() if v is not None else None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, v: str) -> str:
+        if not v.startswith(REDIS_SCHEMES):
+            raise ValueError(f"must start with {', '.join(REDIS_SCHEMES[:-1])} or {REDIS_SCHEMES[-1]}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if problems := self.cross_field_problems():
+            raise _CrossFieldProblems(problems)
+        return self
+
+    @property
+    def min_demo_days(self) -> int:
+        """Dates the demo must ingest: training as of its last date reads train+valid+test
+        dates, each with features as of the day before."""
+        return self.train_days + self.valid_days + self.test_days + 1
+
+    def cross_field_problems(self) -> list[str]:
+        """Problems of combinations of settings, each naming every variable involved."""
+        out = []
+        if self.candidates_per_user < self.top_k:
+            out.append(f"{self._given('candidates_per_user', 'top_k')}: "
+                       f"{env_name('candidates_per_user')} must be >= {env_name('top_k')} "
+                       "(the top k are chosen among the candidates scored per user)")
+        if self.source == "parquet" and not self.source_uri:
+            out.append(f"{self._given('source', 'source_uri')}: source=parquet needs "
+                       f"{env_name('source_uri')} (the root holding <table>/date=D/)")
+        if self.source == "synthetic" and self.n_categories > self.n_items:
+            out.append(f"{self._given('n_categories', 'n_items')}: {env_name('n_categories')} "
+                       f"must be <= {env_name('n_items')} (every category has an item)")
+        if self.demo_days < self.min_demo_days:
+            out.append(
+                f"{self._given('demo_days', 'train_days', 'valid_days', 'test_days')}: "
+                f"{env_name('demo_days')} must be >= {DEMO_DAYS_RULE} = {self.min_demo_days} "
+                "(the demo trains as of its last date on that many dates, with features as of "
+                "the day before the first)")
+        return out
+
+    def _given(self, *names: str) -> str:
+        return ", ".join(f"{env_name(n)}={_shown(n, getattr(self, n))}" for n in names)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            secret = name in SECRET_FIELDS | URL_FIELDS and value
+            yield name, (_shown(name, value) if secret else value)
 
     @property
     def raw_dir(self) -> Path:
@@ -168,7 +291,107 @@ class Settings(BaseSettings):
         return [self.start_date + dt.timedelta(days=i) for i in range(self.demo_days)]
 
 
+def env_name(field: str) -> str:
+    """The environment variable of a setting: ``top_k`` -> ``RANKLINE_TOP_K``."""
+    return ENV_PREFIX + field.upper()
+
+
+def _shown(field: str, value: Any) -> str:
+    """A value as it may be printed: secrets hidden, URLs without their password."""
+    if field in SECRET_FIELDS:
+        return "***" if value else "''"
+    if field in URL_FIELDS:
+        return redact_url(str(value)) if value else "''"
+    return str(value) if value != "" else "''"
+
+
+def _env_value(field: str) -> str | None:
+    """The raw value of a setting's variable (names are case-insensitive, as pydantic reads them)."""
+    want = env_name(field)
+    return next((v for k, v in os.environ.items() if k.upper() == want), None)
+
+
+def _allowed(info: FieldInfo) -> str:
+    """What a field accepts, in words: ``an integer >= 1 and <= 1000``."""
+    ann = info.annotation
+    kind = {int: "an integer", float: "a number", dt.date: "a date (YYYY-MM-DD)"}.get(ann)
+    if kind is None and getattr(ann, "__origin__", None) is Literal:
+        return "one of " + ", ".join(map(str, ann.__args__))
+    bounds = [f"{op} {getattr(m, attr)}" for m in info.metadata
+              for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+              if getattr(m, attr, None) is not None]
+    return " ".join([kind or "a value", " and ".join(bounds)]).strip()
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    """One line per problem of a failed validation, naming the environment variable."""
+    out: list[str] = []
+    fields = Settings.model_fields
+    for err in exc.errors():
+        error = (err.get("ctx") or {}).get("error")
+        if not err["loc"]:  # the model validator
+            out.extend(error.problems if isinstance(error, _CrossFieldProblems) else [err["msg"]])
+            continue
+        name = str(err["loc"][0])
+        info = fields.get(name)
+        if info is None:
+            out.append(f"{name}: {err['msg']}")
+            continue
+        raw = _env_value(name)
+        shown = _shown(name, raw if raw is not None else err.get("input"))
+        if isinstance(error, ValueError):
+            why = str(error)
+        elif err["type"] == "string_too_short":
+            why = "must not be empty"
+        elif err["type"] == "string_pattern_mismatch":
+            why = "must not contain spaces"
+        else:
+            why = f"must be {_allowed(info)}"
+        out.append(f"{env_name(name)}={shown}: {why} ({info.description})")
+    return out
+
+
+def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
+    """A problem line per ``RANKLINE_*`` variable that names no setting (typos), with the
+    nearest known name; ``RANKLINE_TEST_*`` variables belong to the test suite."""
+    environ = os.environ if environ is None else environ
+    fields = list(Settings.model_fields)
+    out = []
+    for key in sorted(environ):
+        name = key.upper()
+        if not name.startswith(ENV_PREFIX) or name.startswith(TEST_PREFIX) or name in NOT_SETTINGS:
+            continue
+        field = name.removeprefix(ENV_PREFIX).lower()
+        if field in fields:
+            continue
+        near = difflib.get_close_matches(field, fields, n=1, cutoff=0.6)
+        hint = (f"did you mean {env_name(near[0])}?" if near
+                else f"known: {', '.join(env_name(f) for f in fields)}")
+        out.append(f"{key}: not a rankline setting; {hint}")
+    return out
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment and check them all, before any work.
+
+    Raises:
+        SettingsError: one line per problem: bad values, bad combinations, unknown variables.
+    """
+    problems = unknown_variables()
+    try:
+        settings = Settings()
+    except SettingsError as exc:
+        problems = exc.problems + problems
+    if problems:
+        raise SettingsError(problems) from None
+    return settings
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read from the environment on first use."""
-    return Settings()
+    """The process-wide settings, read from the environment and checked on first use.
+
+    Raises:
+        SettingsError: see :func:`load_settings`.
+    """
+    return load_settings()
