@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
-from pipeline.dag_support import MODEL, as_of_date, as_of_param, dag_kwargs, mlflow_run, settings
+from pipeline.dag_support import MODEL, as_of_date, as_of_param, check_conf, dag_kwargs, mlflow_run, settings
 
 
 @dag(
@@ -35,10 +35,13 @@ def hulk_refresh() -> None:
     **Rollback**: trigger with `rollback: true` (and optionally `rollback_to`, `reason`) to
     switch back to a kept version instead of publishing; the switch is instant and logged to
     MLflow with who (the triggering user), when and why. Same as `rankline store rollback`.
+    A conf key the DAG does not declare, or `rollback_to` / `reason` without `rollback: true`,
+    fails the run in its first task, before anything is published.
     """
 
     @task.branch
     def mode(**context) -> str:
+        check_conf(context, requires={"rollback_to": "rollback", "reason": "rollback"})
         return "rollback" if context["params"].get("rollback") else "champion"
 
     @task

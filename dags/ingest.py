@@ -6,7 +6,7 @@ import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from pipeline.dag_support import FEATURES, dag_kwargs, mlflow_run, settings
+from pipeline.dag_support import FEATURES, check_conf, dag_kwargs, mlflow_run, settings
 
 
 @dag(
@@ -33,9 +33,10 @@ def ingest() -> None:
     """
 
     @task
-    def acquire(ds: str | None = None) -> dict[str, str]:
+    def acquire(ds: str | None = None, **context) -> dict[str, str]:
         from pipeline import steps
 
+        check_conf(context)
         return steps.acquire(settings(), dt.date.fromisoformat(ds))
 
     @task

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from airflow.sdk import dag, task
 
-from pipeline.dag_support import FEATURES, MODEL, as_of_date, as_of_param, dag_kwargs, mlflow_run, settings
+from pipeline.dag_support import (
+    FEATURES,
+    MODEL,
+    as_of_date,
+    as_of_param,
+    check_conf,
+    dag_kwargs,
+    mlflow_run,
+    settings,
+)
 
 
 @dag(
@@ -34,6 +43,7 @@ def train() -> None:
     def training_set(**context) -> dict:
         from pipeline.training import build_training_set
 
+        check_conf(context)
         as_of = as_of_date(context)
         return {"as_of": as_of.isoformat(), "split": build_training_set(settings(), as_of),
                 "mlflow_run_id": mlflow_run(context)}

@@ -42,15 +42,57 @@ def as_of_param(description: str) -> dict[str, Any]:
 
 def start_date() -> dt.datetime:
     """First logical date (``RANKLINE_START_DATE``, default 2026-01-01), read without pydantic."""
-    day = dt.date.fromisoformat(os.environ.get("RANKLINE_START_DATE", "2026-01-01"))
+    raw = os.environ.get("RANKLINE_START_DATE", "2026-01-01")
+    try:
+        day = dt.date.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(f"RANKLINE_START_DATE={raw}: must be a date (YYYY-MM-DD) (First logical "
+                         "date of the demo and of catchup.)") from None
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
 
 def settings():  # noqa: ANN201 - pipeline.settings.Settings, imported lazily
-    """The rankline settings (imported inside tasks only)."""
-    from pipeline.settings import get_settings
+    """The rankline settings (imported inside tasks only); invalid settings fail the task at
+    once, without retries (the same environment would fail the same way)."""
+    from pipeline.settings import SettingsError, get_settings
 
-    return get_settings()
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(str(exc)) from None
+
+
+def check_conf(context: dict[str, Any], requires: dict[str, str] | None = None) -> None:
+    """Fail the run at once when its conf has a key the DAG does not declare, or a key given
+    without the one it ``requires`` (``{"rollback_to": "rollback"}``: only with rollback: true).
+
+    A key counts as given when its value differs from the param's default: the Airflow UI
+    sends every param with its default.
+    """
+    conf = dict(getattr(context.get("dag_run"), "conf", None) or {})
+    declared = context["dag"].params
+    defaults = {k: _default(declared, k) for k in declared}
+    problems = []
+    if unknown := sorted(set(conf) - set(defaults)):
+        problems.append(f"unknown conf key(s) {unknown}; {context['dag'].dag_id} takes "
+                        f"{sorted(defaults) or 'no params'}")
+    given = {k: v for k, v in conf.items() if k in defaults and v != defaults[k]}
+    params = context.get("params") or {}
+    for key, needs in (requires or {}).items():
+        if key in given and not params.get(needs):
+            problems.append(f"{key}={given[key]!r} only makes sense with {needs}: true")
+    if problems:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException("bad run conf: " + "; ".join(problems))
+
+
+def _default(params: Any, key: str) -> Any:
+    """A declared param's default (``ParamsDict`` holds ``Param`` objects, tests plain dicts)."""
+    getter = getattr(params, "get_param", None)
+    return getter(key).value if getter else params[key]
 
 
 def as_of_date(context: dict[str, Any]) -> dt.date:

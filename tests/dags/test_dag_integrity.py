@@ -88,3 +88,110 @@ def test_dag_files_only_wire():
                     getattr(getattr(d, "func", d), "id", "") == "task" for d in node.decorator_list):
                 body = [n for n in node.body if not isinstance(n, ast.Expr)]
                 assert len(body) <= 8, f"{path.name}:{node.name} does too much for a DAG file"
+
+
+# --- run conf: unknown keys and keys that need another are errors, in the first task ---------
+
+@pytest.fixture(scope="module")
+def support(tmp_path_factory):
+    """``pipeline.dag_support`` imported with Airflow's home in a temporary folder."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow_home")))
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from pipeline import dag_support
+        yield dag_support, AirflowFailException
+
+
+REFRESH_PARAMS = {"as_of": None, "rollback": False, "rollback_to": None, "reason": ""}
+REQUIRES = {"rollback_to": "rollback", "reason": "rollback"}
+
+
+def _context(conf: dict, declared: dict = REFRESH_PARAMS) -> dict:
+    from types import SimpleNamespace
+
+    get = getattr(declared, "get_param", None)  # a real ParamsDict holds Param objects
+    params = {k: get(k).value if get else declared[k] for k in declared}
+    return {"dag": SimpleNamespace(dag_id="hulk_refresh", params=declared),
+            "dag_run": SimpleNamespace(conf=conf), "params": {**params, **conf}}
+
+
+@pytest.mark.parametrize("conf, needle", [
+    ({"rollback_to": 999}, "rollback_to=999 only makes sense with rollback: true"),
+    ({"reason": "bad model"}, "reason='bad model' only makes sense with rollback: true"),
+    ({"rollback": False, "rollback_to": 2, "reason": ""}, "rollback_to=2 only makes sense"),
+    ({"rolback": True}, "unknown conf key(s) ['rolback']; hulk_refresh takes ['as_of', 'reason', "
+                        "'rollback', 'rollback_to']"),
+])
+def test_check_conf_rejects(support, conf, needle):
+    dag_support, fail = support
+    with pytest.raises(fail) as err:
+        dag_support.check_conf(_context(conf), requires=REQUIRES)
+    assert needle in str(err.value)
+
+
+@pytest.mark.parametrize("conf", [
+    {},
+    {"rollback": True, "rollback_to": 2, "reason": "bad model"},
+    {"rollback": True},
+    {"as_of": "2026-01-14"},
+    REFRESH_PARAMS,  # what the UI sends: every param with its default
+])
+def test_check_conf_accepts(support, conf):
+    dag_support, _ = support
+    dag_support.check_conf(_context(conf), requires=REQUIRES)
+
+
+def test_check_conf_on_a_dag_without_params(support):
+    dag_support, fail = support
+    with pytest.raises(fail, match=r"unknown conf key\(s\) \['as_of'\]; hulk_refresh takes no params"):
+        dag_support.check_conf(_context({"as_of": "2026-01-01"}, declared={}))
+
+
+def test_check_conf_reads_real_airflow_params(support):
+    """Against the ``ParamsDict`` of the real refresh DAG (Param objects, not plain values)."""
+    from airflow.sdk import Param
+    from airflow.sdk.definitions.param import ParamsDict
+
+    dag_support, fail = support
+    declared = ParamsDict({"rollback": Param(False, type="boolean"),
+                           "rollback_to": Param(None, type=["null", "integer"]),
+                           "reason": Param("", type="string")})
+    dag_support.check_conf(_context({"rollback": False, "rollback_to": None}, declared), REQUIRES)
+    with pytest.raises(fail, match="rollback_to=3 only makes sense"):
+        dag_support.check_conf(_context({"rollback_to": 3}, declared), requires=REQUIRES)
+
+
+def test_bad_settings_fail_the_task_without_retries(support, monkeypatch):
+    from pipeline.settings import get_settings
+
+    dag_support, fail = support
+    monkeypatch.setenv("RANKLINE_TOP_K", "-1")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(fail, match=r"RANKLINE_TOP_K=-1: must be an integer >= 1 and <= 1000"):
+            dag_support.settings()
+    finally:
+        get_settings.cache_clear()
+
+
+@pytest.mark.integration
+def test_refresh_with_rollback_to_but_no_rollback_fails_first_and_publishes_nothing(tmp_path):
+    """A real ``dag.test()`` run (~12 s): ``mode`` fails at once, nothing downstream runs."""
+    import sqlite3
+
+    from tests.conftest import TINY
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RANKLINE_"))}
+    env.update(TINY, RANKLINE_HOME=str(tmp_path / "var"))
+    res = subprocess.run([sys.executable, "-m", "pipeline.cli", "run-dag", "hulk_refresh",
+                          "--conf", '{"rollback_to": 999}'], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode != 0
+    assert "rollback_to=999 only makes sense with rollback: true" in res.stdout + res.stderr
+    db = sqlite3.connect(tmp_path / "var" / "airflow" / "airflow.db")
+    states = dict(db.execute("SELECT task_id, state FROM task_instance"))
+    db.close()
+    assert states.pop("mode") == "failed"
+    assert set(states.values()) == {"upstream_failed"}, states
+    assert not (tmp_path / "var" / "serving.db").exists()
