@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
-from pipeline.dag_support import MODEL, as_of_date, as_of_param, check_conf, dag_kwargs, mlflow_run, settings
+from pipeline.dag_support import (
+    MODEL,
+    as_of_date,
+    as_of_param,
+    check_conf,
+    dag_kwargs,
+    fail_fast,
+    mlflow_run,
+    settings,
+)
 
 
 @dag(
@@ -55,20 +64,17 @@ def hulk_refresh() -> None:
 
     @task
     def champion() -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
-
         from pipeline import steps
 
-        try:
+        with fail_fast():  # no champion yet: retrying cannot help
             return steps.champion_uri(settings())
-        except LookupError as exc:  # no champion yet: retrying cannot help
-            raise AirflowFailException(str(exc)) from exc
 
     @task
     def publish(champ: dict, **context) -> dict:
         from pipeline import steps
 
-        return steps.refresh(settings(), as_of_date(context), champ, mlflow_run(context))
+        with fail_fast():
+            return steps.refresh(settings(), as_of_date(context), champ, mlflow_run(context))
 
     @task
     def verify(summary: dict) -> dict:

@@ -6,7 +6,7 @@ import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from pipeline.dag_support import FEATURES, check_conf, dag_kwargs, mlflow_run, settings
+from pipeline.dag_support import FEATURES, check_conf, dag_kwargs, fail_fast, mlflow_run, settings
 
 
 @dag(
@@ -41,21 +41,18 @@ def ingest() -> None:
 
     @task
     def validate(raw: dict[str, str], ds: str | None = None) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
-
         from pipeline import steps
-        from pipeline.validation import ValidationFailed
 
-        try:
+        with fail_fast():
             return steps.validate(settings(), dt.date.fromisoformat(ds))
-        except ValidationFailed as exc:  # deterministic: retrying cannot help
-            raise AirflowFailException(str(exc)) from exc
 
     @task(outlets=[FEATURES])
     def features(report: dict, ds: str | None = None, **context) -> dict:
         from pipeline import steps
 
-        out = steps.features(settings(), dt.date.fromisoformat(ds), mlflow_run(context), report)
+        with fail_fast():
+            out = steps.features(settings(), dt.date.fromisoformat(ds), mlflow_run(context),
+                                 report)
         context["outlet_events"][FEATURES].extra = {"date": ds}
         return out
 

@@ -11,6 +11,7 @@ from pipeline.dag_support import (
     as_of_param,
     check_conf,
     dag_kwargs,
+    fail_fast,
     mlflow_run,
     settings,
 )
@@ -45,8 +46,9 @@ def train() -> None:
 
         check_conf(context)
         as_of = as_of_date(context)
-        return {"as_of": as_of.isoformat(), "split": build_training_set(settings(), as_of),
-                "mlflow_run_id": mlflow_run(context)}
+        with fail_fast():
+            split = build_training_set(settings(), as_of)
+        return {"as_of": as_of.isoformat(), "split": split, "mlflow_run_id": mlflow_run(context)}
 
     @task
     def train_model(assembled: dict) -> dict:
@@ -58,8 +60,9 @@ def train() -> None:
     def evaluate(assembled: dict, trained: dict, **context) -> dict:
         from pipeline.training import evaluate as run_evaluation
 
-        result = run_evaluation(settings(), assembled["split"], assembled["mlflow_run_id"],
-                                trained)
+        with fail_fast():
+            result = run_evaluation(settings(), assembled["split"], assembled["mlflow_run_id"],
+                                    trained)
         context["outlet_events"][MODEL].extra = {
             "as_of": assembled["as_of"], "model_version": trained["model_version"],
             "promoted": result["promoted"]}

@@ -44,10 +44,11 @@ def demo(
 
     s = _settings()
     if days is not None:
-        if days < s.min_demo_days:
-            raise typer.BadParameter(f"{days} is too few: training as of the last date needs "
-                                     f"{DEMO_DAYS_RULE} = {s.min_demo_days}", param_hint="--days")
         s.demo_days = days
+    if s.demo_days < s.min_demo_days:  # checked here: only the demo ingests this many dates
+        raise typer.BadParameter(
+            f"{s.demo_days} dates are too few: training as of the last date needs "
+            f"{DEMO_DAYS_RULE} = {s.min_demo_days}", param_hint="--days / RANKLINE_DEMO_DAYS")
     t0 = time.perf_counter()
     af, dags = _airflow()
     dates = s.demo_dates()

@@ -5,8 +5,10 @@ Kept free of heavy imports: DAG parsing must stay fast and side-effect free.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from airflow.sdk import Asset
@@ -62,6 +64,21 @@ def settings():  # noqa: ANN201 - pipeline.settings.Settings, imported lazily
         from airflow.sdk.exceptions import AirflowFailException
 
         raise AirflowFailException(str(exc)) from None
+
+
+@contextlib.contextmanager
+def fail_fast() -> Iterator[None]:
+    """Fail the task without retries on errors a retry cannot fix: data that failed
+    validation, dates that did not pass it, no champion yet."""
+    from pipeline.landing import UnvalidatedDate
+    from pipeline.validation import ValidationFailed
+
+    try:
+        yield
+    except (ValidationFailed, UnvalidatedDate, LookupError) as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(str(exc)) from exc
 
 
 def check_conf(context: dict[str, Any], requires: dict[str, str] | None = None) -> None:

@@ -111,10 +111,9 @@ def refresh(settings: Settings, as_of: dt.date, model_uri: str,
     """
     from feature_store.compute import join_features
     from feature_store.offline import read_views
+    from pipeline.landing import require_valid, valid_dates
     from pipeline.training import load_ranker
     from serving.store import open_store
-
-    from pipeline.landing import require_valid, valid_dates
 
     require_valid(settings, [as_of], f"the refresh as of {as_of}")
     t0 = time.perf_counter()

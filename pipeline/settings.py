@@ -29,8 +29,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ENV_PREFIX = "RANKLINE_"
 TEST_PREFIX = "RANKLINE_TEST_"
 """Variables of the test suite (``RANKLINE_TEST_REDIS_URL``…): not settings, never an error."""
-NOT_SETTINGS = frozenset({"RANKLINE_RELIABILITY_REPORT"})
-"""Other ``RANKLINE_*`` variables that are not settings (read by the test suite's conftest)."""
 SECRET_FIELDS = frozenset({"api_key"})
 """Shown as ``***`` wherever settings are printed."""
 URL_FIELDS = frozenset({"redis_url", "mlflow_tracking_uri", "source_uri"})
@@ -218,12 +216,6 @@ class Settings(BaseSettings):
         if self.source == "synthetic" and self.n_categories > self.n_items:
             out.append(f"{self._given('n_categories', 'n_items')}: {env_name('n_categories')} "
                        f"must be <= {env_name('n_items')} (every category has an item)")
-        if self.demo_days < self.min_demo_days:
-            out.append(
-                f"{self._given('demo_days', 'train_days', 'valid_days', 'test_days')}: "
-                f"{env_name('demo_days')} must be >= {DEMO_DAYS_RULE} = {self.min_demo_days} "
-                "(the demo trains as of its last date on that many dates, with features as of "
-                "the day before the first)")
         return out
 
     def _given(self, *names: str) -> str:
@@ -359,7 +351,7 @@ def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
     out = []
     for key in sorted(environ):
         name = key.upper()
-        if not name.startswith(ENV_PREFIX) or name.startswith(TEST_PREFIX) or name in NOT_SETTINGS:
+        if not name.startswith(ENV_PREFIX) or name.startswith(TEST_PREFIX):
             continue
         field = name.removeprefix(ENV_PREFIX).lower()
         if field in fields:

@@ -186,10 +186,9 @@ def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
     import matplotlib.pyplot as plt
     import mlflow
 
+    from pipeline.landing import require_valid
     from pipeline.metrics import ranking_metrics
     from pipeline.tracking import champion_version, configure, log_figure, promote
-
-    from pipeline.landing import require_valid
 
     require_valid(settings, [dt.date.fromisoformat(d) for d in split["test"]],
                   "evaluation on the test dates")

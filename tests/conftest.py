@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,30 @@ def store(store_spec: str):
     s = open_spec(store_spec, batch_size=7)
     yield s
     s.close()
+
+
+_OUTCOMES: list[tuple[str, str, str, str]] = []
+
+
+@pytest.fixture
+def reliability():
+    """Record one case of the reliability corpus: ``record(kind, case, outcome, message)``.
+
+    With ``RANKLINE_TEST_RELIABILITY_REPORT=<file>`` the session writes every recorded case there as
+    a Markdown table (the table in ``bench/RESULTS.md`` comes from it)."""
+
+    def record(kind: str, case: str, outcome: str, message: str) -> None:
+        _OUTCOMES.append((kind, case, outcome, " ".join(str(message).split())))
+
+    return record
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = os.environ.get("RANKLINE_TEST_RELIABILITY_REPORT")
+    if not (path and _OUTCOMES):
+        return
+    lines = ["| kind | case | outcome | message |", "|---|---|---|---|"]
+    for kind, case, outcome, message in sorted(_OUTCOMES):
+        short = message if len(message) <= 300 else message[:297] + "..."
+        lines.append(f"| {kind} | {case} | {outcome} | {short.replace('|', '/')} |")
+    Path(path).write_text("\n".join(lines) + "\n")
