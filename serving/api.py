@@ -6,19 +6,43 @@ users get the cold-start list, flagged as such. When ``RANKLINE_API_KEY`` is set
 requests must carry it in the ``X-API-Key`` header (401 otherwise); ``/healthz`` stays open for
 load balancers. Answers come through :class:`serving.client.RecsClient`, the same code
 downstream services use to read the store directly.
+
+The store client is synchronous, so every store call runs in a worker thread and the event loop
+stays free for other requests; a call that takes longer than ``timeout_s``
+(``RANKLINE_STORE_TIMEOUT_S``) is answered 503. So are an unreachable, missing or corrupt store,
+on the recommendations and on ``/healthz`` alike, with a message that names no credentials.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Security
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 
 from serving.client import MAX_K, USER_ID, RecsClient
 from serving.store import StoreError, StoreUnavailable
+
+T = TypeVar("T")
+# Worker threads for store calls, per event loop: bounds the threads a stalled store can hold and
+# the SQLite connections (one per thread, each with its own page cache) a busy API keeps open.
+STORE_THREADS = 16
+_store_threads: anyio.lowlevel.RunVar[anyio.CapacityLimiter] = anyio.lowlevel.RunVar("store_threads")
+
+
+def _store_limiter() -> anyio.CapacityLimiter:
+    try:
+        return _store_threads.get()
+    except LookupError:
+        _store_threads.set(limiter := anyio.CapacityLimiter(STORE_THREADS))
+        return limiter
 
 
 class Item(BaseModel):
@@ -52,12 +76,26 @@ _KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False,
                            description="Required when the server sets RANKLINE_API_KEY")
 
 
-def create_app(client: RecsClient, api_key: str = "") -> FastAPI:
-    """The FastAPI app over a client (shared by all requests); ``api_key`` turns on the check."""
+def create_app(client: RecsClient, api_key: str = "", timeout_s: float = 2.0) -> FastAPI:
+    """The FastAPI app over a client (shared by all requests); ``api_key`` turns on the check;
+    a store call that takes longer than ``timeout_s`` seconds is answered 503."""
     app = FastAPI(title="rankline serving", version="1",
                   description="Top-k recommendations published by the nightly hulk refresh.")
 
-    def check_key(given: Annotated[str | None, Security(_KEY_HEADER)] = None) -> None:
+    async def off_loop(fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)`` in a worker thread, given up (503) after ``timeout_s`` (waiting for a
+        thread included); a store that cannot serve is a 503 too. The thread of a call given up
+        finishes on its own (the Redis socket timeouts end it)."""
+        with anyio.move_on_after(timeout_s):
+            try:
+                return await anyio.to_thread.run_sync(functools.partial(fn, *args),
+                                                      abandon_on_cancel=True, limiter=_store_limiter())
+            except StoreUnavailable as exc:
+                raise HTTPException(503, detail=str(exc)) from exc
+        raise HTTPException(503, detail=f"the serving store did not answer within {timeout_s} s "
+                                        "(RANKLINE_STORE_TIMEOUT_S)")
+
+    async def check_key(given: Annotated[str | None, Security(_KEY_HEADER)] = None) -> None:
         if not (given and hmac.compare_digest(given.encode(), api_key.encode())):
             raise HTTPException(401, detail="missing or wrong X-API-Key",
                                 headers={"WWW-Authenticate": "X-API-Key"})
@@ -66,12 +104,10 @@ def create_app(client: RecsClient, api_key: str = "") -> FastAPI:
     guarded = {"dependencies": [Depends(check_key)],
                "responses": {401: {"description": "missing or wrong X-API-Key"}}} if api_key else {}
 
-    @app.get("/healthz", response_model=Health)
+    @app.get("/healthz", response_model=Health,
+             responses={503: {"description": "the store is unreachable, stalled, missing or corrupt"}})
     async def healthz() -> Health:
-        try:
-            cur = client.store.current(client.namespace)
-        except StoreUnavailable as exc:
-            raise HTTPException(503, detail=str(exc)) from exc
+        cur = await off_loop(client.store.health, client.namespace)
         if cur is None:
             return Health(status="empty", store_version=None, model=None, keys=None)
         return Health(status="ok", store_version=cur.version, model=cur.meta.get("model_uri"),
@@ -79,7 +115,7 @@ def create_app(client: RecsClient, api_key: str = "") -> FastAPI:
 
     @app.get("/v1/recommendations/{user_id}", response_model=Recommendations,
              responses={404: {"description": "nothing published yet"},
-                        503: {"description": "the store cannot be reached"},
+                        503: {"description": "the store is unreachable, stalled, missing or corrupt"},
                         **guarded.get("responses", {})},
              dependencies=guarded.get("dependencies", []))
     async def recommendations(
@@ -87,9 +123,7 @@ def create_app(client: RecsClient, api_key: str = "") -> FastAPI:
         k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items")] = 10,
     ) -> Recommendations:
         try:
-            r = client.get(user_id, k)
-        except StoreUnavailable as exc:
-            raise HTTPException(503, detail=str(exc)) from exc
+            r = await off_loop(client.get, user_id, k)
         except StoreError as exc:
             raise HTTPException(404, detail=str(exc)) from exc
         return Recommendations(
@@ -106,4 +140,5 @@ def app_from_settings() -> FastAPI:
     from pipeline.settings import get_settings
 
     settings = get_settings()
-    return create_app(RecsClient.from_settings(settings), api_key=settings.api_key)
+    return create_app(RecsClient.from_settings(settings), api_key=settings.api_key,
+                      timeout_s=settings.store_timeout_s)

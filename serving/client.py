@@ -10,23 +10,26 @@ No HTTP hop: a service that can reach the store reads it directly, through a con
 
 Unknown users get the cold-start list of the same version, flagged ``cold_start=True``. The
 client is thread-safe; share one per process (the Redis pool holds up to ``max_connections``).
+Every Redis call gives up after ``timeout_s`` (:class:`serving.store.StoreUnavailable`). The
+client never creates a SQLite file: a wrong path is reported on the first read.
 The HTTP API (:mod:`serving.api`) answers through this same client.
 """
 
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from serving.codec import decode_recs
-from serving.store import KVStore, StoreError
+from serving.store import KVStore, StoreCorrupt, StoreError, redact_url
 
 NAMESPACE = "recs"
 COLD_START = ":cold_start"  # ":" is not allowed in user ids, so no user can collide
-USER_ID = r"^[A-Za-z0-9_\-]{1,64}$"
+USER_ID = r"^[A-Za-z0-9_\-]{1,64}$"  # the OpenAPI pattern; Python checks it with fullmatch
 MAX_K = 200
 _USER_ID = re.compile(USER_ID)
 
@@ -51,25 +54,30 @@ class RecsClient:
         self.store, self.namespace = store, namespace
 
     @classmethod
-    def connect(cls, url: str, prefix: str = "rankline", max_connections: int = 64) -> RecsClient:
-        """A client over ``redis://host:port/db`` (keys under ``prefix``) or ``sqlite:///path``."""
+    def connect(cls, url: str, prefix: str = "rankline", max_connections: int = 64,
+                timeout_s: float = 2.0) -> RecsClient:
+        """A client over ``redis://host:port/db`` (keys under ``prefix``; calls give up after
+        ``timeout_s``) or ``sqlite:///path`` (an existing store file: it is never created)."""
         if url.startswith(("redis://", "rediss://", "unix://")):
             from serving.redis_store import RedisStore
 
-            return cls(RedisStore(url, prefix=prefix, max_connections=max_connections))
+            return cls(RedisStore(url, prefix=prefix, max_connections=max_connections,
+                                  timeout_s=timeout_s))
         if url.startswith("sqlite:///"):
             from serving.sqlite_store import SQLiteStore
 
-            return cls(SQLiteStore(Path(url.removeprefix("sqlite://"))))
-        raise ValueError(f"unsupported store URL {url!r}: use redis://... or sqlite:///path")
+            return cls(SQLiteStore(Path(url.removeprefix("sqlite://")), create=False))
+        raise ValueError(f"unsupported store URL {redact_url(url)!r}: use redis://... or "
+                         "sqlite:///path")
 
     @classmethod
     def from_settings(cls, settings: Any = None) -> RecsClient:
-        """A client over the store rankline's settings select (``RANKLINE_*`` environment)."""
+        """A client over the store rankline's settings select (``RANKLINE_*`` environment); a
+        missing SQLite file is reported, never created."""
         from pipeline.settings import get_settings
         from serving.store import open_store
 
-        return cls(open_store(settings or get_settings()))
+        return cls(open_store(settings or get_settings(), create=False))
 
     def get(self, user_id: str, k: int = 10) -> Recs:
         """The top ``k`` items of one user (the cold-start list for an unknown user)."""
@@ -80,7 +88,7 @@ class RecsClient:
         if not 1 <= k <= MAX_K:
             raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
         for u in user_ids:
-            if not _USER_ID.match(u):
+            if not (isinstance(u, str) and _USER_ID.fullmatch(u)):
                 raise ValueError(f"invalid user id {u!r}: 1-64 of A-Z a-z 0-9 _ -")
         values, info = self.store.get_many(self.namespace, [*user_ids, COLD_START])
         cold = values[-1]
@@ -88,7 +96,13 @@ class RecsClient:
         for u, blob in zip(user_ids, values[:-1], strict=True):
             if blob is None and cold is None:
                 raise StoreError(f"store version {info.version} has no cold-start list")
-            ids, scores = decode_recs(blob if blob is not None else cold)  # type: ignore[arg-type]
+            try:
+                ids, scores = decode_recs(blob if blob is not None else cold)  # type: ignore[arg-type]
+            except (ValueError, struct.error) as exc:
+                raise StoreCorrupt(
+                    f"store version {info.version} holds a damaged list for user {u!r} ({exc}): "
+                    "roll back with `rankline store rollback` or republish with "
+                    "`rankline run-dag hulk_refresh`") from exc
             out[u] = Recs(u, ids[:k].tolist(), scores[:k].tolist(), blob is None, info.version,
                           str(info.meta.get("model_uri", "")), str(info.meta.get("as_of", "")))
         return out

@@ -17,6 +17,10 @@ a read never mixes versions and never meets a version half removed. Removing a v
 ``UNLINK`` of its hash, which Redis frees in a background thread: readers are not blocked.
 The publisher lock expires ``lock_ttl`` seconds after its holder stops renewing it (a killed
 publisher); a publisher that lost its lock cannot switch (the switch script checks the token).
+
+Every call gives up after ``timeout_s`` (connect, each reply, and the wait for a free pooled
+connection): a stalled or unreachable server is a :class:`StoreUnavailable`, never a hang. The URL
+appears in messages and the repr only with its credentials hidden (:func:`redact_url`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import redis
@@ -42,6 +46,7 @@ from serving.store import (
     check_namespace,
     now,
     plan_cleanup,
+    redact_url,
     rollback_target,
     who,
 )
@@ -126,17 +131,21 @@ return 0
 
 
 class RedisStore(KVStore):
-    """Versioned namespaces in Redis, read through one connection pool."""
+    """Versioned namespaces in Redis, read through one connection pool.
+
+    ``timeout_s`` bounds every call (None: wait forever); ``url`` is kept only with its
+    credentials hidden, for messages."""
 
     def __init__(
         self, url: str = "redis://127.0.0.1:6379/0", prefix: str = "rankline",
         batch_size: int = 10_000, lock_ttl: float = 15.0, lock_wait: float = 600.0,
-        max_connections: int = 64,
+        max_connections: int = 64, timeout_s: float | None = 2.0,
     ) -> None:
-        self.url, self.prefix, self.batch_size = url, prefix, batch_size
-        self.lock_ttl, self.lock_wait = lock_ttl, lock_wait
+        self.url, self.prefix, self.batch_size = redact_url(url), prefix, batch_size
+        self.lock_ttl, self.lock_wait, self.timeout_s = lock_ttl, lock_wait, timeout_s
         self.r = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=30))
+            url, max_connections=max_connections, timeout=timeout_s, socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s))
         self._read = self.r.register_script(_READ)
         self._switch_script = self.r.register_script(_SWITCH)
         self._rollback_script = self.r.register_script(_ROLLBACK)
@@ -148,12 +157,29 @@ class RedisStore(KVStore):
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
 
-    def ping(self) -> None:
-        """Raise :class:`StoreError` if the server cannot be reached."""
+    @contextlib.contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """Turn a connection failure or a timeout into :class:`StoreUnavailable`."""
         try:
-            self.r.ping()
-        except redis.RedisError as exc:
+            yield
+        except redis.TimeoutError as exc:
+            raise StoreUnavailable(f"Redis at {self.url} did not answer within {self.timeout_s} s "
+                                   f"(RANKLINE_STORE_TIMEOUT_S): {exc}") from exc
+        except redis.ConnectionError as exc:
             raise StoreUnavailable(f"Redis at {self.url} is not reachable: {exc}") from exc
+
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` if the server cannot be reached."""
+        with self._reachable():
+            self.r.ping()
+
+    def publish(
+        self, namespace: str, items: Iterable[tuple[str, bytes]], meta: dict[str, Any] | None = None,
+        keep: int = 3, verify_sample: int = 100,
+    ) -> VersionInfo:
+        """:meth:`KVStore.publish`, with a lost server reported as :class:`StoreUnavailable`."""
+        with self._reachable():
+            return super().publish(namespace, items, meta, keep, verify_sample)
 
     def _k(self, ns: str, name: str) -> str:
         return f"{self.prefix}:{{{ns}}}:{name}"
@@ -255,11 +281,9 @@ class RedisStore(KVStore):
     # -- reads and administration ---------------------------------------------------------
     def get_many(self, namespace: str, keys: Sequence[str]) -> tuple[list[bytes | None], VersionInfo]:
         ns = check_namespace(namespace)
-        try:
+        with self._reachable():
             out = self._read(keys=[self._k(ns, "cur"), self._k(ns, "info")],
                              args=[self._data(ns), *keys])
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailable(f"Redis at {self.url}: {exc}") from exc
         if not out:
             raise StoreError(f"namespace {ns!r} has no published version yet")
         version = int(out[0])
@@ -267,10 +291,8 @@ class RedisStore(KVStore):
 
     def current(self, namespace: str) -> VersionInfo | None:
         ns = check_namespace(namespace)
-        try:
+        with self._reachable():
             out = self._read(keys=[self._k(ns, "cur"), self._k(ns, "info")], args=[self._data(ns)])
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailable(f"Redis at {self.url}: {exc}") from exc
         return self._decode_info(ns, int(out[0]), "live", out[1]) if out else None
 
     def versions(self, namespace: str) -> list[VersionInfo]:
@@ -278,35 +300,38 @@ class RedisStore(KVStore):
         pipe = self.r.pipeline(transaction=True)
         pipe.hgetall(self._k(ns, "state"))
         pipe.hgetall(self._k(ns, "info"))
-        states, infos = pipe.execute()
+        with self._reachable():
+            states, infos = pipe.execute()
         return [self._decode_info(ns, int(v), s.decode(), infos.get(v))
                 for v, s in sorted(states.items(), key=lambda kv: -int(kv[0]))]
 
     def rollback(self, namespace: str, to: int | None = None, why: str = "",
                  by: str | None = None) -> VersionInfo:
         ns = check_namespace(namespace)
-        cur = self.r.get(self._k(ns, "cur"))
-        if cur is None:
-            raise StoreError(f"namespace {ns!r} has nothing published to roll back")
-        states = {int(v): s.decode() for v, s in self.r.hgetall(self._k(ns, "state")).items()}
-        target = rollback_target(int(cur), states, to, ns)
-        event = {"at": now(), "action": "rollback", "to": target, "who": by or who(),
-                 "why": why}
-        try:
-            self._rollback_script(
-                keys=[self._k(ns, "cur"), self._k(ns, "state"), self._k(ns, "events")],
-                args=[self._data(ns), str(target), json.dumps(event)])
-        except redis.ResponseError as exc:
-            raise StoreError(f"{ns}: {exc}") from exc
+        with self._reachable():
+            cur = self.r.get(self._k(ns, "cur"))
+            if cur is None:
+                raise StoreError(f"namespace {ns!r} has nothing published to roll back")
+            states = {int(v): s.decode() for v, s in self.r.hgetall(self._k(ns, "state")).items()}
+            target = rollback_target(int(cur), states, to, ns)
+            event = {"at": now(), "action": "rollback", "to": target, "who": by or who(),
+                     "why": why}
+            try:
+                self._rollback_script(
+                    keys=[self._k(ns, "cur"), self._k(ns, "state"), self._k(ns, "events")],
+                    args=[self._data(ns), str(target), json.dumps(event)])
+            except redis.ResponseError as exc:
+                raise StoreError(f"{ns}: {exc}") from exc
         return self.current(ns)  # type: ignore[return-value]
 
     def events(self, namespace: str, limit: int = 50) -> list[dict[str, Any]]:
-        raw = self.r.lrange(self._k(check_namespace(namespace), "events"), 0, limit - 1)
+        with self._reachable():
+            raw = self.r.lrange(self._k(check_namespace(namespace), "events"), 0, limit - 1)
         return [json.loads(e) for e in raw]
 
     def drop(self, namespace: str) -> None:
         ns = check_namespace(namespace)
-        with self._lock(ns):
+        with self._reachable(), self._lock(ns):
             keys = [k for k in self.r.scan_iter(match=f"{self.prefix}:{{{ns}}}:*", count=1000)
                     if not k.endswith(b":lock")]
             for i in range(0, len(keys), 500):

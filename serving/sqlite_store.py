@@ -4,6 +4,12 @@ Each version is its own ``WITHOUT ROWID`` table; ``rl_current`` points at the li
 runs inside one read transaction, so the pointer and the values come from one snapshot: WAL keeps
 that snapshot readable even while a publisher switches the pointer and drops the old table.
 Tuned for bulk loads: 16 KiB pages, batched ``executemany``, one transaction per batch.
+
+Readers open the file with ``create=False``: a mistyped path is reported ("no serving store at
+…"), never silently created empty. A damaged file is reported too: reads that meet SQLite's
+"database disk image is malformed" raise :class:`StoreCorrupt` (saying how to recover), and
+:meth:`SQLiteStore.health` runs ``PRAGMA quick_check`` on the live version's table and the
+metadata tables once per live version.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -20,7 +27,9 @@ from typing import Any
 
 from serving.store import (
     KVStore,
+    StoreCorrupt,
     StoreError,
+    StoreUnavailable,
     VersionInfo,
     check_namespace,
     now,
@@ -32,15 +41,28 @@ from serving.store import (
 _LIVE = ("SELECT v.namespace, v.version, v.state, v.created_at, v.n_keys, v.meta "
          "FROM rl_current c JOIN rl_versions v USING(namespace, version) WHERE c.namespace=?")
 _IN_CHUNK = 500  # keys per ``IN (...)`` lookup
+_META = ("rl_versions", "rl_current", "rl_events")
+_CORRUPT_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB (primary codes)
+_UNREADABLE_CODES = (5, 6, 10, 14)  # SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_CANTOPEN
+_SCOPED_CHECK = sqlite3.sqlite_version_info >= (3, 33, 0)  # PRAGMA quick_check(<table>)
+log = logging.getLogger(__name__)
 
 
 class SQLiteStore(KVStore):
-    """Versioned namespaces in one SQLite file (the default; no server)."""
+    """Versioned namespaces in one SQLite file (the default; no server).
 
-    def __init__(self, path: Path, batch_size: int = 10_000) -> None:
+    ``create=False`` (readers) never creates the file or its tables: until a publisher has made
+    it, reads raise :class:`StoreUnavailable` saying so."""
+
+    def __init__(self, path: Path, batch_size: int = 10_000, create: bool = True) -> None:
         self.path = Path(path)
-        self.batch_size = batch_size
+        self.batch_size, self.create = batch_size, create
         self._local = threading.local()
+        self._clean: set[tuple[str, int]] = set()  # live versions quick_check found sound
+        self._bad: dict[tuple[str, int], str] = {}  # versions a read or a check found corrupt
+        self._checking = threading.Lock()
+        if not create:
+            return  # opened on the first read
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn().executescript(
             """
@@ -62,15 +84,40 @@ class SQLiteStore(KVStore):
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            fresh = not self.path.exists()
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=60,
-                                   check_same_thread=False)
-            if fresh:
-                conn.execute("PRAGMA page_size=16384")
+            conn = self._open() if self.create else self._open_existing()
             self._wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA cache_size=-65536")
             self._local.conn = conn
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        fresh = not self.path.exists()
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=60, check_same_thread=False)
+        if fresh:
+            conn.execute("PRAGMA page_size=16384")
+        return conn
+
+    def _open_existing(self) -> sqlite3.Connection:
+        """A connection to the file as it is (``mode=rw``: SQLite must not create it)."""
+        missing = (f"no serving store at {self.path}: check RANKLINE_STORE_PATH or publish one "
+                   "first with `rankline run-dag hulk_refresh`")
+        if not self.path.is_file():
+            raise StoreUnavailable(missing)
+        try:
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=rw", uri=True,
+                                   isolation_level=None, timeout=60, check_same_thread=False)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"cannot open the serving store {self.path}: {exc}") from exc
+        try:
+            tables = {r[0] for r in conn.execute(
+                f"SELECT name FROM sqlite_master WHERE type='table' AND name IN {_META}")}
+        except BaseException:
+            conn.close()
+            raise
+        if not set(_META) <= tables:
+            conn.close()
+            raise StoreUnavailable(f"{missing} (the file holds no rankline store)")
         return conn
 
     @staticmethod
@@ -96,7 +143,9 @@ class SQLiteStore(KVStore):
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite ends some failed transactions itself
+                with contextlib.suppress(sqlite3.Error):  # keep the original error
+                    conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 
@@ -180,23 +229,95 @@ class SQLiteStore(KVStore):
                              (state, ns, version))
 
     # -- reads and administration ---------------------------------------------------------
+    @contextlib.contextmanager
+    def _reading(self, ns: str) -> Iterator[list[int]]:
+        """Report SQLite failures of a read as :class:`StoreCorrupt` or :class:`StoreUnavailable`.
+        The body appends the live version it reads, so a corrupt version is remembered."""
+        live: list[int] = []
+        try:
+            yield live
+        except sqlite3.Error as exc:
+            fault = self._fault(exc, ns, live[-1] if live else None)
+            if fault is None:
+                raise
+            raise fault from exc
+
+    def _fault(self, exc: sqlite3.Error, ns: str, version: int | None) -> StoreError | None:
+        """What a failed read means for the caller; None for errors that are bugs, not faults."""
+        code, text = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF, str(exc)
+        if (code in _CORRUPT_CODES or "malformed" in text or "not a database" in text
+                or text.startswith("no such table: rl_")):
+            msg = self._corrupt(text)
+            self._clean.clear()  # the next health check looks again
+            if version is not None and self._bad.setdefault((ns, version), msg) is msg:
+                log.error("%s (namespace %s, version %d)", msg, ns, version)
+            return StoreCorrupt(msg)
+        if code in _UNREADABLE_CODES:
+            return StoreUnavailable(f"cannot read the serving store {self.path}: {text}")
+        return None
+
+    def _corrupt(self, what: str) -> str:
+        return (f"the serving store {self.path} is corrupt ({what}): roll back to a kept version "
+                "with `rankline store rollback`, republish with `rankline run-dag hulk_refresh`, "
+                "or restore the file from a backup")
+
     def get_many(self, namespace: str, keys: Sequence[str]) -> tuple[list[bytes | None], VersionInfo]:
         ns = check_namespace(namespace)
-        with self._txn("DEFERRED") as conn:  # one read snapshot: pointer and values together
+        with self._reading(ns) as live, self._txn("DEFERRED") as conn:  # one snapshot: pointer, values
             row = conn.execute(_LIVE, (ns,)).fetchone()
             if row is None:
                 raise StoreError(f"namespace {ns!r} has no published version yet")
+            live.append(row[1])
             values = self._lookup(conn, self._table(ns, row[1]), keys)
         return values, self._info(row)
 
     def current(self, namespace: str) -> VersionInfo | None:
-        row = self._conn().execute(_LIVE, (check_namespace(namespace),)).fetchone()
+        ns = check_namespace(namespace)
+        with self._reading(ns):
+            row = self._conn().execute(_LIVE, (ns,)).fetchone()
         return self._info(row) if row else None
 
+    def health(self, namespace: str) -> VersionInfo | None:
+        """The live version after ``PRAGMA quick_check`` of its table and the metadata tables
+        (once per live version: later calls cost one read); :class:`StoreCorrupt` if a check or
+        any earlier read found the version damaged."""
+        ns = check_namespace(namespace)
+        cur = self.current(ns)
+        if cur is None:
+            return None
+        key = (ns, cur.version)
+        with self._checking:  # concurrent probes wait for one check instead of each running one
+            if key not in self._clean and key not in self._bad:
+                problems = self._quick_check(ns, cur.version)
+                if problems:
+                    what = " ".join(" ".join(problems).replace("*** in database main ***", "").split())
+                    self._bad.setdefault(key, self._corrupt(what[:300]))
+                    log.error("%s (namespace %s, version %d)", self._bad[key], ns, cur.version)
+                else:
+                    self._clean.add(key)
+        if key in self._bad:
+            raise StoreCorrupt(self._bad[key])
+        return cur
+
+    def _quick_check(self, ns: str, version: int) -> list[str]:
+        """What ``PRAGMA quick_check`` finds wrong in the version's table and the metadata (the
+        whole file on SQLite < 3.33, which cannot scope it to tables)."""
+        tables = [self._table(ns, version), *_META] if _SCOPED_CHECK else [""]
+        problems: list[str] = []
+        with self._reading(ns) as live:
+            live.append(version)
+            conn = self._conn()
+            for table in tables:
+                rows = conn.execute(f"PRAGMA quick_check({table})" if table else "PRAGMA quick_check")
+                problems += [r[0] for r in rows if r[0] != "ok"]
+        return problems
+
     def versions(self, namespace: str) -> list[VersionInfo]:
-        rows = self._conn().execute(
-            "SELECT namespace, version, state, created_at, n_keys, meta FROM rl_versions "
-            "WHERE namespace=? ORDER BY version DESC", (check_namespace(namespace),)).fetchall()
+        ns = check_namespace(namespace)
+        with self._reading(ns):
+            rows = self._conn().execute(
+                "SELECT namespace, version, state, created_at, n_keys, meta FROM rl_versions "
+                "WHERE namespace=? ORDER BY version DESC", (ns,)).fetchall()
         return [self._info(r) for r in rows]
 
     def rollback(self, namespace: str, to: int | None = None, why: str = "",
@@ -219,9 +340,11 @@ class SQLiteStore(KVStore):
         return self.current(ns)  # type: ignore[return-value]
 
     def events(self, namespace: str, limit: int = 50) -> list[dict[str, Any]]:
-        rows = self._conn().execute(
-            "SELECT at, action, from_version, to_version, who, why FROM rl_events "
-            "WHERE namespace=? ORDER BY rowid DESC LIMIT ?", (check_namespace(namespace), limit))
+        ns = check_namespace(namespace)
+        with self._reading(ns):
+            rows = self._conn().execute(
+                "SELECT at, action, from_version, to_version, who, why FROM rl_events "
+                "WHERE namespace=? ORDER BY rowid DESC LIMIT ?", (ns, limit)).fetchall()
         return [dict(zip(("at", "action", "from", "to", "who", "why"), r, strict=True)) for r in rows]
 
     def drop(self, namespace: str) -> None:

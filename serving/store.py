@@ -31,6 +31,11 @@ from typing import Any
 log = logging.getLogger(__name__)
 _NAMESPACE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 _PROGRESS_EVERY_S = 10.0
+# scheme://userinfo@: up to the last "@", since a password may hold an unencoded / ? or # (a URL
+# with "@" in its path loses a little more than its credentials)
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://).*@", re.DOTALL)
+_SECRET_PARAM = re.compile(r"([?&;](?:password|passwd|pwd|secret|token|api_?key)=)[^&;#]*",
+                           re.IGNORECASE)
 
 
 class StoreError(RuntimeError):
@@ -38,7 +43,12 @@ class StoreError(RuntimeError):
 
 
 class StoreUnavailable(StoreError):
-    """The store's server cannot be reached (the API answers 503)."""
+    """The store cannot serve now: its server is unreachable or stalled, or its file is missing
+    (the API answers 503)."""
+
+
+class StoreCorrupt(StoreUnavailable):
+    """The store's data is damaged (a malformed SQLite file); the message says how to recover."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,14 @@ class VersionInfo:
     created_at: str
     n_keys: int
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+def redact_url(url: object) -> str:
+    """``url`` with its credentials replaced by ``***``: the user info (``user:password@``, a
+    bare ``:password@`` or a token as user name) and ``password=``-like query parameters. For
+    messages, logs and reprs; only the real URL may be used to connect."""
+    text = _USERINFO.sub(r"\1***@", str(url), count=1)
+    return _SECRET_PARAM.sub(r"\1***", text)
 
 
 def check_namespace(ns: str) -> str:
@@ -202,6 +220,12 @@ class KVStore(abc.ABC):
     def current(self, namespace: str) -> VersionInfo | None:
         """The live version, or None before the first publish."""
 
+    def health(self, namespace: str) -> VersionInfo | None:
+        """The live version (None before the first publish) once the store has shown it can serve
+        it; :class:`StoreUnavailable` (or :class:`StoreCorrupt`) saying why not. Cheap enough for
+        every load-balancer probe. By default, reading the live version is the check."""
+        return self.current(namespace)
+
     @abc.abstractmethod
     def versions(self, namespace: str) -> list[VersionInfo]:
         """Every version still recorded, newest first."""
@@ -237,25 +261,27 @@ def rollback_target(live: int, states: dict[int, str], to: int | None, ns: str) 
     return to
 
 
-def open_store(settings: Any, path: Any = None) -> KVStore:
+def open_store(settings: Any, path: Any = None, create: bool = True) -> KVStore:
     """The store the settings select (``store_backend``). ``path`` names another SQLite file
-    (online features live apart from predictions); Redis keeps both in its namespaces."""
+    (online features live apart from predictions); Redis keeps both in its namespaces.
+    ``create=False`` is for readers: a missing SQLite file is then reported, never created.
+    Redis calls give up after ``store_timeout_s``."""
     if settings.store_backend == "sqlite":
         from serving.sqlite_store import SQLiteStore
 
-        return SQLiteStore(path or settings.serving_store_path)
+        return SQLiteStore(path or settings.serving_store_path, create=create)
     if settings.store_backend == "redis":
         from serving.redis_store import RedisStore
 
         return RedisStore(settings.redis_url, prefix=settings.redis_prefix,
-                          lock_ttl=settings.publish_lock_ttl_s)
+                          lock_ttl=settings.publish_lock_ttl_s, timeout_s=settings.store_timeout_s)
     raise StoreError(f"unknown store backend {settings.store_backend!r}")
 
 
 @contextlib.contextmanager
-def opened(settings: Any, path: Any = None) -> Iterator[KVStore]:
+def opened(settings: Any, path: Any = None, create: bool = True) -> Iterator[KVStore]:
     """:func:`open_store`, closed on exit."""
-    store = open_store(settings, path)
+    store = open_store(settings, path, create)
     try:
         yield store
     finally:

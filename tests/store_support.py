@@ -85,3 +85,20 @@ def data_versions(spec: str, ns: str) -> set[int]:
     keys = list(r.scan_iter(match=f"{where}:{{{ns}}}:d:*", count=1000))
     r.close()
     return {int(k.rsplit(b":", 1)[1]) for k in keys}
+
+
+def corrupt_table(path: Path, table: str) -> int:
+    """Overwrite the root page of ``table`` in a closed SQLite file with garbage, as a disk or a
+    stray writer would; every read of the table then fails. Returns the page number."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name=?", (table,)).fetchone()
+    conn.close()
+    assert not Path(f"{path}-wal").exists() or Path(f"{path}-wal").stat().st_size == 0, \
+        "close every connection first: the WAL must be checkpointed into the file"
+    with open(path, "r+b") as fh:
+        fh.seek((root - 1) * page_size)
+        fh.write(b"\xde\xad\xbe\xef" * (page_size // 4))
+    return root

@@ -1,3 +1,6 @@
+import threading
+import time
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -6,6 +9,8 @@ from serving.api import create_app
 from serving.client import COLD_START, RecsClient
 from serving.codec import encode_recs
 from serving.redis_store import RedisStore
+from serving.sqlite_store import SQLiteStore
+from tests.store_support import corrupt_table
 
 
 @pytest.fixture
@@ -40,6 +45,7 @@ def test_unknown_user_gets_cold_start(client):
 
 @pytest.mark.parametrize("path", ["/v1/recommendations/42?k=0", "/v1/recommendations/42?k=100000",
                                   "/v1/recommendations/bad%20id", "/v1/recommendations/42?k=x",
+                                  "/v1/recommendations/42%0A",
                                   f"/v1/recommendations/{COLD_START}"])
 def test_invalid_input_is_a_4xx(client, path):
     c, store = client
@@ -74,12 +80,105 @@ def test_api_key_is_required_when_set(store):
     assert "X-API-Key" in str(spec["components"]["securitySchemes"])
 
 
-def test_unreachable_store_is_503():
-    dead = RedisStore("redis://127.0.0.1:1/0")  # nothing listens on port 1
+def test_unreachable_store_is_503_without_its_password():
+    dead = RedisStore("redis://rankline:hunter2@127.0.0.1:1/0")  # nothing listens on port 1
     c = TestClient(create_app(RecsClient(dead)))
     r = c.get("/v1/recommendations/42")
-    assert r.status_code == 503 and "Redis" in r.json()["detail"]
-    assert c.get("/healthz").status_code == 503
+    assert r.status_code == 503 and "Redis at redis://***@127.0.0.1:1/0" in r.json()["detail"]
+    h = c.get("/healthz")  # open to anyone: it must not hand out the password either
+    assert h.status_code == 503 and "hunter2" not in h.text and "hunter2" not in r.text
+
+
+class StalledStore(SQLiteStore):
+    """A store whose reads hang until released, like a Redis stopped with SIGSTOP (the real one
+    is in tests/integration/test_store_faults.py)."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.release = threading.Event()
+
+    def get_many(self, namespace, keys):
+        self.release.wait(30)
+        return super().get_many(namespace, keys)
+
+    def health(self, namespace):
+        self.release.wait(30)
+        return super().health(namespace)
+
+
+def test_a_stalled_store_is_503_after_the_timeout_and_blocks_nothing_else(tmp_path):
+    store = StalledStore(tmp_path / "s.db")
+    _publish(store)
+    c = TestClient(create_app(RecsClient(store), timeout_s=0.3))
+    try:
+        t0 = time.monotonic()
+        r = c.get("/healthz")
+        assert r.status_code == 503 and time.monotonic() - t0 < 0.3 + 3
+        assert r.json()["detail"] == ("the serving store did not answer within 0.3 s "
+                                      "(RANKLINE_STORE_TIMEOUT_S)")
+        assert c.get("/v1/recommendations/42").status_code == 503
+        assert c.get("/openapi.json").status_code == 200
+    finally:
+        store.release.set()
+    assert c.get("/v1/recommendations/42").status_code == 200
+
+
+def _published_file(tmp_path, versions=1):
+    """A SQLite store file with ``versions`` of 400 users published, closed."""
+    path = tmp_path / "serving.db"
+    writer = SQLiteStore(path)
+    for v in range(versions):
+        lists = [(COLD_START, encode_recs(np.array([5, 6, 7]), np.array([3, 2, 1])))]
+        lists += [(str(u), encode_recs(np.arange(50) + u + v, np.linspace(1, 0, 50)))
+                  for u in range(400)]
+        writer.publish("recs", lists, meta={"model_uri": f"models:/m/{v + 1}", "as_of": "2026-01-14"})
+    writer.close()
+    return path
+
+
+@pytest.mark.parametrize("first", ["/healthz", "/v1/recommendations/42"])
+def test_a_corrupt_sqlite_store_is_503_never_500(tmp_path, first):
+    path = _published_file(tmp_path)
+    corrupt_table(path, "rl_data_recs_1")
+    c = TestClient(create_app(RecsClient.connect(f"sqlite://{path}")), raise_server_exceptions=False)
+    for url in (first, "/v1/recommendations/7", "/healthz"):
+        r = c.get(url)
+        assert r.status_code == 503, (url, r.text)
+        detail = r.json()["detail"]
+        assert "is corrupt (database disk image is malformed)" in detail, detail
+        assert "`rankline store rollback`" in detail and "`rankline run-dag hulk_refresh`" in detail
+
+
+def test_a_damaged_list_is_503_never_500(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    store.publish("recs", [(COLD_START, b"\x07garbage"), ("42", b"")])
+    c = TestClient(create_app(RecsClient(store)), raise_server_exceptions=False)
+    for user in ("42", "new_user"):
+        r = c.get(f"/v1/recommendations/{user}")
+        assert r.status_code == 503 and "damaged list" in r.json()["detail"], r.text
+
+
+def test_a_missing_sqlite_store_is_reported_and_never_created(tmp_path):
+    path = tmp_path / "typo.db"
+    c = TestClient(create_app(RecsClient.connect(f"sqlite://{path}")))
+    for url in ("/healthz", "/v1/recommendations/42"):
+        r = c.get(url)
+        assert r.status_code == 503 and r.json()["detail"].startswith(f"no serving store at {path}")
+        assert "RANKLINE_STORE_PATH" in r.json()["detail"]
+    assert not path.exists()
+
+
+def test_the_app_from_settings_does_not_create_the_store(settings):
+    from serving.api import app_from_settings
+
+    settings_path = settings.serving_store_path
+    c = TestClient(app_from_settings())
+    r = c.get("/healthz")
+    assert r.status_code == 503 and "no serving store at" in r.json()["detail"]
+    assert not settings_path.exists()
+    _publish(SQLiteStore(settings_path))  # the publisher creates it; the running API serves it
+    assert c.get("/healthz").json()["status"] == "ok"
+    assert c.get("/v1/recommendations/42").json()["store_version"] == 1
 
 
 def test_client_reads_many_users_from_one_version(store):
@@ -90,16 +189,16 @@ def test_client_reads_many_users_from_one_version(store):
     assert got["new_user"].item_ids == [5, 6] and got["new_user"].cold_start
     assert got["42"].store_version == got["new_user"].store_version == 1
     assert recs.get("42", k=10).scores == pytest.approx([0.9, 0.8, 0.7, 0.6])
-    for bad in (dict(user_ids=["a b"]), dict(user_ids=[COLD_START]), dict(user_ids=["1"], k=0)):
+    for bad in (dict(user_ids=["a b"]), dict(user_ids=[COLD_START]), dict(user_ids=["1"], k=0),
+                dict(user_ids=["42\n"]), dict(user_ids=["\n42"]), dict(user_ids=[42])):
         with pytest.raises(ValueError):
             recs.get_many(**bad)
 
 
 def test_client_connects_by_url(tmp_path):
-    from serving.sqlite_store import SQLiteStore
-
     _publish(SQLiteStore(tmp_path / "s.db"))
     with RecsClient.connect(f"sqlite:///{tmp_path / 's.db'}") as recs:
         assert recs.get("42").item_ids == [1, 2, 3, 4]
-    with pytest.raises(ValueError, match="unsupported"):
-        RecsClient.connect("mysql://x")
+    with pytest.raises(ValueError, match="unsupported") as err:
+        RecsClient.connect("mysql://app:hunter2@db/x")
+    assert "hunter2" not in str(err.value)

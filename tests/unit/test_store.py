@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from serving.store import StoreError, plan_cleanup
-from tests.store_support import new_spec, open_spec, purge, require_redis
+from serving.store import StoreCorrupt, StoreError, StoreUnavailable, plan_cleanup, redact_url
+from tests.store_support import corrupt_table, new_spec, open_spec, purge, require_redis
 
 
 def _items(tag, n=20):
@@ -251,3 +251,144 @@ def test_redis_publisher_that_lost_its_lock_cannot_switch(redis_spec):
     assert store.publish("recs", _items("c")).version == 3
     assert {v.version: v.state for v in store.versions("recs")}[2] == "failed"
     store.close()
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://user:pw@h:1/0", "redis://***@h:1/0"),
+    ("redis://:pw@h", "redis://***@h"),
+    ("rediss://default:pw@cache.example:6380/2", "rediss://***@cache.example:6380/2"),
+    ("unix://:pw@/run/redis.sock?db=0", "unix://***@/run/redis.sock?db=0"),
+    ("unix:///run/redis.sock?db=0&password=x", "unix:///run/redis.sock?db=0&password=***"),
+    ("postgresql://u:p@h/db", "postgresql://***@h/db"),
+    ("http://u:p@h/x", "http://***@h/x"),
+    ("http://token@h", "http://***@h"),
+    ("redis://h:6379/0?password=x&db=1", "redis://h:6379/0?password=***&db=1"),
+    ("redis://:p@ss/w#rd@h/0", "redis://***@h/0"),  # unencoded / and # in a password
+    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ("sqlite:///var/serving.db", "sqlite:///var/serving.db"),
+])
+def test_redact_url_hides_credentials(url, shown):
+    assert redact_url(url) == shown
+
+
+def test_redis_store_never_shows_its_password():
+    from serving.redis_store import RedisStore
+
+    store = RedisStore("redis://admin:hunter2@127.0.0.1:1/0", timeout_s=0.5)  # nothing on port 1
+    assert "hunter2" not in repr(store) and "admin" not in repr(store)
+    for read in (store.ping, lambda: store.get("recs", "k1"), lambda: store.current("recs"),
+                 lambda: store.versions("recs"), lambda: store.events("recs"),
+                 lambda: store.health("recs"), lambda: store.publish("recs", _items("a"))):
+        with pytest.raises(StoreUnavailable, match="not reachable") as err:
+            read()
+        assert "hunter2" not in str(err.value) and "redis://***@127.0.0.1:1/0" in str(err.value)
+    store.close()
+
+
+def test_redis_calls_give_up_after_the_timeout():
+    """A server that accepts connections but never answers (a stalled Redis) is a
+    StoreUnavailable after ``timeout_s``, not a hang."""
+    import socket
+    import time
+
+    from serving.redis_store import RedisStore
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel completes connections; nobody reads them
+        store = RedisStore(f"redis://127.0.0.1:{silent.getsockname()[1]}/0", timeout_s=0.3)
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailable, match=r"did not answer within 0.3 s"):
+            store.get("recs", "k1")
+        assert time.monotonic() - t0 < 0.3 + 3
+        store.close()
+
+
+def test_a_reader_never_creates_the_store_file(tmp_path):
+    """A mistyped path is reported, not served as an empty store; once the file is published the
+    same reader serves it."""
+    from serving.sqlite_store import SQLiteStore
+
+    path = tmp_path / "typo" / "serving.db"
+    reader = SQLiteStore(path, create=False)
+    for read in (lambda: reader.get("recs", "k1"), lambda: reader.current("recs"),
+                 lambda: reader.health("recs")):
+        with pytest.raises(StoreUnavailable, match=r"no serving store at .*typo.*RANKLINE_STORE_PATH"):
+            read()
+    assert not path.exists() and not path.parent.exists()
+    path.parent.mkdir()
+    path.touch()  # an empty file (what an older reader's typo left behind) is no store either
+    with pytest.raises(StoreUnavailable, match="holds no rankline store"):
+        reader.current("recs")
+    assert path.stat().st_size == 0
+    path.unlink()
+    writer = SQLiteStore(path)
+    writer.publish("recs", _items("a"))
+    assert reader.get("recs", "k1")[0] == b"a-1" and reader.health("recs").version == 1
+    writer.close()
+    reader.close()
+
+
+def _corrupt_store(tmp_path, versions=1):
+    """A SQLite store with ``versions`` published (the live one corrupt afterwards) and its path."""
+    from serving.sqlite_store import SQLiteStore
+
+    path = tmp_path / "serving.db"
+    writer = SQLiteStore(path)
+    for v in range(versions):
+        writer.publish("recs", [(f"u{i:03d}", b"%d-" % v + b"x" * 300) for i in range(400)])
+    writer.close()
+    corrupt_table(path, f"rl_data_recs_{versions}")
+    return path
+
+
+def test_a_corrupt_sqlite_store_is_reported_by_reads_and_health(tmp_path):
+    from serving.sqlite_store import SQLiteStore
+
+    path = _corrupt_store(tmp_path)
+    reader = SQLiteStore(path, create=False)
+    with pytest.raises(StoreCorrupt, match=r"serving\.db is corrupt \(database disk image is malformed"
+                                           r"\): .*`rankline store rollback`.*hulk_refresh"):
+        reader.get("recs", "u001")
+    with pytest.raises(StoreCorrupt, match="corrupt"):
+        reader.health("recs")
+    # a fresh reader finds it through the check alone, before any read
+    with pytest.raises(StoreCorrupt, match="corrupt"):
+        SQLiteStore(path, create=False).health("recs")
+    reader.close()
+
+
+def test_health_checks_once_per_version_and_remembers_corrupt_reads(tmp_path):
+    """A clean check is cached per live version; a read that later meets corruption makes
+    health report it even though the cached check said the version was sound."""
+    from serving.sqlite_store import SQLiteStore
+
+    path = tmp_path / "serving.db"
+    writer = SQLiteStore(path)
+    writer.publish("recs", [(f"u{i:03d}", b"x" * 300) for i in range(400)])
+    writer.close()
+    reader = SQLiteStore(path, create=False)
+    assert reader.health("recs").version == 1 and reader._clean == {("recs", 1)}
+    reader.close()  # this thread's connection caches pages: scribble on the closed file
+    corrupt_table(path, "rl_data_recs_1")
+    assert reader.health("recs").version == 1  # the cached check: no second quick_check
+    with pytest.raises(StoreCorrupt):
+        reader.get("recs", "u001")
+    with pytest.raises(StoreCorrupt, match="corrupt"):
+        reader.health("recs")
+    reader.close()
+
+
+def test_a_rollback_clears_a_corrupt_report(tmp_path):
+    from serving.sqlite_store import SQLiteStore
+
+    path = _corrupt_store(tmp_path, versions=2)
+    reader = SQLiteStore(path, create=False)
+    with pytest.raises(StoreCorrupt):
+        reader.health("recs")
+    writer = SQLiteStore(path)
+    assert writer.rollback("recs", why="version 2 is corrupt").version == 1
+    assert reader.health("recs").version == 1
+    assert reader.get("recs", "u001")[0] == b"0-" + b"x" * 300
+    writer.close()
+    reader.close()
