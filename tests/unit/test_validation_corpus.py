@@ -1,0 +1,131 @@
+"""The corpus of bad partitions (``tests/bad_partitions.py``): every fault fails
+:func:`validate_tables` with a line that names it (and the offending row's id), a clean day
+passes, and nothing raises for bad data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from pipeline import io
+from pipeline.sources.base import TABLES
+from pipeline.sources.parquet import ParquetSource, SourceSchemaError
+from pipeline.validation import ID_COLUMN, SUCCESS, validate_tables
+from tests.bad_partitions import CASES, write_case
+from tests.conftest import D0, TINY
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pa.Table]:
+    """One clean synthetic day at tiny scale, made once for the module."""
+    from pipeline.settings import get_settings
+    from pipeline.sources import get_source
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RANKLINE_HOME", str(tmp_path_factory.mktemp("home")))
+        for k, v in TINY.items():
+            mp.setenv(k, v)
+        get_settings.cache_clear()
+        try:
+            return get_source(get_settings()).frames(D0)
+        finally:
+            get_settings.cache_clear()
+
+
+def _write(frames: dict[str, pa.Table], root: Path) -> dict[str, Path]:
+    return {t: io.write_table(frames[t], io.partition_path(root, t, D0)) for t in TABLES}
+
+
+def test_clean_day_passes_and_replaces_the_report_dir(clean, tmp_path):
+    report_dir = tmp_path / "report"
+    report_dir.mkdir()
+    (report_dir / "stale.txt").write_text("from an earlier run")
+    report = validate_tables(_write(clean, tmp_path / "raw"), D0, report_dir)
+    assert report.success and report.failures == [], report.failures
+    assert report.rows == {t: clean[t].num_rows for t in TABLES}
+    assert not (report_dir / "stale.txt").exists()
+    assert not (report_dir / SUCCESS).exists(), "validate_tables writes no marker"
+    assert Path(report.data_docs).exists()
+    saved = json.loads(Path(report.results_path).read_text())
+    assert saved["success"] is True and set(saved["tables"]) == set(TABLES)
+
+
+def test_corpus_case_names_are_unique():
+    assert len({c.name for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_partition_fails_with_a_line_that_names_the_fault(case, clean, tmp_path):
+    report = validate_tables(write_case(case, clean, tmp_path, D0), D0, tmp_path / "report")
+
+    assert not report.success
+    matched = []
+    for expected in case.expected_for(D0):
+        lines = [f for f in report.failures if expected in f]
+        assert lines, f"no failure line contains {expected!r}: {report.failures}"
+        matched += lines
+    if case.row is not None:
+        id_col = ID_COLUMN[case.table]
+        culprit = clean[case.table][id_col][case.row].as_py()
+        assert any(f"{id_col}=[{culprit}" in line for line in matched), matched
+    saved = json.loads(Path(report.results_path).read_text())
+    assert saved["success"] is False and saved["failures"] == report.failures
+    assert Path(report.data_docs).exists()
+
+
+def test_part_files_that_cannot_be_unified_are_a_clear_source_error(clean, tmp_path):
+    folder = io.partition_dir(tmp_path, "impressions", D0)
+    imp = clean["impressions"]
+    io.write_table(imp.slice(0, 10), folder / "part-0.parquet")
+    bad = imp.slice(10)
+    bad = bad.set_column(bad.schema.get_field_index("user_id"), "user_id",
+                         bad["user_id"].cast(pa.string()))
+    io.write_table(bad, folder / "part-1.parquet")
+    for t in TABLES:
+        if t != "impressions":
+            io.write_table(clean[t], io.partition_path(tmp_path, t, D0))
+
+    with pytest.raises(SourceSchemaError) as err:
+        ParquetSource(str(tmp_path)).frames(D0)
+
+    msg = str(err.value)
+    assert "impressions" in msg and str(D0) in msg
+    assert "['part-0.parquet', 'part-1.parquet']" in msg
+    assert "part-1.parquet vs part-0.parquet: user_id is string not int64" in msg
+    assert isinstance(err.value, ValueError)
+
+
+def test_part_files_with_one_schema_are_concatenated_in_order(clean, tmp_path):
+    imp = clean["impressions"]
+    folder = io.partition_dir(tmp_path, "impressions", D0)
+    io.write_table(imp.slice(0, 10), folder / "part-0.parquet")
+    io.write_table(imp.slice(10), folder / "part-1.parquet")
+    for t in TABLES:
+        if t != "impressions":
+            io.write_table(clean[t], io.partition_path(tmp_path, t, D0))
+    frames = ParquetSource(str(tmp_path)).frames(D0)
+    assert frames["impressions"].equals(imp)
+    assert not (frames["impressions"].schema.metadata or {}).get(b"rankline.part_schema_mismatch")
+
+
+def test_a_crash_inside_validation_is_a_failure_line_not_an_exception(clean, tmp_path, monkeypatch):
+    from pipeline import validation
+
+    real = validation.build_suite
+
+    def crashing(table, date):
+        if table == "clicks":
+            raise RuntimeError("boom\nsecond line")
+        return real(table, date)
+
+    monkeypatch.setattr(validation, "build_suite", crashing)
+    report = validate_tables(_write(clean, tmp_path / "raw"), D0, tmp_path / "report")
+    assert not report.success
+    assert report.failures == ["validation crashed on clicks: RuntimeError: boom"]
+    saved = json.loads(Path(report.results_path).read_text())
+    assert saved["failures"] == report.failures
+    assert "RuntimeError: boom" in saved["crashes"][0]["traceback"]
+    assert "clicks" not in saved["tables"] and "purchases" in saved["tables"]
