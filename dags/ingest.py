@@ -37,7 +37,8 @@ def ingest() -> None:
         from pipeline import steps
 
         check_conf(context)
-        return steps.acquire(settings(), dt.date.fromisoformat(ds))
+        with fail_fast():
+            return steps.acquire(settings(), dt.date.fromisoformat(ds))
 
     @task
     def validate(raw: dict[str, str], ds: str | None = None) -> dict:

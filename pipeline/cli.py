@@ -113,7 +113,7 @@ def summary(s: Any, dates: list[dt.date], served: bool = True) -> None:
     if not served:
         return
 
-    store = open_store(s)
+    store = open_store(s, create=False)
     cur = store.current(NAMESPACE)
     store.close()
     user = cur.meta["sample_user"]
@@ -211,7 +211,7 @@ def store_versions(namespace: Annotated[str, typer.Option(help="Namespace")] = "
     """List the store's versions of a namespace, newest first."""
     from serving.store import opened
 
-    with opened(_settings()) as store:
+    with opened(_settings(), create=False) as store:
         for v in store.versions(namespace):
             typer.echo(f"{v.version:>4}  {v.state:<8} {v.created_at}  {v.n_keys:>8} keys  "
                        f"{v.meta.get('model_uri', '')}")

@@ -95,13 +95,27 @@ def require_valid(settings: Settings, dates: Iterable[dt.date], what: str) -> No
 
 def stage(settings: Settings, date: dt.date) -> dict[str, str]:
     """Write ``date``'s tables from the configured source into staging (replacing any earlier
-    staged copy); ``raw/`` is not touched. Returns the staged paths."""
+    staged copy); ``raw/`` is not touched. Returns the staged paths.
+
+    Raises:
+        ValidationFailed: the source's part files cannot be read as one table (a report goes
+            to quarantine; the source's files are left as they are).
+    """
     from pipeline.sources import get_source
+    from pipeline.sources.parquet import SourceSchemaError
+    from pipeline.validation import ValidationFailed
 
     root = staging_root(settings, date)
     if root.exists():
         shutil.rmtree(root)
-    paths = get_source(settings).acquire(date, root)
+    try:
+        paths = get_source(settings).acquire(date, root)
+    except SourceSchemaError as exc:  # part files that cannot be one table: bad data, judged now
+        report = root / "_report"
+        report.mkdir(parents=True, exist_ok=True)
+        (report / "results.json").write_text(json.dumps(
+            {"date": date.isoformat(), "success": False, "failures": [str(exc)]}, indent=1))
+        raise ValidationFailed(date, [str(exc)], _quarantine(settings, date, root)) from exc
     log.info("staged %s from %s: %s", date, settings.source, sorted(paths))
     return paths
 

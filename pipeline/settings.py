@@ -15,16 +15,16 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import os
-import re
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from serving.store import redact_url  # one redaction for every layer (serving imports nothing)
 
 ENV_PREFIX = "RANKLINE_"
 TEST_PREFIX = "RANKLINE_TEST_"
@@ -33,28 +33,8 @@ SECRET_FIELDS = frozenset({"api_key"})
 """Shown as ``***`` wherever settings are printed."""
 URL_FIELDS = frozenset({"redis_url", "mlflow_tracking_uri", "source_uri"})
 """Shown through :func:`redact_url` (their password or token hidden)."""
-_SECRET_QUERY = re.compile(r"pass|secret|token|key|sig|credential", re.IGNORECASE)
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 DEMO_DAYS_RULE = "RANKLINE_TRAIN_DAYS + RANKLINE_VALID_DAYS + RANKLINE_TEST_DAYS + 1"
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password (or a lone user-info token) and secret-looking query values
-    replaced by ``***``: ``redis://u:s3cr3t@h:6379/0`` -> ``redis://u:***@h:6379/0``."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, host = netloc.rsplit("@", 1)
-            netloc = f"{userinfo.split(':', 1)[0]}:***@{host}" if ":" in userinfo else f"***@{host}"
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            query = urlencode([(k, "***" if _SECRET_QUERY.search(k) else v) for k, v in pairs],
-                              safe="*/:")
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return "<unparseable URL, redacted>"
 
 
 class SettingsError(ValueError):
@@ -165,8 +145,9 @@ class Settings(BaseSettings):
     )
     store_timeout_s: float = Field(
         default=2.0, gt=0, le=3600,
-        description="Longest a store call may take (Redis socket timeouts; the API answers 503 "
-        "after this long instead of waiting on a stalled store).",
+        description="Longest a store call may wait for one reply (Redis socket and connect "
+        "timeouts, for readers and publishers alike); the API answers 503 after this long "
+        "instead of waiting on a stalled store.",
     )
     store_path: Path | None = Field(
         default=None, description="SQLite serving store file; default <home>/serving.db."

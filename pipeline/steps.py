@@ -99,7 +99,7 @@ def verify_published(settings: Settings, version: int) -> dict[str, Any]:
     from serving.codec import decode_recs
     from serving.store import open_store
 
-    store = open_store(settings)
+    store = open_store(settings, create=False)
     try:
         cur = store.current(NAMESPACE)
         if cur is None or cur.version != version:
@@ -123,7 +123,7 @@ def rollback(settings: Settings, to: int | None = None, why: str = "", by: str |
     from serving.store import opened, who
 
     by = by or who()
-    with opened(settings) as store:
+    with opened(settings, create=False) as store:
         info = store.rollback(namespace, to, why, by)
         event = next(e for e in store.events(namespace) if e["action"] == "rollback" and
                      e["to"] == info.version and e["who"] == by)

@@ -17,9 +17,9 @@ expected, and for row-level checks how many rows broke it and a sample of their 
 
 :func:`validate_tables` judges a set of table files and never raises for bad data: a missing
 file, unreadable data or a crash inside validation is a failure line too.
-:func:`validate_partition` wraps it for a raw partition: it writes the ``_SUCCESS`` marker, or
-copies the partition to ``quarantine/date=D/`` with its results and Data Docs (the raw files are
-never touched) and raises :class:`ValidationFailed`, which names what failed.
+:mod:`pipeline.landing` calls it on a staged copy and promotes the copy into ``raw/`` (with the
+``_SUCCESS`` marker) or moves it to quarantine and raises :class:`ValidationFailed`, which names
+what failed.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from pipeline import io
 from pipeline.sources.base import EVENT_TABLES, RAW_SCHEMAS, TABLES
 
 log = logging.getLogger(__name__)
@@ -86,14 +85,6 @@ RESULT_FORMAT = {
     # Offending rows are named by id in the failure lines; values (a 1 MB string) stay out.
     "exclude_unexpected_values": True, "return_unexpected_index_query": False,
 }
-
-
-SUCCESS = "_SUCCESS"
-
-
-def is_valid(validation_dir: Path, date: dt.date) -> bool:
-    """Whether ``date``'s raw partition passed validation (its success marker exists)."""
-    return (Path(validation_dir) / f"date={date.isoformat()}" / SUCCESS).exists()
 
 
 class ValidationFailed(RuntimeError):
@@ -466,41 +457,3 @@ def _run_suites(prepared: dict[str, pd.DataFrame], date: dt.date, docs_dir: Path
         except Exception as exc:  # noqa: BLE001 - any crash is a failure line, not an exception
             crashed(table, exc)
     ctx.build_data_docs(site_names=["rankline"])
-
-
-def validate_partition(
-    raw_dir: Path, date: dt.date, validation_dir: Path, quarantine_dir: Path
-) -> ValidationReport:
-    """Validate every raw table of ``date``; mark it valid, or quarantine a copy and raise.
-
-    Results (JSON) and Data Docs go to ``validation_dir/date=D/``; a rerun replaces them.
-    Raises:
-        ValidationFailed: naming every failed expectation, after quarantining the partition.
-        FileNotFoundError: a raw table of the date is missing.
-    """
-    paths = {t: io.partition_path(raw_dir, t, date) for t in TABLES}
-    missing = [t for t, p in paths.items() if not p.exists()]
-    if missing:
-        raise FileNotFoundError(f"raw partition {date} lacks tables {missing} under {raw_dir}")
-    out_dir = Path(validation_dir) / f"date={date.isoformat()}"
-    report = validate_tables(paths, date, out_dir)
-    if not report.success:
-        qdir = quarantine(paths, date, out_dir, quarantine_dir)
-        raise ValidationFailed(date, report.failures, qdir)
-    (out_dir / SUCCESS).touch()
-    log.info("raw partition %s valid: %s", date, report.rows)
-    return report
-
-
-def quarantine(paths: dict[str, Path], date: dt.date, report_dir: Path, quarantine_dir: Path) -> Path:
-    """Copy a failed partition and its report to ``quarantine/date=D/``; raw stays untouched."""
-    qdir = Path(quarantine_dir) / f"date={date.isoformat()}"
-    if qdir.exists():
-        shutil.rmtree(qdir)
-    for table, src in paths.items():
-        dst = qdir / "raw" / table / src.name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst)
-    shutil.copytree(report_dir, qdir / "report")
-    log.error("raw partition %s quarantined to %s", date, qdir)
-    return qdir

@@ -34,8 +34,9 @@ _PROGRESS_EVERY_S = 10.0
 # scheme://userinfo@: up to the last "@", since a password may hold an unencoded / ? or # (a URL
 # with "@" in its path loses a little more than its credentials)
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://).*@", re.DOTALL)
-_SECRET_PARAM = re.compile(r"([?&;](?:password|passwd|pwd|secret|token|api_?key)=)[^&;#]*",
-                           re.IGNORECASE)
+# any query parameter whose name speaks of a secret: password=, secret_key=, access_token=, sig=
+_SECRET_PARAM = re.compile(
+    r"([?&;][^=&;#]*(?:pass|pwd|secret|token|key|sig|credential)[^=&;#]*=)[^&;#]*", re.IGNORECASE)
 
 
 class StoreError(RuntimeError):

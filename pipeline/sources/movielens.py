@@ -74,7 +74,9 @@ class MovieLensSource(DataSource):
         ev = ev.sort_values(["request_id", "timestamp", "item_id"]).reset_index(drop=True)
         ev["position"] = (ev.groupby("request_id").cumcount() + 1).astype(np.int16)
         ev["event_id"] = base + np.arange(len(ev), dtype=np.int64)
-        ev["ts"] = pd.to_datetime(ev["timestamp"].astype(np.int64), unit="s", utc=True)
+        # replayed on the logical date: the rating's time of day, on date D (UTC)
+        seconds = ev["timestamp"].astype(np.int64) - day * 86_400
+        ev["ts"] = pd.Timestamp(date, tz="UTC") + pd.to_timedelta(seconds, unit="s")
         clicks = ev[ev["rating"] >= 3].copy()
         clicks["impression_id"] = clicks["event_id"]
         clicks["event_id"] = base + 400_000_000 + np.arange(len(clicks), dtype=np.int64)

@@ -134,3 +134,31 @@ def test_no_step_reads_a_quarantined_date(settings, source, monkeypatch):
     with pytest.raises(landing.UnvalidatedDate, match="quarantined"):
         refresh(settings, bad, "models:/none/1")
     assert landing.valid_dates(settings, [D0, bad]) == [D0]
+
+
+def test_part_files_that_cannot_be_one_table_are_quarantined(settings, source, monkeypatch,
+                                                             tmp_path):
+    """A source whose part files disagree on a column's type: the ingest fails at acquire with
+    a report in quarantine, and the date's validated copy in raw/ stays as it was."""
+    from pipeline.sources.parquet import ParquetSource
+
+    _ingest(settings)
+    before = _digests(settings)
+    lake = tmp_path / "lake"
+    frames = source.frames(D0)
+    for t, data in frames.items():
+        io.write_table(data, io.partition_path(lake, t, D0))
+    imp = frames["impressions"]
+    io.write_table(imp.slice(0, 10), io.partition_path(lake, "impressions", D0))
+    bad = imp.slice(10)
+    bad = bad.set_column(bad.schema.get_field_index("user_id"), "user_id",
+                         bad["user_id"].cast(pa.string()))
+    io.write_table(bad, io.partition_dir(lake, "impressions", D0) / "part-1.parquet")
+
+    _use(monkeypatch, ParquetSource(str(lake)))
+    with pytest.raises(ValidationFailed, match="user_id is string not int64"):
+        landing.stage(settings, D0)
+    report = settings.quarantine_dir / f"date={D0}" / "report" / "results.json"
+    assert "user_id is string not int64" in report.read_text()
+    assert _digests(settings) == before and landing.is_valid(settings, D0)
+    assert (io.partition_dir(lake, "impressions", D0) / "part-1.parquet").exists()  # source as it was

@@ -51,11 +51,15 @@ def test_bad_scale_is_rejected():
 
 
 def test_movielens_replay_is_valid(tmp_path):
+    from pipeline import io
+    from pipeline.sources.base import TABLES
     from pipeline.sources.movielens import MovieLensSource
-    from pipeline.validation import validate_partition
+    from pipeline.validation import validate_tables
 
     src = MovieLensSource(D0)
-    day = D0 + dt.timedelta(days=3)
-    src.acquire(day, tmp_path / "raw")
-    report = validate_partition(tmp_path / "raw", day, tmp_path / "val", tmp_path / "q")
-    assert report.success and report.rows["impressions"] > 0
+    for day in (D0, D0 + dt.timedelta(days=3)):
+        src.acquire(day, tmp_path / "raw")
+        paths = {t: io.partition_path(tmp_path / "raw", t, day) for t in TABLES}
+        report = validate_tables(paths, day, tmp_path / "report")
+        assert report.success, report.failures
+        assert report.rows["impressions"] > 0

@@ -1,23 +1,29 @@
-"""Deliberately corrupted partitions, one per kind of fault: each must be caught, quarantined
-with its report and Data Docs, and leave the raw files untouched. (The full corpus of faults,
+"""Deliberately corrupted partitions, one per kind of fault, landed through staging: each must be
+caught, quarantined with its report and Data Docs, and never reach raw/. (The full corpus of faults,
 through :func:`~pipeline.validation.validate_tables`, is in ``test_validation_corpus.py``.)"""
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import io
+from pipeline import io, landing
 from pipeline.sources.base import TABLES
-from pipeline.validation import ValidationFailed, is_valid, prepare_frames, validate_partition
+from pipeline.validation import ValidationFailed, prepare_frames
 from tests.bad_partitions import case
 from tests.conftest import D0
 
 
-def _digest(settings):
-    return {t: hashlib.sha256(io.partition_path(settings.raw_dir, t, D0).read_bytes()).hexdigest()
+def _staged(settings) -> Path:
+    """Stage D0 from the configured source; the root of its staged tables."""
+    landing.stage(settings, D0)
+    return landing.staging_root(settings, D0)
+
+
+def _digest(root):
+    return {t: hashlib.sha256(io.partition_path(root, t, D0).read_bytes()).hexdigest()
             for t in TABLES}
 
 
@@ -78,41 +84,43 @@ FAULTS = [
 
 
 def test_clean_partition_passes(settings, source):
-    source.acquire(D0, settings.raw_dir)
-    report = validate_partition(settings.raw_dir, D0, settings.validation_dir,
-                                settings.quarantine_dir)
+    _staged(settings)
+    report = landing.land(settings, D0)
     assert report.success and report.failures == []
-    assert is_valid(settings.validation_dir, D0)
+    assert landing.is_valid(settings, D0)
     assert (settings.validation_dir / f"date={D0}" / "data_docs" / "index.html").exists()
 
 
 @pytest.mark.parametrize(("table", "corrupt", "expected"), FAULTS,
                          ids=[f[1].__name__.strip("_") for f in FAULTS])
 def test_fault_is_caught_and_quarantined(settings, source, table, corrupt, expected):
-    source.acquire(D0, settings.raw_dir)
-    if table == "purchases" and len(io.read_partition(settings.raw_dir, table, D0)) == 0:
+    root = _staged(settings)
+    if table == "purchases" and len(io.read_partition(root, table, D0)) == 0:
         pytest.fail("fixture day has no purchases to corrupt")
-    bad = corrupt(io.read_partition(settings.raw_dir, table, D0))
-    io.write_partition(bad, settings.raw_dir, table, D0)
-    before = _digest(settings)
+    bad = corrupt(io.read_partition(root, table, D0))
+    io.write_partition(bad, root, table, D0)
+    staged = _digest(root)
 
     with pytest.raises(ValidationFailed) as err:
-        validate_partition(settings.raw_dir, D0, settings.validation_dir, settings.quarantine_dir)
+        landing.land(settings, D0)
 
     assert expected in str(err.value)
-    assert _digest(settings) == before, "raw files must stay untouched"
+    assert not settings.raw_dir.exists(), "nothing that failed validation reaches raw/"
     q = settings.quarantine_dir / f"date={D0}"
-    assert (q / "raw" / table / io.PART).exists()
+    for t in TABLES:  # the quarantined copy is the staged copy, byte for byte
+        got = hashlib.sha256((q / "raw" / t / io.PART).read_bytes()).hexdigest()
+        assert got == staged[t]
     assert (q / "report" / "results.json").exists()
     assert list((q / "report" / "data_docs").rglob("*.html"))
-    assert not is_valid(settings.validation_dir, D0)
+    assert not landing.is_valid(settings, D0)
 
 
-def test_missing_table_is_a_clear_error(settings, source):
-    source.acquire(D0, settings.raw_dir)
-    io.partition_path(settings.raw_dir, "clicks", D0).unlink()
-    with pytest.raises(FileNotFoundError, match=r"lacks tables \['clicks'\]"):
-        validate_partition(settings.raw_dir, D0, settings.validation_dir, settings.quarantine_dir)
+def test_missing_table_is_a_failure_line(settings, source):
+    root = _staged(settings)
+    io.partition_path(root, "clicks", D0).unlink()
+    with pytest.raises(ValidationFailed, match=r"clicks: the table file is missing"):
+        landing.land(settings, D0)
+    assert not landing.is_valid(settings, D0)
 
 
 def test_prepare_frames_does_not_modify_inputs(source):
@@ -125,40 +133,15 @@ def test_prepare_frames_does_not_modify_inputs(source):
 
 def test_non_utf8_text_is_quarantined_with_its_report(settings, source, tmp_path):
     """It used to crash inside Great Expectations, with no report and no quarantine."""
-    source.acquire(D0, settings.raw_dir)
-    path = io.partition_path(settings.raw_dir, "users", D0)
-    frames = {t: pq.read_table(io.partition_path(settings.raw_dir, t, D0)) for t in TABLES}
+    root = _staged(settings)
+    path = io.partition_path(root, "users", D0)
+    frames = {t: pq.read_table(io.partition_path(root, t, D0)) for t in TABLES}
     io.write_table(case("non_utf8_region").damage(frames, tmp_path, D0)["users"], path)
 
     with pytest.raises(ValidationFailed) as err:
-        validate_partition(settings.raw_dir, D0, settings.validation_dir, settings.quarantine_dir)
+        landing.land(settings, D0)
 
     assert "users: users.region is valid UTF-8 text — 1 unexpected (e.g. user_id=[0])" in str(err.value)
     q = settings.quarantine_dir / f"date={D0}"
     assert (q / "raw" / "users" / io.PART).exists() and (q / "report" / "results.json").exists()
-    assert not is_valid(settings.validation_dir, D0)
-
-
-def _ts(hms: str) -> pd.Timestamp:
-    return pd.Timestamp(f"{D0} {hms}", tz="UTC")
-
-
-def test_prepare_frames_flags_events_earlier_than_the_event_they_follow():
-    ev = {"user_id": 1, "item_id": 7}
-    frames = {
-        "users": pd.DataFrame({"user_id": [1]}),
-        "items": pd.DataFrame({"item_id": [7]}),
-        "impressions": pd.DataFrame({"event_id": [10, 11], **ev, "ts": [_ts("01:00"), _ts("02:00")]}),
-        "clicks": pd.DataFrame({"event_id": [20, 21, 22], "impression_id": [10, 11, 99], **ev,
-                                "ts": [_ts("01:00"), _ts("01:00"), _ts("00:00")]}),
-        "add_to_cart": pd.DataFrame({"event_id": [30, 31], "click_id": [20, 21], **ev,
-                                     "ts": [_ts("00:59:59"), _ts("03:00")]}),
-        "purchases": pd.DataFrame({"event_id": [40], "click_id": [20], **ev, "ts": [_ts("05:00")]}),
-    }
-    out = prepare_frames(frames)
-    # equal times are in order; an unknown impression fails its own check, not this one
-    assert out["clicks"]["_after_impression"].tolist() == [True, False, True]
-    assert out["clicks"]["_impression_known"].tolist() == [True, True, False]
-    assert out["add_to_cart"]["_after_click"].tolist() == [False, True]
-    assert out["purchases"]["_after_click"].tolist() == [True]
-    assert "_after_impression" not in frames["clicks"]
+    assert not landing.is_valid(settings, D0)

@@ -11,9 +11,10 @@ import pyarrow as pa
 import pytest
 
 from pipeline import io
+from pipeline.landing import SUCCESS
 from pipeline.sources.base import TABLES
 from pipeline.sources.parquet import ParquetSource, SourceSchemaError
-from pipeline.validation import ID_COLUMN, SUCCESS, validate_tables
+from pipeline.validation import ID_COLUMN, validate_tables
 from tests.bad_partitions import CASES, write_case
 from tests.conftest import D0, TINY
 
