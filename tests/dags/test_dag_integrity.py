@@ -123,10 +123,12 @@ def _context(conf: dict, declared: dict = REFRESH_PARAMS) -> dict:
     ({"rolback": True}, "unknown conf key(s) ['rolback']; hulk_refresh takes ['as_of', 'reason', "
                         "'rollback', 'rollback_to']"),
 ])
-def test_check_conf_rejects(support, conf, needle):
+def test_check_conf_rejects(support, conf, needle, reliability):
     dag_support, fail = support
     with pytest.raises(fail) as err:
         dag_support.check_conf(_context(conf), requires=REQUIRES)
+    reliability("bad params", f"hulk_refresh {conf}", "first task fails, nothing published",
+                str(err.value))
     assert needle in str(err.value)
 
 

@@ -114,7 +114,7 @@ def served(own_redis, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen, P
         _stop(api)
 
 
-def test_a_stalled_redis_is_503_in_time_blocks_nothing_else_and_recovers(served):
+def test_a_stalled_redis_is_503_in_time_blocks_nothing_else_and_recovers(served, reliability):
     base, redis_proc, log = served
     with httpx.Client(base_url=base, timeout=60) as http:
         assert http.get("/v1/recommendations/7").json()["items"][0]["item_id"] == 7
@@ -151,6 +151,10 @@ def test_a_stalled_redis_is_503_in_time_blocks_nothing_else_and_recovers(served)
         assert all(PASSWORD not in r.text for _, r in done.values()) and PASSWORD not in health.text
         slowest = max(at for at, _ in done.values()) - t0
         assert slowest < TIMEOUT_S + MARGIN_S, f"{n} stalled requests took {slowest:.1f} s: serialized?"
+        reliability("store fault", "Redis frozen by SIGSTOP (real uvicorn)",
+                    f"/healthz 503 in {took:.1f} s; {n} reads 503 within {slowest:.1f} s; "
+                    "/openapi.json answered first; 200 again after SIGCONT",
+                    health.json()["detail"])
     finally:
         os.kill(redis_proc.pid, signal.SIGCONT)
 

@@ -80,11 +80,13 @@ def test_api_key_is_required_when_set(store):
     assert "X-API-Key" in str(spec["components"]["securitySchemes"])
 
 
-def test_unreachable_store_is_503_without_its_password():
+def test_unreachable_store_is_503_without_its_password(reliability):
     dead = RedisStore("redis://rankline:hunter2@127.0.0.1:1/0")  # nothing listens on port 1
     c = TestClient(create_app(RecsClient(dead)))
     r = c.get("/v1/recommendations/42")
     assert r.status_code == 503 and "Redis at redis://***@127.0.0.1:1/0" in r.json()["detail"]
+    reliability("store fault", "Redis unreachable (password in URL)", "503, password redacted",
+                r.json()["detail"])
     h = c.get("/healthz")  # open to anyone: it must not hand out the password either
     assert h.status_code == 503 and "hunter2" not in h.text and "hunter2" not in r.text
 
@@ -137,7 +139,7 @@ def _published_file(tmp_path, versions=1):
 
 
 @pytest.mark.parametrize("first", ["/healthz", "/v1/recommendations/42"])
-def test_a_corrupt_sqlite_store_is_503_never_500(tmp_path, first):
+def test_a_corrupt_sqlite_store_is_503_never_500(tmp_path, first, reliability):
     path = _published_file(tmp_path)
     corrupt_table(path, "rl_data_recs_1")
     c = TestClient(create_app(RecsClient.connect(f"sqlite://{path}")), raise_server_exceptions=False)
@@ -147,18 +149,21 @@ def test_a_corrupt_sqlite_store_is_503_never_500(tmp_path, first):
         detail = r.json()["detail"]
         assert "is corrupt (database disk image is malformed)" in detail, detail
         assert "`rankline store rollback`" in detail and "`rankline run-dag hulk_refresh`" in detail
+    reliability("store fault", f"corrupt SQLite file ({first} first)", "503 on reads and /healthz",
+                detail)
 
 
-def test_a_damaged_list_is_503_never_500(tmp_path):
+def test_a_damaged_list_is_503_never_500(tmp_path, reliability):
     store = SQLiteStore(tmp_path / "s.db")
     store.publish("recs", [(COLD_START, b"\x07garbage"), ("42", b"")])
     c = TestClient(create_app(RecsClient(store)), raise_server_exceptions=False)
     for user in ("42", "new_user"):
         r = c.get(f"/v1/recommendations/{user}")
         assert r.status_code == 503 and "damaged list" in r.json()["detail"], r.text
+    reliability("store fault", "undecodable stored list", "503", r.json()["detail"])
 
 
-def test_a_missing_sqlite_store_is_reported_and_never_created(tmp_path):
+def test_a_missing_sqlite_store_is_reported_and_never_created(tmp_path, reliability):
     path = tmp_path / "typo.db"
     c = TestClient(create_app(RecsClient.connect(f"sqlite://{path}")))
     for url in ("/healthz", "/v1/recommendations/42"):
@@ -166,6 +171,8 @@ def test_a_missing_sqlite_store_is_reported_and_never_created(tmp_path):
         assert r.status_code == 503 and r.json()["detail"].startswith(f"no serving store at {path}")
         assert "RANKLINE_STORE_PATH" in r.json()["detail"]
     assert not path.exists()
+    reliability("store fault", "RANKLINE_STORE_PATH typo (missing file)",
+                "503 on reads and /healthz; no file created", r.json()["detail"])
 
 
 def test_the_app_from_settings_does_not_create_the_store(settings):

@@ -67,7 +67,8 @@ def test_a_valid_date_is_promoted_with_its_marker(settings):
 
 
 def test_reingesting_a_valid_date_from_a_broken_source_keeps_the_valid_data(settings, source,
-                                                                             monkeypatch):
+                                                                             monkeypatch,
+                                                                             reliability):
     _ingest(settings)
     before = _digests(settings)
     marker = (landing.report_dir(settings, D0) / landing.SUCCESS).read_bytes()
@@ -77,6 +78,9 @@ def test_reingesting_a_valid_date_from_a_broken_source_keeps_the_valid_data(sett
         _ingest(settings)
     assert "every click has its impression" in str(err.value)
     assert "keeps the copy of 2026-01-01 validated earlier" in str(err.value)
+    reliability("bad partition", "re-ingest a valid date from a broken source",
+                "fails validation; raw/ and its marker untouched, bad copy quarantined",
+                str(err.value).splitlines()[-1])
     assert _digests(settings) == before
     assert (landing.report_dir(settings, D0) / landing.SUCCESS).read_bytes() == marker
     assert landing.is_valid(settings, D0)
@@ -107,7 +111,7 @@ def test_nothing_staged_and_not_valid_says_what_to_do(settings):
         landing.land(settings, D0)
 
 
-def test_no_step_reads_a_quarantined_date(settings, source, monkeypatch):
+def test_no_step_reads_a_quarantined_date(settings, source, monkeypatch, reliability):
     """A quarantined day inside the training window stops training, features and the refresh
     before they read anything."""
     from pipeline import steps
@@ -129,6 +133,8 @@ def test_no_step_reads_a_quarantined_date(settings, source, monkeypatch):
     msg = str(err.value)
     assert f"{bad}: quarantined" in msg and f"{D0}:" not in msg
     assert "RANKLINE_TRAIN_DAYS" in msg and not (settings.work_dir / "rows").exists()
+    reliability("bad partition", "quarantined date inside the training window",
+                "training, features and the refresh refuse it before reading", msg)
     with pytest.raises(landing.UnvalidatedDate, match="quarantined"):
         steps.features(settings, bad)
     with pytest.raises(landing.UnvalidatedDate, match="quarantined"):

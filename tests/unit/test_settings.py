@@ -74,8 +74,11 @@ def test_defaults_and_the_test_suite_settings_load(env):
     ("RANKLINE_STORE_BACKEND", "memcached", "one of sqlite, redis"),
     ("RANKLINE_START_DATE", "2026-13-01", "a date (YYYY-MM-DD)"),
 ])
-def test_a_bad_value_names_the_variable_and_the_allowed_range(env, var, value, allowed):
+def test_a_bad_value_names_the_variable_and_the_allowed_range(env, var, value, allowed,
+                                                              reliability):
     msg = _error(**{var: value})
+    reliability("bad setting", f"{var}={value}", "refused at start-up (CLI exit 2, task fails)",
+                msg.splitlines()[1])
     field = Settings.model_fields[var.removeprefix("RANKLINE_").lower()]
     assert f"{var}={value}: must be {allowed}" in msg
     assert f"({field.description})" in msg
@@ -87,8 +90,10 @@ def test_a_bad_value_names_the_variable_and_the_allowed_range(env, var, value, a
     ("RANKLINE_REDIS_PREFIX", "my app", "must not contain spaces"),
     ("RANKLINE_EXPERIMENT", "", "must not be empty"),
 ])
-def test_bad_strings(env, var, value, why):
-    assert f"{var}={value or repr('')}: {why}" in _error(**{var: value})
+def test_bad_strings(env, var, value, why, reliability):
+    msg = _error(**{var: value})
+    reliability("bad setting", f"{var}={value!r}", "refused at start-up", msg.splitlines()[1])
+    assert f"{var}={value or repr('')}: {why}" in msg
 
 
 @pytest.mark.parametrize("given, needle", [
@@ -100,8 +105,11 @@ def test_bad_strings(env, var, value, why):
     ({"RANKLINE_N_ITEMS": "5", "RANKLINE_N_CATEGORIES": "6"},
      "RANKLINE_N_CATEGORIES=6, RANKLINE_N_ITEMS=5: RANKLINE_N_CATEGORIES must be <= RANKLINE_N_ITEMS"),
 ])
-def test_a_bad_combination_names_every_variable(env, given, needle):
-    assert needle in _error(**given)
+def test_a_bad_combination_names_every_variable(env, given, needle, reliability):
+    msg = _error(**given)
+    reliability("bad setting", ", ".join(f"{k}={v}" for k, v in given.items()),
+                "refused at start-up", msg.splitlines()[1])
+    assert needle in msg
 
 
 def test_good_combinations(env):
@@ -123,9 +131,11 @@ def test_one_line_per_problem_and_no_traceback_text(env):
         assert word not in msg
 
 
-def test_unknown_variables_get_a_suggestion(env):
-    assert "RANKLINE_TOPK: not a rankline setting; did you mean RANKLINE_TOP_K?" in _error(
-        RANKLINE_TOPK="5")
+def test_unknown_variables_get_a_suggestion(env, reliability):
+    msg = _error(RANKLINE_TOPK="5")
+    reliability("bad setting", "RANKLINE_TOPK=5 (typo)", "refused at start-up",
+                msg.splitlines()[1])
+    assert "RANKLINE_TOPK: not a rankline setting; did you mean RANKLINE_TOP_K?" in msg
     assert "did you mean RANKLINE_CANDIDATES_PER_USER?" in _error(
         RANKLINE_CANDIDATE_PER_USER="5")
     msg = _error(RANKLINE_WHATEVER="1")

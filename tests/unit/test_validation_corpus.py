@@ -59,7 +59,7 @@ def test_corpus_case_names_are_unique():
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_partition_fails_with_a_line_that_names_the_fault(case, clean, tmp_path):
+def test_bad_partition_fails_with_a_line_that_names_the_fault(case, clean, tmp_path, reliability):
     report = validate_tables(write_case(case, clean, tmp_path, D0), D0, tmp_path / "report")
 
     assert not report.success
@@ -75,9 +75,11 @@ def test_bad_partition_fails_with_a_line_that_names_the_fault(case, clean, tmp_p
     saved = json.loads(Path(report.results_path).read_text())
     assert saved["success"] is False and saved["failures"] == report.failures
     assert Path(report.data_docs).exists()
+    reliability("bad partition", case.name, "fails validation: quarantined, raw/ untouched",
+                matched[0])
 
 
-def test_part_files_that_cannot_be_unified_are_a_clear_source_error(clean, tmp_path):
+def test_part_files_that_cannot_be_unified_are_a_clear_source_error(clean, tmp_path, reliability):
     folder = io.partition_dir(tmp_path, "impressions", D0)
     imp = clean["impressions"]
     io.write_table(imp.slice(0, 10), folder / "part-0.parquet")
@@ -93,6 +95,8 @@ def test_part_files_that_cannot_be_unified_are_a_clear_source_error(clean, tmp_p
         ParquetSource(str(tmp_path)).frames(D0)
 
     msg = str(err.value)
+    reliability("bad partition", "part_files_incompatible_types",
+                "fails at acquire: quarantined with a report, raw/ untouched", msg)
     assert "impressions" in msg and str(D0) in msg
     assert "['part-0.parquet', 'part-1.parquet']" in msg
     assert "part-1.parquet vs part-0.parquet: user_id is string not int64" in msg
