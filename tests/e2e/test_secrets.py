@@ -70,26 +70,26 @@ def redis_with_password(tmp_path):
 def postgres_db():
     """A fresh database on the local Postgres (trust auth: any password is accepted, so a
     planted one travels in the URL without being needed)."""
-    import psycopg2
+    import psycopg
 
     name = f"rltest_secrets_{uuid.uuid4().hex[:8]}"
     try:
-        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    except psycopg2.OperationalError as exc:
+        admin = psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres",
+                                autocommit=True)
+    except psycopg.OperationalError as exc:
         pytest.fail(f"Postgres at {PG} is needed: {exc}. Start it with "
                     "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`")
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
+    admin.execute(f"CREATE DATABASE {name}")
     yield name
-    admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     admin.close()
 
 
 def _postgres_text(db: str) -> str:
     """Every row of every table of ``db`` as text."""
-    import psycopg2
+    import psycopg
 
-    with psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname=db) as conn:
+    with psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname=db) as conn:
         cur = conn.cursor()
         cur.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")
         tables = [t for (t,) in cur.fetchall()]
