@@ -19,12 +19,14 @@ def ingest() -> None:
     """### Ingest: acquire → validate → features, one logical date per run
 
     Every day, the configured source (the seeded synthetic marketplace by default,
-    MovieLens-100K, or a Parquet location) writes the day's raw partitions under
-    `raw/<table>/date=<ds>/`. Great Expectations suites then check every table: columns and
-    types, non-null keys, ranges, unique event ids, known users and items, and the funnel (no
-    click without its impression, no purchase without its click). **A failing partition is
-    quarantined with its report and Data Docs under `quarantine/date=<ds>/`, the run fails
-    naming the failed expectations, and nothing downstream runs.** Raw data is never altered.
+    MovieLens-100K, or a Parquet location) writes the day's tables to **staging**
+    (`staging/date=<ds>/`). Great Expectations suites judge them there: columns and types,
+    nulls, ranges, string lengths and UTF-8, unique ids, timestamps inside the day, known users
+    and items, and the funnel in time order. **Only a passing copy is moved into
+    `raw/<table>/date=<ds>/`** (its `_SUCCESS` marker written last); a failing one is
+    quarantined with its report and Data Docs under `quarantine/date=<ds>/`, the run fails at
+    once naming each failed expectation with sample ids, and nothing downstream runs.
+    Re-ingesting a valid day from a broken source leaves its validated copy untouched.
 
     The features task writes user, item, user×category and user×item features as of the end
     of `ds` to the offline store, materializes them to the online store, and updates the

@@ -188,7 +188,7 @@ def test_the_app_from_settings_does_not_create_the_store(settings):
     assert c.get("/v1/recommendations/42").json()["store_version"] == 1
 
 
-def test_client_reads_many_users_from_one_version(store):
+def test_client_reads_many_users_from_one_version(store, reliability):
     _publish(store)
     recs = RecsClient(store)
     got = recs.get_many(["42", "new_user"], k=2)
@@ -198,8 +198,9 @@ def test_client_reads_many_users_from_one_version(store):
     assert recs.get("42", k=10).scores == pytest.approx([0.9, 0.8, 0.7, 0.6])
     for bad in (dict(user_ids=["a b"]), dict(user_ids=[COLD_START]), dict(user_ids=["1"], k=0),
                 dict(user_ids=["42\n"]), dict(user_ids=["\n42"]), dict(user_ids=[42])):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError) as err:
             recs.get_many(**bad)
+        reliability("bad params", f"reader client get_many({bad})", "ValueError", str(err.value))
 
 
 def test_client_connects_by_url(tmp_path):
