@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -170,6 +171,11 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, v: str) -> str:
         if not v.startswith(REDIS_SCHEMES):
             raise ValueError(f"must start with {', '.join(REDIS_SCHEMES[:-1])} or {REDIS_SCHEMES[-1]}")
+        try:
+            urlsplit(v).port  # noqa: B018 - parses the host part, as redis-py will
+        except ValueError:
+            raise ValueError("is not a valid URL (percent-encode '/', '#', '?' and '@' in the "
+                             "password, e.g. %2F for '/')") from None
         return v
 
     @model_validator(mode="after")

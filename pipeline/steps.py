@@ -13,6 +13,10 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 
+class NoChampion(LookupError):
+    """No model holds the champion alias yet (a retry cannot help; train first)."""
+
+
 def acquire(settings: Settings, date: dt.date) -> dict[str, str]:
     """Write ``date``'s tables from the configured source into staging; return their paths.
     ``raw/`` is untouched until the staged copy passes validation (:func:`validate`)."""
@@ -65,7 +69,7 @@ def champion_uri(settings: Settings) -> dict[str, str]:
 
     champ = champion_version(settings)
     if champ is None:
-        raise LookupError("no champion model in MLflow yet: run the train DAG first "
+        raise NoChampion("no champion model in MLflow yet: run the train DAG first "
                            "(a model is promoted only when it beats the baselines)")
     return {"model_uri": f"models:/{champ.name}/{champ.version}", "model_version": champ.version,
             "model_run_id": champ.run_id}

@@ -23,7 +23,15 @@ def configure(settings: Settings) -> str:
 
     settings.home.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.tracking_uri)
-    if mlflow.get_experiment_by_name(settings.experiment) is None:
+    try:
+        exists = mlflow.get_experiment_by_name(settings.experiment) is not None
+    except Exception as exc:  # noqa: BLE001 - MLflow's messages quote the URI, credentials too
+        from serving.store import redact_text, redact_url
+
+        raise RuntimeError(f"MLflow at {redact_url(settings.tracking_uri)} "
+                           f"(RANKLINE_MLFLOW_TRACKING_URI) cannot be used: {type(exc).__name__}: "
+                           f"{redact_text(exc)}") from None
+    if not exists:
         kwargs = {}
         if not settings.tracking_uri.startswith(("http://", "https://", "databricks")):
             # a database-backed store would default to ./mlruns in the working directory

@@ -365,6 +365,22 @@ def _repair_utf8(table: str, data: pa.Table) -> tuple[pa.Table, list[str]]:
     return data, failures
 
 
+def _arrow_type_failures(table: str, schema: pa.Schema) -> list[str]:
+    """Columns whose Arrow type is not exactly the raw schema's (a ``ts`` in ns or another time
+    zone would pass a pandas type check but break every later multi-date read), and columns
+    named like the validator's own check columns (``_...``)."""
+    out = []
+    for expected in RAW_SCHEMAS[table]:
+        i = schema.get_field_index(expected.name)
+        if i >= 0 and schema.field(i).type != expected.type:
+            out.append(f"{table}: {table}.{expected.name} has Arrow type {expected.type} — found "
+                       f"{schema.field(i).type}")
+    if reserved := [n for n in schema.names if n.startswith("_")]:
+        out.append(f"{table}: column names starting with '_' are reserved for checks — found "
+                   f"{reserved}")
+    return out
+
+
 def _read(table: str, path: Path | None) -> tuple[pd.DataFrame | None, list[str]]:
     """One table file as a DataFrame (row positions as its index), with its pre-GX failures."""
     import pyarrow.parquet as pq
@@ -372,7 +388,7 @@ def _read(table: str, path: Path | None) -> tuple[pd.DataFrame | None, list[str]
     if path is None or not Path(path).is_file():
         return None, [f"{table}: the table file is missing ({path})"]
     data = pq.read_table(path)
-    failures = _part_schema_failure(table, data.schema)
+    failures = _part_schema_failure(table, data.schema) + _arrow_type_failures(table, data.schema)
     data, bad_text = _repair_utf8(table, data)
     return data.to_pandas().reset_index(drop=True), failures + bad_text
 

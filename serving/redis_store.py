@@ -167,6 +167,8 @@ class RedisStore(KVStore):
                                    f"(RANKLINE_STORE_TIMEOUT_S): {exc}") from exc
         except redis.ConnectionError as exc:
             raise StoreUnavailable(f"Redis at {self.url} is not reachable: {exc}") from exc
+        except redis.ResponseError as exc:  # BUSY, NOPERM, LOADING...: the server refuses now
+            raise StoreUnavailable(f"Redis at {self.url} refused the command: {exc}") from exc
 
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` if the server cannot be reached."""

@@ -43,7 +43,7 @@ _LIVE = ("SELECT v.namespace, v.version, v.state, v.created_at, v.n_keys, v.meta
 _IN_CHUNK = 500  # keys per ``IN (...)`` lookup
 _META = ("rl_versions", "rl_current", "rl_events")
 _CORRUPT_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB (primary codes)
-_UNREADABLE_CODES = (5, 6, 10, 14)  # SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_CANTOPEN
+_UNREADABLE_CODES = (5, 6, 8, 10, 14)  # BUSY, LOCKED, READONLY, IOERR, CANTOPEN
 _SCOPED_CHECK = sqlite3.sqlite_version_info >= (3, 33, 0)  # PRAGMA quick_check(<table>)
 log = logging.getLogger(__name__)
 

@@ -33,6 +33,7 @@ _NAMESPACE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 _PROGRESS_EVERY_S = 10.0
 # scheme://userinfo@: up to the last "@", since a password may hold an unencoded / ? or # (a URL
 # with "@" in its path loses a little more than its credentials)
+_URL_IN_TEXT = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^\s@'\"]*@")
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://).*@", re.DOTALL)
 # any query parameter whose name speaks of a secret: password=, secret_key=, access_token=, sig=
 _SECRET_PARAM = re.compile(
@@ -66,10 +67,20 @@ class VersionInfo:
 
 def redact_url(url: object) -> str:
     """``url`` with its credentials replaced by ``***``: the user info (``user:password@``, a
-    bare ``:password@`` or a token as user name) and ``password=``-like query parameters. For
-    messages, logs and reprs; only the real URL may be used to connect."""
-    text = _USERINFO.sub(r"\1***@", str(url), count=1)
+    bare ``:password@`` or a token as user name, also without a scheme) and ``password=``-like
+    query parameters. For messages, logs and reprs; only the real URL may be used to connect."""
+    text = str(url)
+    if _USERINFO.match(text):
+        text = _USERINFO.sub(r"\1***@", text, count=1)
+    elif "@" in text and "://" not in text:  # user:password@host without a scheme
+        text = "***@" + text.rsplit("@", 1)[1]
     return _SECRET_PARAM.sub(r"\1***", text)
+
+
+def redact_text(text: object) -> str:
+    """``text`` (an error message, say) with the credentials of every URL in it replaced by
+    ``***``."""
+    return _SECRET_PARAM.sub(r"\1***", _URL_IN_TEXT.sub(r"\1***@", str(text)))
 
 
 def check_namespace(ns: str) -> str:

@@ -137,6 +137,12 @@ CASES: list[Case] = [
          ("impressions.ts lies within {date} (UTC)",), "impressions", 0),
     Case("ts_without_timezone", _one("clicks", lambda t: _set(t, "ts", t["ts"].cast(pa.timestamp("us")))),
          ("clicks.ts is Timestamp — observed 'datetime64'",)),
+    Case("ts_in_nanoseconds_berlin", _one("clicks", lambda t: _set(
+        t, "ts", t["ts"].cast(pa.timestamp("ns", tz="Europe/Berlin")))),
+         ("clicks.ts has Arrow type timestamp[us, tz=UTC] — found timestamp[ns, tz=Europe/Berlin]",)),
+    Case("reserved_column_name", _one("impressions", lambda t: t.append_column(
+        "_user_known", pa.array([True] * t.num_rows))),
+         ("impressions: column names starting with '_' are reserved for checks — found ['_user_known']",)),
     Case("empty_day", _empty_day, ("impressions has at least one row",)),
     Case("empty_items", _one("items", lambda t: t.slice(0, 0)), ("items has at least one row",)),
     Case("nan_item_price", _one("items", lambda t: _set_row(t, "price", 0, float("nan"))),

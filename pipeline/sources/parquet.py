@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipeline.sources.base import TABLES, DataSource
+from pipeline.sources.base import RAW_SCHEMAS, TABLES, DataSource
+from serving.store import redact_text, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,28 @@ def read_parts(where: str, table: str, date: dt.date) -> pa.Table:
     return out
 
 
+_SAME_FAMILY = (pa.types.is_integer, pa.types.is_floating, pa.types.is_timestamp,
+                pa.types.is_date, pa.types.is_string)
+
+
+def conform_types(table: str, data: pa.Table) -> pa.Table:
+    """Cast columns to the raw schema's type where the cast is lossless and within one family
+    (int32 -> int64, timestamp[ns, Europe/Berlin] -> timestamp[us, UTC] when no precision is
+    lost); anything else is left for validation to report."""
+    for expected in RAW_SCHEMAS[table]:
+        i = data.schema.get_field_index(expected.name)
+        if i < 0 or data.schema.field(i).type == expected.type:
+            continue
+        got = data.schema.field(i).type
+        if not any(same(got) and same(expected.type) for same in _SAME_FAMILY):
+            continue
+        try:
+            data = data.set_column(i, expected.name, data.column(i).cast(expected.type, safe=True))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            pass  # lossy: validation names the column and both types
+    return data
+
+
 class ParquetSource(DataSource):
     """Copies one date's partitions from an existing Parquet location."""
 
@@ -100,7 +123,8 @@ class ParquetSource(DataSource):
         for table in TABLES:
             where = f"{self.uri}/{table}/date={date.isoformat()}"
             try:
-                out[table] = read_parts(where, table, date)
-            except (FileNotFoundError, OSError) as exc:
-                raise FileNotFoundError(f"source has no {table} partition for {date}: {where}") from exc
+                out[table] = conform_types(table, read_parts(where, table, date))
+            except (FileNotFoundError, OSError) as exc:  # the URI may hold credentials: redacted
+                raise FileNotFoundError(f"source has no {table} partition for {date}: "
+                                        f"{redact_url(where)} ({redact_text(exc)})") from None
         return out

@@ -168,3 +168,45 @@ def test_part_files_that_cannot_be_one_table_are_quarantined(settings, source, m
     assert "user_id is string not int64" in report.read_text()
     assert _digests(settings) == before and landing.is_valid(settings, D0)
     assert (io.partition_dir(lake, "impressions", D0) / "part-1.parquet").exists()  # source as it was
+
+
+def test_a_promotion_interrupted_halfway_is_finished_by_a_rerun(settings, source, monkeypatch):
+    """A crash after some tables were put in raw/: the date reads as not valid, the staged copy
+    is still there, and rerunning validate finishes the promotion without validating again."""
+    _ingest(settings)
+    old = _digests(settings)
+    drop_last = lambda t: t.slice(0, max(0, t.num_rows - 1))  # noqa: E731
+    _use(monkeypatch, Damaged(Damaged(source, "purchases", drop_last), "add_to_cart", drop_last))
+    landing.stage(settings, D0)
+    staged = {t: hashlib.sha256(p.read_bytes()).hexdigest()
+              for t, p in landing._staged(settings, D0).items()}
+
+    calls = []
+    real_place = landing._place
+
+    def crash_on_second(src, dst):  # add_to_cart is in place, purchases moved aside, not yet in
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError("disk went away")
+        real_place(src, dst)
+
+    monkeypatch.setattr(landing, "_place", crash_on_second)
+    with pytest.raises(OSError, match="disk went away"):
+        landing.land(settings, D0)
+    assert not landing.is_valid(settings, D0)
+    assert (landing.staging_root(settings, D0) / "_PASSED.json").exists()
+    assert not io.has_partition(settings.raw_dir, "purchases", D0)  # the half-state
+
+    monkeypatch.setattr(landing, "_place", real_place)
+    monkeypatch.setattr("pipeline.validation.validate_tables",
+                        lambda *a, **k: pytest.fail("a passed copy is not validated again"))
+    report = landing.land(settings, D0)
+    assert report.success and landing.is_valid(settings, D0)
+    assert _digests(settings) == staged
+    assert {t for t in TABLES if staged[t] != old[t]} == {"purchases", "add_to_cart"}
+    marker = json.loads((landing.report_dir(settings, D0) / landing.SUCCESS).read_text())
+    assert marker["sha256"] == staged
+    assert not landing.staging_root(settings, D0).exists()
+    for table in ("purchases", "add_to_cart"):  # the old validated copies, kept
+        kept = list((settings.home / "superseded" / f"date={D0}").glob(f"*/{table}/*.parquet"))
+        assert [hashlib.sha256(k.read_bytes()).hexdigest() for k in kept] == [old[table]]

@@ -182,3 +182,9 @@ def test_cli_exits_2_with_the_message_and_no_traceback(tmp_path):
     assert "RANKLINE_TOP_K=-1: must be an integer >= 1 and <= 1000" in res.stderr
     assert "Traceback" not in res.stderr + res.stdout and "k3y-s3cr3t" not in res.stderr
     assert not (tmp_path / "var").exists()  # no work done: not even the home folder
+
+
+@pytest.mark.parametrize("url", ["redis://user:abc/def@h:6379/0", "user:s3cr3t@h:6379"])
+def test_a_malformed_redis_url_is_refused_without_its_password(env, url):
+    msg = _error(RANKLINE_REDIS_URL=url)
+    assert "RANKLINE_REDIS_URL=" in msg and "s3cr3t" not in msg and "abc/def" not in msg

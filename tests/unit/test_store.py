@@ -392,3 +392,13 @@ def test_a_rollback_clears_a_corrupt_report(tmp_path):
     assert reader.get("recs", "u001")[0] == b"0-" + b"x" * 300
     writer.close()
     reader.close()
+
+
+def test_redact_text_hides_every_url_in_a_message():
+    from serving.store import redact_text
+
+    msg = "cannot open postgresql://ml:hunter2@db:5432/x nor s3://AKIA:hunter2@bucket/k?sig=hunter2"
+    out = redact_text(msg)
+    assert "postgresql://***@db:5432/x" in out and "s3://***@bucket/k?sig=***" in out
+    assert "hunter2" not in out
+    assert redact_text("plain text, no URL") == "plain text, no URL"

@@ -134,3 +134,20 @@ def test_a_crash_inside_validation_is_a_failure_line_not_an_exception(clean, tmp
     assert saved["failures"] == report.failures
     assert "RuntimeError: boom" in saved["crashes"][0]["traceback"]
     assert "clicks" not in saved["tables"] and "purchases" in saved["tables"]
+
+
+def test_the_parquet_source_conforms_lossless_types_only(clean, tmp_path):
+    """int32 ids and ns timestamps in another zone are cast to the raw schema; a string
+    position is left as it is, for validation to report."""
+    imp = clean["impressions"]
+    i = imp.schema.get_field_index
+    imp = imp.set_column(i("user_id"), "user_id", imp["user_id"].cast(pa.int32()))
+    imp = imp.set_column(i("ts"), "ts", imp["ts"].cast(pa.timestamp("ns", tz="Europe/Berlin")))
+    imp = imp.set_column(i("position"), "position", imp["position"].cast(pa.string()))
+    for t in TABLES:
+        io.write_table(imp if t == "impressions" else clean[t], io.partition_path(tmp_path, t, D0))
+    got = ParquetSource(str(tmp_path)).frames(D0)["impressions"]
+    assert got.schema.field("user_id").type == pa.int64()
+    assert got.schema.field("ts").type == pa.timestamp("us", tz="UTC")
+    assert got["ts"].equals(clean["impressions"]["ts"])
+    assert got.schema.field("position").type == pa.string()
