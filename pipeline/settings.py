@@ -105,6 +105,36 @@ class Settings(BaseSettings):
     n_estimators: int = Field(default=300, ge=1, le=100_000, description="Maximum boosting rounds.")
     max_depth: int = Field(default=6, ge=1, le=20, description="Tree depth.")
     learning_rate: float = Field(default=0.1, gt=0, le=1, description="Boosting learning rate.")
+    threads: int = Field(
+        default=0, ge=0, le=1024,
+        description="Threads every trainer and the hulk scorer use; 0 = auto: the cores this "
+        "process may use minus one (at least 1), leaving a core to Airflow and the other tasks.",
+    )
+    gate_min_groups: int = Field(
+        default=100, ge=1, le=10_000_000,
+        description="Fewest held-out groups on which the promotion gate decides at all.",
+    )
+    gate_confidence: float = Field(
+        default=0.95, gt=0.5, lt=1,
+        description="Confidence of the paired bootstrap interval of the per-group NDCG@10 "
+        "difference; promotion needs its lower bound above zero.",
+    )
+    gate_bootstrap: int = Field(
+        default=1000, ge=100, le=100_000,
+        description="Bootstrap resamples (over held-out groups) of the promotion gate.",
+    )
+    consumed: str = Field(
+        default="purchases", pattern=r"^(impressions|clicks|add_to_cart|purchases)"
+        r"(,(impressions|clicks|add_to_cart|purchases))*$",
+        description="Event tables whose items count as consumed and are never recommended to "
+        "that user again (comma list): purchases for repeat-purchase catalogs, "
+        "clicks,add_to_cart,purchases (or impressions) for media.",
+    )
+    history_days: int = Field(
+        default=28, ge=1, le=3660,
+        description="Users with any interaction in this many days up to the refresh date get a "
+        "personal list (others the cold-start list).",
+    )
     top_k: int = Field(default=50, ge=1, le=1000, description="Recommendations published per user.")
     candidates_per_user: int = Field(
         default=300, ge=1, le=100_000,
@@ -212,6 +242,18 @@ class Settings(BaseSettings):
         for name, value in super().__repr_args__():
             secret = name in SECRET_FIELDS | URL_FIELDS and value
             yield name, (_shown(name, value) if secret else value)
+
+    @property
+    def n_threads(self) -> int:
+        """The threads ``RANKLINE_THREADS`` stands for (0: this process's cores minus one)."""
+        if self.threads:
+            return self.threads
+        return max(1, len(os.sched_getaffinity(0)) - 1)
+
+    @property
+    def consumed_tables(self) -> tuple[str, ...]:
+        """The event tables of ``RANKLINE_CONSUMED``."""
+        return tuple(self.consumed.split(","))
 
     @property
     def raw_dir(self) -> Path:
