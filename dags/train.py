@@ -37,7 +37,8 @@ def train() -> None:
     the oracle (NDCG@10, MAP@10, recall@20), and logs everything to one MLflow run: params,
     learning curve, feature importance, the model with its signature, the evaluation table.
     **The model becomes the champion (MLflow alias) only if it beats both baselines and the
-    champion.** Updates the `rankline_model` asset, which triggers `hulk_refresh`.
+    champion.** Only then does `announce_champion` update the `rankline_model` asset, which
+    triggers `hulk_refresh`; otherwise it is skipped and nothing is republished.
     """
 
     @task
@@ -56,21 +57,28 @@ def train() -> None:
 
         return fit(settings(), assembled["split"], assembled["mlflow_run_id"])
 
-    @task(outlets=[MODEL])
-    def evaluate(assembled: dict, trained: dict, **context) -> dict:
+    @task
+    def evaluate(assembled: dict, trained: dict) -> dict:
         from pipeline.training import evaluate as run_evaluation
 
         with fail_fast():
             result = run_evaluation(settings(), assembled["split"], assembled["mlflow_run_id"],
                                     trained)
+        return {**result, "as_of": assembled["as_of"]}
+
+    @task.short_circuit
+    def promoted(result: dict) -> bool:
+        return bool(result["promoted"])  # False: the rest is skipped, no refresh is triggered
+
+    @task(outlets=[MODEL])
+    def announce_champion(result: dict, **context) -> dict:
         context["outlet_events"][MODEL].extra = {
-            "as_of": assembled["as_of"], "model_version": trained["model_version"],
-            "promoted": result["promoted"]}
-        return result
+            "as_of": result["as_of"], "model_version": result["model_version"], "promoted": True}
+        return {"model_uri": result["model_uri"], "model_version": result["model_version"]}
 
     assembled = training_set()
-    evaluate(assembled, train_model(assembled))
-
+    result = evaluate(assembled, train_model(assembled))
+    promoted(result) >> announce_champion(result)
 
 train_dag = train()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -16,10 +17,24 @@ from airflow.sdk import Asset
 FEATURES = Asset(name="rankline_features", uri="file:///rankline/offline/features")
 """Updated by ``ingest`` when a date's features are written; the extra holds the date."""
 MODEL = Asset(name="rankline_model", uri="file:///rankline/models/xgboost")
-"""Updated by ``train`` when a model has been evaluated (and possibly promoted)."""
+"""Updated by ``train`` when a model was promoted to champion (and only then)."""
+
+def mark_mlflow_failed(context: dict[str, Any]) -> None:
+    """Task failure callback: the DAG run's MLflow run is marked FAILED (it would otherwise stay
+    RUNNING forever). Never raises: the task's own error is what matters."""
+    try:
+        from pipeline.settings import get_settings
+        from pipeline.tracking import fail_dag_run
+
+        run = context["dag_run"]
+        fail_dag_run(get_settings(), run.dag_id, run.run_id)
+    except Exception:  # noqa: BLE001
+        logging.getLogger(__name__).warning("could not mark the MLflow run FAILED", exc_info=True)
+
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "rankline",
+    "on_failure_callback": mark_mlflow_failed,
     "retries": 2,
     "retry_delay": dt.timedelta(seconds=20),
     "retry_exponential_backoff": True,

@@ -140,9 +140,9 @@ def rollback(settings: Settings, to: int | None = None, why: str = "", by: str |
     if run_id is None:
         run_id = client.create_run(exp_id, run_name=f"rollback/{namespace}/{prev}->{info.version}",
                                    tags={"rankline.action": "rollback"}).info.run_id
-        client.set_terminated(run_id)
     for key, value in record.items():
         client.set_tag(run_id, key, str(value))
+    client.set_terminated(run_id)  # the DAG run's run too: a rollback is its last step
     log.warning("%s rolled back from version %s to %s by %s: %s", namespace, prev, info.version,
                 by, why)
     return {**record, "mlflow_run_id": run_id}

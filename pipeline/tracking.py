@@ -46,13 +46,8 @@ def dag_run(settings: Settings, dag_id: str, run_id: str, logical_date: str | No
     import mlflow
 
     exp_id = configure(settings)
-    found = mlflow.search_runs(
-        [exp_id],
-        filter_string=f"tags.`airflow.dag_id` = '{dag_id}' and tags.`airflow.run_id` = '{run_id}'",
-        output_format="list",
-    )
-    if found:
-        return found[0].info.run_id
+    if found := find_dag_run(settings, dag_id, run_id):
+        return found
     client = mlflow.MlflowClient()
     run = client.create_run(
         exp_id,
@@ -81,15 +76,22 @@ def log_figure(fig: Any, path: str) -> None:
 
 
 def champion_version(settings: Settings) -> Any | None:
-    """The registered model version that holds the champion alias, or None."""
+    """The registered model version that holds the champion alias, or None when there is no
+    champion yet; any other registry error is raised."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     configure(settings)
     try:
         return mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, CHAMPION)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        # only "no such model" and "no such alias" mean no champion; any other error (the
+        # registry is down, say) must not let a challenger skip facing the champion
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+                exc.error_code == "INVALID_PARAMETER_VALUE" and "alias" in str(exc)
+                and "not found" in str(exc)):
+            return None
+        raise
 
 
 def promote(settings: Settings, version: str, reason: str) -> None:
@@ -101,3 +103,31 @@ def promote(settings: Settings, version: str, reason: str) -> None:
     client.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
     client.set_model_version_tag(MODEL_NAME, version, "promotion", reason)
     log.info("model version %s is the champion: %s", version, reason)
+
+
+def end_run(settings: Settings, run_id: str, status: str = "FINISHED") -> None:
+    """Mark an MLflow run ended (``FINISHED`` or ``FAILED``)."""
+    import mlflow
+
+    configure(settings)
+    mlflow.MlflowClient().set_terminated(run_id, status)
+
+
+def find_dag_run(settings: Settings, dag_id: str, run_id: str) -> str | None:
+    """The MLflow run id of a DAG run, or None if none was created."""
+    import mlflow
+
+    found = mlflow.search_runs(
+        [configure(settings)],
+        filter_string=f"tags.`airflow.dag_id` = '{dag_id}' and tags.`airflow.run_id` = '{run_id}'",
+        output_format="list",
+    )
+    return found[0].info.run_id if found else None
+
+
+def fail_dag_run(settings: Settings, dag_id: str, run_id: str) -> str | None:
+    """Mark the MLflow run of a DAG run ``FAILED`` if it exists; its id, or None."""
+    found = find_dag_run(settings, dag_id, run_id)
+    if found:
+        end_run(settings, found, "FAILED")
+    return found

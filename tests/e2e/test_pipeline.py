@@ -12,7 +12,7 @@ import sys
 import httpx
 import pytest
 
-from tests.e2e.conftest import cli_env, rankline, serve
+from tests.e2e.conftest import cli_env, rankline, run_cli, serve
 
 pytestmark = pytest.mark.e2e
 
@@ -131,6 +131,31 @@ def test_rerun_overwrites_and_refresh_publishes_a_new_version(demo):
     assert got == {("2", "1", "e2e"), ("1", "2", "dag says so")}
     assert runs["tags.rollback.who"].str.len().min() > 0
     assert (runs["tags.airflow.dag_id"] == "hulk_refresh").sum() == 1  # logged in the DAG run's run
+    assert set(runs["status"]) == {"FINISHED"}  # the DAG's rollback run is ended too
+
+
+def test_every_mlflow_run_ends_and_a_failed_refresh_is_failed_at_once(demo):
+    """A refresh for a date that was never ingested fails in one try (no retries) with a
+    message that says what to do, and its MLflow run is FAILED, not RUNNING forever."""
+    home, env, _ = demo
+    res = run_cli(env, "run-dag", "hulk_refresh", "--date", "2026-03-01", check=False)
+    assert res.returncode != 0
+    assert "2026-03-01: not ingested: run `rankline run-dag ingest --date 2026-03-01`" in (
+        res.stdout + res.stderr)
+    db = sqlite3.connect(home / "airflow" / "airflow.db")
+    run_id = db.execute("SELECT run_id FROM dag_run WHERE dag_id='hulk_refresh' "
+                        "ORDER BY id DESC LIMIT 1").fetchone()[0]
+    tries = dict(db.execute("SELECT task_id, try_number FROM task_instance WHERE run_id=? AND "
+                            "state='failed'", (run_id,)))
+    assert tries == {"publish": 1}
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True)
+    failed = runs[runs["tags.airflow.run_id"] == run_id]
+    assert list(failed["status"]) == ["FAILED"]
+    assert set(runs.loc[runs["tags.airflow.run_id"] != run_id, "status"]) == {"FINISHED"}
 
 
 def test_bad_partition_fails_the_ingest_run_and_stops_downstream(tmp_path):
