@@ -51,6 +51,7 @@ class XGBoostRanker(Ranker):
         seed: int = 0,
         n_jobs: int | None = None,
     ) -> None:
+        """``n_jobs``: threads for training and scoring (None: XGBoost's default, every core)."""
         self.params: dict[str, Any] = {
             "objective": objective, "n_estimators": n_estimators, "max_depth": max_depth,
             "learning_rate": learning_rate, "device": resolve_device(device),
@@ -80,6 +81,18 @@ class XGBoostRanker(Ranker):
         self.model.fit(X, y, qid=qid, eval_set=evals, eval_qid=qids, verbose=25)
         res = self.model.evals_result()
         self.evals_result = {("train" if k == "validation_0" else "valid"): v for k, v in res.items()}
+        return self
+
+    def set_threads(self, n_jobs: int | None) -> XGBoostRanker:
+        """Use ``n_jobs`` threads from now on, for fitting and for scoring a loaded model.
+
+        A model loaded from MLflow forgets the threads it was trained with (its booster's
+        ``nthread`` is 0, every core), and ``inplace_predict`` uses the booster's setting.
+        """
+        self.params["n_jobs"] = n_jobs
+        if self.model is not None:
+            self.model.n_jobs = n_jobs
+            self.model.get_booster().set_param({"nthread": 0 if n_jobs is None else n_jobs})
         return self
 
     def score(self, rows: pd.DataFrame) -> np.ndarray:
