@@ -1,7 +1,12 @@
-"""The nightly "hulk" refresh: candidates for every active user, batch scoring, top-k, publish.
+"""The nightly "hulk" refresh: candidates for every user with recent history, batch scoring,
+top-k, publish.
 
-Candidates come from three generators (recent popularity, the user's top categories, items
-co-clicked with the user's recent clicks); items the user already bought are excluded. Users are
+The users refreshed are those with any event on a validated date of the ``history_days`` window
+ending at the refresh date (not only the 7-day actives of the feature window). Candidates come
+from three generators (recent popularity, the user's top categories, items co-clicked with the
+user's clicks); a user without clicks in the 7-day feature window gets the last two from their
+clicks over the longer history window. Items the user has consumed (any event of the tables in
+``settings.consumed_tables``, over all validated history) are never candidates. Users are
 processed in chunks so memory stays bounded by ``score_batch_rows``. The lists are published as
 one new version of the ``recs`` namespace, with the cold-start list under :data:`COLD_START`.
 """
@@ -11,7 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +30,8 @@ from serving.client import COLD_START, NAMESPACE
 
 log = logging.getLogger(__name__)
 
+PAIR = ["user_id", "item_id"]
+
 
 def popularity(item_view: pd.DataFrame) -> pd.Series:
     """The popularity baseline's score of every item, indexed by item id, most popular first."""
@@ -33,55 +41,132 @@ def popularity(item_view: pd.DataFrame) -> pd.Series:
     return pd.Series(score, index=item_view["item_id"]).sort_values(ascending=False, kind="stable")
 
 
-def co_clicks(clicks: pd.DataFrame, per_item: int = 20) -> pd.DataFrame:
-    """Item-to-item neighbours: pairs clicked by the same user, top ``per_item`` per item."""
-    uc = clicks[["user_id", "item_id"]].drop_duplicates()
-    pairs = uc.merge(uc, on="user_id", suffixes=("", "_nbr"))
+def co_clicks(clicks: pd.DataFrame, per_item: int = 20,
+              of_items: Iterable[int] | None = None) -> pd.DataFrame:
+    """Item-to-item neighbours: pairs clicked by the same user, top ``per_item`` per item.
+
+    ``of_items`` limits the result to the neighbours of those items (the self-join then only
+    pairs their clicks with the same users' other clicks, so a long window stays cheap).
+    """
+    uc = clicks[PAIR].drop_duplicates()
+    left = uc if of_items is None else uc[uc["item_id"].isin(pd.Index(of_items))]
+    pairs = left.merge(uc[uc["user_id"].isin(left["user_id"].unique())], on="user_id",
+                       suffixes=("", "_nbr"))
     pairs = pairs[pairs["item_id"] != pairs["item_id_nbr"]]
     counts = pairs.groupby(["item_id", "item_id_nbr"]).size().rename("w").reset_index()
     counts = counts.sort_values(["item_id", "w"], ascending=[True, False])
-    return counts.groupby("item_id").head(per_item)
+    return counts.groupby("item_id").head(per_item).reset_index(drop=True)
+
+
+def user_signals(user_category: pd.DataFrame, clicks: pd.DataFrame, items: pd.DataFrame,
+                 recent_from: dt.date) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each user's category affinity and clicked items, from the 7-day window where it has any.
+
+    Args:
+        user_category: the ``user_category`` feature view as of the refresh date.
+        clicks: raw clicks (``user_id``, ``item_id``, ``date``) over the history window.
+        items: ``item_id`` and ``category`` of every item.
+        recent_from: the first date of the 7-day feature window.
+
+    Returns:
+        ``affinity`` (``user_id``, ``category``, ``clicks``): the view's 7-day clicks per category,
+        or, for a user with none there, their clicks per category over the whole history window;
+        ``user_clicks`` (``user_id``, ``item_id``): the user's distinct items clicked in the 7-day
+        window, or over the history window if none. Both sorted by user.
+    """
+    clicks = clicks.astype({"user_id": "int64", "item_id": "int64"})
+    recent = (clicks["date"] >= recent_from).to_numpy(dtype=bool)
+    has_recent = clicks["user_id"].isin(clicks.loc[recent, "user_id"].unique()).to_numpy()
+    user_clicks = clicks.loc[recent | ~has_recent, PAIR].drop_duplicates()
+
+    view = user_category.loc[user_category[f"uc_clicks_{W}"] > 0,
+                             ["user_id", "category", f"uc_clicks_{W}"]]
+    view = view.rename(columns={f"uc_clicks_{W}": "clicks"})
+    older = clicks.loc[~clicks["user_id"].isin(view["user_id"].unique()), PAIR]
+    older = older.merge(items[["item_id", "category"]], on="item_id")
+    older = older.groupby(["user_id", "category"]).size().rename("clicks").reset_index()
+    affinity = pd.concat([view.astype({"clicks": "float64"}),
+                          older.astype({"clicks": "float64"})], ignore_index=True)
+    return (affinity.sort_values("user_id", kind="stable").reset_index(drop=True),
+            user_clicks.sort_values("user_id", kind="stable").reset_index(drop=True))
+
+
+def _ragged(lengths: np.ndarray) -> np.ndarray:
+    """``0..n-1`` for every ``n`` in ``lengths``, concatenated."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    return np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+
+
+def _unconsumed(pairs: pd.DataFrame, consumed: pd.DataFrame) -> pd.DataFrame:
+    """``pairs`` without the (user, item) pairs in ``consumed`` (order kept)."""
+    if consumed.empty or pairs.empty:
+        return pairs
+    hit = pairs[PAIR].merge(consumed[PAIR].drop_duplicates().assign(_c=True), on=PAIR,
+                            how="left")["_c"].notna().to_numpy()
+    return pairs[~hit]
 
 
 def candidates(
     users: np.ndarray,
     pop: pd.Series,
     items: pd.DataFrame,
-    user_category: pd.DataFrame,
-    recent_clicks: pd.DataFrame,
+    affinity: pd.DataFrame,
+    user_clicks: pd.DataFrame,
     neighbours: pd.DataFrame,
-    purchased: pd.DataFrame,
+    consumed: pd.DataFrame,
     per_user: int,
 ) -> pd.DataFrame:
     """``(user_id, item_id)`` candidates for ``users`` from the three generators (pure).
 
-    Each generator gives about a third of ``per_user``; purchased pairs are removed.
+    Each generator gives about a third of ``per_user`` after removing the user's consumed items
+    (each reaches deeper into its ranking by as many items as the user consumed, so a heavy
+    consumer still gets a full share). ``affinity`` holds per-user category clicks
+    (``user_id``, ``category``, ``clicks``) and ``user_clicks`` the items whose neighbours count
+    (see :func:`user_signals`); ``consumed`` holds the (``user_id``, ``item_id``) pairs never to
+    recommend.
     """
     n_pop, n_cat, n_co = per_user // 3, per_user // 3, per_user - 2 * (per_user // 3)
-    top_pop = pop.index.to_numpy()[:n_pop]
-    frames = [pd.DataFrame({"user_id": np.repeat(users, len(top_pop)),
-                            "item_id": np.tile(top_pop, len(users))})]
+    users = np.asarray(users)
+    consumed = consumed[consumed["user_id"].isin(users)][PAIR]
+    n_used = consumed.groupby("user_id").size().reindex(users, fill_value=0).to_numpy()
+    frames = []
+
+    # Popularity: the n_pop most popular items the user has not consumed.
+    ranking = pop.index.to_numpy()
+    depth = np.minimum(len(ranking), n_pop + n_used)
+    pp = pd.DataFrame({"user_id": np.repeat(users, depth), "item_id": ranking[_ragged(depth)]})
+    frames.append(_unconsumed(pp, consumed).groupby("user_id").head(n_pop))
 
     # Category affinity: the user's top 3 categories by clicks, the most popular items in each.
-    uc = user_category[user_category["user_id"].isin(users)]
-    uc = uc[uc[f"uc_clicks_{W}"] > 0].sort_values(
-        ["user_id", f"uc_clicks_{W}"], ascending=[True, False]).groupby("user_id").head(3)
+    per_cat = max(1, n_cat // 3)
     ranked = items.assign(p=pop.reindex(items["item_id"]).fillna(0).to_numpy()).sort_values(
-        ["category", "p"], ascending=[True, False])
-    per_cat = ranked.groupby("category").head(max(1, n_cat // 3))[["category", "item_id"]]
-    frames.append(uc[["user_id", "category"]].merge(per_cat, on="category")[["user_id", "item_id"]])
+        ["category", "p", "item_id"], ascending=[True, False, True])
+    cats, first, size = np.unique(ranked["category"].to_numpy(), return_index=True,
+                                  return_counts=True)
+    uc = affinity[affinity["user_id"].isin(users) & (affinity["clicks"] > 0)
+                  & affinity["category"].isin(cats)]
+    uc = uc.sort_values(["user_id", "clicks", "category"], ascending=[True, False, True])
+    uc = uc.groupby("user_id").head(3)
+    at = np.searchsorted(cats, uc["category"].to_numpy())
+    extra = pd.Series(n_used, index=users).reindex(uc["user_id"]).to_numpy()
+    take = np.minimum(size[at], per_cat + extra)
+    cat = pd.DataFrame({
+        "user_id": np.repeat(uc["user_id"].to_numpy(), take),
+        "category": np.repeat(uc["category"].to_numpy(), take),
+        "item_id": ranked["item_id"].to_numpy()[np.repeat(first[at], take) + _ragged(take)]})
+    cat = _unconsumed(cat, consumed)
+    frames.append(cat.groupby(["user_id", "category"]).head(per_cat)[PAIR])
 
-    # Co-occurrence: neighbours of the user's recently clicked items, strongest first.
-    rc = recent_clicks[recent_clicks["user_id"].isin(users)][["user_id", "item_id"]]
-    co = rc.drop_duplicates().merge(neighbours, on="item_id")
-    co = co.groupby(["user_id", "item_id_nbr"], as_index=False)["w"].sum().sort_values(
-        ["user_id", "w"], ascending=[True, False]).groupby("user_id").head(n_co)
-    frames.append(co.rename(columns={"item_id_nbr": "item_id"})[["user_id", "item_id"]])
+    # Co-occurrence: neighbours of the user's clicked items, strongest first.
+    rc = user_clicks[user_clicks["user_id"].isin(users)][PAIR].drop_duplicates()
+    co = rc.merge(neighbours, on="item_id")
+    co = co.groupby(["user_id", "item_id_nbr"], as_index=False)["w"].sum()
+    co = _unconsumed(co.rename(columns={"item_id_nbr": "item_id"}), consumed)
+    co = co.sort_values(["user_id", "w", "item_id"], ascending=[True, False, True])
+    frames.append(co.groupby("user_id").head(n_co)[PAIR])
 
     cand = pd.concat(frames, ignore_index=True).drop_duplicates()
-    bought = purchased[["user_id", "item_id"]].drop_duplicates().assign(_b=True)
-    cand = cand.merge(bought, on=["user_id", "item_id"], how="left")
-    return cand[cand["_b"].isna()].drop(columns="_b").reset_index(drop=True)
+    return _unconsumed(cand, consumed).reset_index(drop=True)
 
 
 def top_k(user_ids: np.ndarray, item_ids: np.ndarray, scores: np.ndarray,
@@ -103,15 +188,126 @@ def _encoded(frame: pd.DataFrame) -> Iterator[tuple[str, bytes]]:
         yield str(users[a]), encode_recs(items[a:b], scores[a:b])
 
 
+@dataclass
+class RefreshInputs:
+    """Everything :func:`candidates` needs, for every user of one refresh.
+
+    The per-user frames are sorted by ``user_id`` so a chunk of the (sorted) users takes a slice.
+    """
+
+    users: np.ndarray  # users who get a personal list, sorted
+    active: np.ndarray  # those with impressions in the 7-day feature window, sorted
+    pop: pd.Series
+    items: pd.DataFrame
+    affinity: pd.DataFrame
+    user_clicks: pd.DataFrame
+    neighbours: pd.DataFrame
+    consumed: pd.DataFrame
+
+    def chunk(self, users: np.ndarray) -> dict[str, Any]:
+        """Keyword arguments of :func:`candidates` (all but ``per_user``) for sorted ``users``."""
+        def rows(frame: pd.DataFrame) -> pd.DataFrame:
+            ids = frame["user_id"].to_numpy()
+            a = np.searchsorted(ids, users[0], side="left")
+            b = np.searchsorted(ids, users[-1], side="right")
+            return frame.iloc[a:b]
+
+        return {"users": users, "pop": self.pop, "items": self.items,
+                "affinity": rows(self.affinity), "user_clicks": rows(self.user_clicks),
+                "neighbours": self.neighbours, "consumed": rows(self.consumed)}
+
+
+def _read_day(settings: Settings, table: str, date: dt.date, columns: list[str]) -> pd.DataFrame:
+    """``columns`` (int64) of one raw partition; empty, with a warning, when it is missing."""
+    path = io.partition_path(settings.raw_dir, table, date)
+    if not path.exists():
+        log.warning("no %s partition for %s; treated as empty", table, date)
+        return pd.DataFrame({c: np.empty(0, np.int64) for c in columns})
+    return io.read_parquet(path, columns).astype("int64")
+
+
+def _user_ids(settings: Settings, tables: Iterable[str], dates: list[dt.date]) -> np.ndarray:
+    """Distinct users with any row in ``tables`` on ``dates`` (one column read at a time)."""
+    seen = [np.empty(0, dtype=np.int64)]
+    for table in tables:
+        for d in dates:
+            seen.append(np.unique(_read_day(settings, table, d, ["user_id"])["user_id"]))
+    return np.unique(np.concatenate(seen))
+
+
+def consumed_pairs(settings: Settings, as_of: dt.date,
+                   users: np.ndarray | None = None) -> pd.DataFrame:
+    """The distinct (user, item) pairs of ``settings.consumed_tables`` up to ``as_of``.
+
+    Reads every validated date up to ``as_of``, two columns at a time, keeping only ``users``
+    (when given) and deduplicating as it goes. Sorted by user.
+    """
+    from pipeline.landing import valid_dates
+
+    tables = settings.consumed_tables
+    dates = sorted({d for t in tables for d in io.list_dates(settings.raw_dir, t) if d <= as_of})
+    keep = None if users is None else pd.Index(users)
+    parts: list[pd.DataFrame] = [pd.DataFrame({"user_id": np.empty(0, np.int64),
+                                               "item_id": np.empty(0, np.int64)})]
+    pending = 0
+    for d in valid_dates(settings, dates):
+        for table in tables:
+            df = _read_day(settings, table, d, PAIR)
+            if keep is not None:
+                df = df[df["user_id"].isin(keep)]
+            parts.append(df.drop_duplicates())
+            pending += len(parts[-1])
+        if pending > 4 * len(parts[0]) + 1_000_000:  # compact now and then
+            parts, pending = [pd.concat(parts, ignore_index=True).drop_duplicates()], 0
+    out = pd.concat(parts, ignore_index=True).drop_duplicates()
+    return out.sort_values(PAIR, kind="stable").reset_index(drop=True)
+
+
+def refresh_inputs(settings: Settings, as_of: dt.date,
+                   views: dict[str, pd.DataFrame]) -> RefreshInputs:
+    """Read what the candidates of ``as_of`` need: raw events of validated dates only."""
+    from pipeline.landing import valid_dates
+    from pipeline.sources.base import EVENT_TABLES
+
+    pop = popularity(views["item"])
+    items = views["item"][["item_id"]].assign(category=views["item"]["i_category"].astype("int64"))
+    active = np.unique(views["user"].loc[views["user"][f"u_impressions_{W}"] > 0,
+                                         "user_id"].to_numpy(dtype=np.int64))
+    history = valid_dates(settings, io.window(as_of, settings.history_days))
+    days = valid_dates(settings, io.window(as_of, max(settings.history_days, WINDOW_DAYS)))
+    clicks = io.read_dates(settings.raw_dir, "clicks", days, PAIR, missing_ok=True)
+    clicks = clicks.astype({"user_id": "int64", "item_id": "int64"})
+    others = [t for t in EVENT_TABLES if t != "clicks"]
+    in_history = clicks["date"].isin(set(history)).to_numpy(dtype=bool)
+    users = np.unique(np.concatenate([
+        active, _user_ids(settings, others, history),
+        clicks.loc[in_history, "user_id"].to_numpy(dtype=np.int64)]))
+
+    recent_from = as_of - dt.timedelta(days=WINDOW_DAYS - 1)
+    affinity, user_clicks = user_signals(views["user_category"], clicks, items, recent_from)
+    neighbours = co_clicks(clicks[(clicks["date"] >= recent_from).to_numpy(dtype=bool)])
+    # Items clicked only before the 7-day window get neighbours from the history window.
+    stale = np.setdiff1d(user_clicks["item_id"].unique(), neighbours["item_id"].unique())
+    if len(stale):
+        neighbours = pd.concat([neighbours, co_clicks(clicks, of_items=stale)], ignore_index=True)
+    consumed = consumed_pairs(settings, as_of, users)
+    log.info("hulk inputs as of %s: %d users with history in %d days (%d active in %d), "
+             "%d consumed pairs from %s, %d neighbour pairs", as_of, len(users),
+             settings.history_days, len(active), WINDOW_DAYS, len(consumed),
+             ",".join(settings.consumed_tables), len(neighbours))
+    return RefreshInputs(users=users, active=active, pop=pop, items=items, affinity=affinity,
+                         user_clicks=user_clicks, neighbours=neighbours, consumed=consumed)
+
+
 def refresh(settings: Settings, as_of: dt.date, model_uri: str,
             model_meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Score every active user's candidates with the model and publish the top-k lists.
+    """Score every recent user's candidates with the model and publish the top-k lists.
 
     Returns a summary (store version, users, rows scored, rates) for XCom and MLflow.
     """
     from feature_store.compute import join_features
     from feature_store.offline import read_views
-    from pipeline.landing import require_valid, valid_dates
+    from pipeline.landing import require_valid
     from pipeline.training import load_ranker
     from serving.store import open_store
 
@@ -119,42 +315,40 @@ def refresh(settings: Settings, as_of: dt.date, model_uri: str,
     t0 = time.perf_counter()
     views = read_views(settings.offline_dir, as_of)
     ranker = load_ranker(model_uri)
-    pop = popularity(views["item"])
-    items = views["item"][["item_id"]].assign(category=views["item"]["i_category"].astype("int64"))
-    days = valid_dates(settings, io.window(as_of, WINDOW_DAYS))
-    recent = io.read_dates(settings.raw_dir, "clicks", days, ["user_id", "item_id"], missing_ok=True)
-    history = valid_dates(settings, [d for d in io.list_dates(settings.raw_dir, "purchases")
-                                     if d <= as_of])
-    purchased = io.read_dates(settings.raw_dir, "purchases", history, ["user_id", "item_id"])
-    neighbours = co_clicks(recent)
-    active = views["user"].loc[views["user"][f"u_impressions_{W}"] > 0, "user_id"].to_numpy()
-    if len(active) == 0:
-        raise RuntimeError(f"no active users as of {as_of}: nothing to refresh")
+    if hasattr(ranker, "set_threads"):  # a model loaded from MLflow forgets its threads
+        ranker.set_threads(settings.n_threads)
+    inputs = refresh_inputs(settings, as_of, views)
+    users = inputs.users
+    if len(users) == 0:
+        raise RuntimeError(f"no users with events in the {settings.history_days} days up to "
+                           f"{as_of}: nothing to refresh")
+    inactive = int(len(users) - np.isin(users, inputs.active).sum())
+    log.info("hulk: %d users get personal lists, %d of them inactive in the last %d days",
+             len(users), inactive, WINDOW_DAYS)
 
     chunk = max(1, settings.score_batch_rows // settings.candidates_per_user)
     results, scored = [], 0
-    for i in range(0, len(active), chunk):
-        users = active[i:i + chunk]
-        cand = candidates(users, pop, items, views["user_category"], recent, neighbours,
-                          purchased, settings.candidates_per_user)
+    for i in range(0, len(users), chunk):
+        cand = candidates(**inputs.chunk(users[i:i + chunk]),
+                          per_user=settings.candidates_per_user)
         rows = join_features(cand, views)
         scores = ranker.score(rows)
         results.append(top_k(rows["user_id"].to_numpy(), rows["item_id"].to_numpy(), scores,
                              settings.top_k))
         scored += len(rows)
-        done = min(i + chunk, len(active))
+        done = min(i + chunk, len(users))
         rate = scored / (time.perf_counter() - t0)
-        eta = (len(active) - done) / max(done, 1) * (time.perf_counter() - t0)
+        eta = (len(users) - done) / max(done, 1) * (time.perf_counter() - t0)
         log.info("hulk: %d/%d users, %d rows scored (%.0f rows/s, ETA %.0fs)",
-                 done, len(active), scored, rate, eta)
+                 done, len(users), scored, rate, eta)
     recs = pd.concat(results, ignore_index=True)
     t_score = time.perf_counter() - t0
 
-    cold = pop.head(settings.top_k)
+    cold = inputs.pop.head(settings.top_k)
     cold_frame = pd.DataFrame({"user_id": COLD_START, "item_id": cold.index.to_numpy(),
                                "score": cold.to_numpy(dtype=np.float32)})
     meta = {"model_uri": model_uri, "as_of": as_of.isoformat(), "k": settings.top_k,
-            "users": int(len(active)), "sample_user": str(active[0]), **(model_meta or {})}
+            "users": int(len(users)), "sample_user": str(users[0]), **(model_meta or {})}
 
     def items_iter() -> Iterator[tuple[str, bytes]]:
         yield from _encoded(cold_frame)
@@ -167,7 +361,8 @@ def refresh(settings: Settings, as_of: dt.date, model_uri: str,
         t_pub = time.perf_counter() - t1
     finally:
         store.close()
-    summary = {"store_version": info.version, "users": int(len(active)),
+    summary = {"store_version": info.version, "users": int(len(users)),
+               "users_inactive_7d": inactive, "consumed_pairs": int(len(inputs.consumed)),
                "keys": info.n_keys, "rows_scored": int(scored),
                "score_rows_per_s": round(scored / t_score, 1),
                "publish_keys_per_s": round(info.n_keys / max(t_pub, 1e-9), 1),

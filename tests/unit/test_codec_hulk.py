@@ -63,7 +63,7 @@ def test_top_k_per_user_in_rank_order():
 def test_candidates_mix_sources_and_exclude_purchases():
     pop = pd.Series([9.0, 8.0, 1.0, 0.5], index=[1, 2, 3, 4])
     items = pd.DataFrame({"item_id": [1, 2, 3, 4], "category": [0, 0, 1, 1]})
-    uc = pd.DataFrame({"user_id": [7], "category": [1], "uc_clicks_7d": [3.0]})
+    uc = pd.DataFrame({"user_id": [7], "category": [1], "clicks": [3.0]})
     clicks = pd.DataFrame({"user_id": [7, 8, 8], "item_id": [1, 1, 4]})
     bought = pd.DataFrame({"user_id": [7], "item_id": [2]})
     cand = candidates(np.array([7]), pop, items, uc, clicks, co_clicks(clicks), bought, 6)
