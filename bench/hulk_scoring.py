@@ -1,6 +1,7 @@
 """Where the nightly refresh spends its time, against the raw XGBoost scoring limit.
 
-Run after ``make demo`` (it reads the demo's features, raw clicks and champion from ``var/``):
+Run after ``make demo`` (it reads the demo's features, validated raw events and champion from
+``var/``):
 
     .venv/bin/python bench/hulk_scoring.py [--users 5000]
 
@@ -25,10 +26,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from feature_store.compute import feature_matrix, join_features
-    from feature_store.definitions import WINDOW_DAYS, W
     from feature_store.offline import feature_dates, read_views
-    from pipeline import io, steps
-    from pipeline.hulk import candidates, co_clicks, popularity, top_k
+    from pipeline import steps
+    from pipeline.hulk import candidates, refresh_inputs, top_k
     from pipeline.settings import get_settings
     from pipeline.training import load_ranker
 
@@ -36,16 +36,12 @@ def main() -> None:
     as_of = feature_dates(s.offline_dir)[-1]
     views = read_views(s.offline_dir, as_of)
     ranker = load_ranker(steps.champion_uri(s)["model_uri"])
+    ranker.set_threads(s.n_threads)
     booster = ranker.model.get_booster()
-    pop = popularity(views["item"])
-    items = views["item"][["item_id"]].assign(category=views["item"]["i_category"].astype("int64"))
-    recent = io.read_dates(s.raw_dir, "clicks", io.window(as_of, WINDOW_DAYS), ["user_id", "item_id"],
-                           missing_ok=True)
-    purchased = io.read_dates(s.raw_dir, "purchases", io.list_dates(s.raw_dir, "purchases"),
-                              ["user_id", "item_id"])
-    neighbours = co_clicks(recent)
-    active = views["user"].loc[views["user"][f"u_impressions_{W}"] > 0, "user_id"].to_numpy()
-    users = active[: args.users]
+    t = time.perf_counter()
+    inputs = refresh_inputs(s, as_of, views)
+    t_inputs = time.perf_counter() - t
+    users = inputs.users[: args.users]
 
     def best(fn):  # noqa: ANN001, ANN202
         times, out = [], None
@@ -55,8 +51,8 @@ def main() -> None:
             times.append(time.perf_counter() - t)
         return min(times), out
 
-    t_cand, cand = best(lambda: candidates(users, pop, items, views["user_category"], recent,
-                                           neighbours, purchased, s.candidates_per_user))
+    kwargs = inputs.chunk(users)
+    t_cand, cand = best(lambda: candidates(**kwargs, per_user=s.candidates_per_user))
     t_join, rows = best(lambda: join_features(cand, views))
     t_matrix, X = best(lambda: feature_matrix(rows))
     t_score, scores = best(lambda: ranker.score(rows))
@@ -67,7 +63,10 @@ def main() -> None:
     n = len(rows)
     total = t_cand + t_join + t_score + t_topk
     print(f"chunk: {len(users)} users, {n} candidate rows, {X.shape[1]} features, "
-          f"{booster.num_boosted_rounds()} trees, as of {as_of}")
+          f"{booster.num_boosted_rounds()} trees, as of {as_of}, {s.n_threads} thread(s)")
+    print(f"inputs for all {len(inputs.users)} users (once per refresh, not in the ratios): "
+          f"{t_inputs:.2f}s; consumed tables {','.join(s.consumed_tables)}, "
+          f"history {s.history_days} days")
     print(f"{'stage':<28}{'seconds':>9}{'rows/s':>12}")
     for name, t in [("candidates", t_cand), ("feature join", t_join),
                     ("  of which matrix build", t_matrix), ("scoring (rankline)", t_score),
