@@ -90,9 +90,11 @@ def refresh(settings: Settings, as_of: dt.date, champion: dict[str, str],
         configure(settings)
         with mlflow.start_run(run_id=run_id):
             mlflow.log_params({"as_of": as_of.isoformat(), "model_uri": champion["model_uri"],
-                               "top_k": settings.top_k})
-            for key in ("store_version", "users", "keys", "rows_scored", "score_rows_per_s",
-                        "publish_keys_per_s", "seconds"):
+                               "top_k": settings.top_k, "consumed": settings.consumed,
+                               "history_days": settings.history_days,
+                               "threads": settings.n_threads})
+            for key in ("store_version", "users", "users_inactive_7d", "consumed_pairs", "keys",
+                        "rows_scored", "score_rows_per_s", "publish_keys_per_s", "seconds"):
                 mlflow.log_metric(key, summary[key])
     return summary
 
