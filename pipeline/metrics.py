@@ -1,14 +1,19 @@
-"""Ranking metrics over groups: NDCG@k (graded gains 2^label - 1), MAP@k and recall@k.
+"""Ranking metrics over groups: NDCG@k (graded gains 2^label - 1), MAP@k and recall@k, per
+group and averaged, and the paired bootstrap the promotion gate decides with.
 
 Relevant means label >= 1. Groups without any relevant row are left out of every metric (their
 ideal DCG is zero). Ties in score are broken by a seeded random order, never by row order, which
-would leak the logged position into the metric.
+would leak the logged position into the metric; the order depends only on the seed and the
+rows, so every contender scored on the same rows gets the same tie-break and the same groups.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+# Bootstrap index draws per chunk: bounds memory (~32 MiB of indices) whatever the group count.
+_CHUNK = 1 << 22
 
 
 def rank_within_groups(groups: np.ndarray, scores: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -23,11 +28,16 @@ def rank_within_groups(groups: np.ndarray, scores: np.ndarray, seed: int = 0) ->
     return ranks
 
 
-def ranking_metrics(
+def per_group_metrics(
     groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k_ndcg: int = 10,
     k_map: int = 10, k_recall: int = 20, seed: int = 0,
-) -> dict[str, float]:
-    """Mean NDCG@k, MAP@k and recall@k over groups with at least one relevant row."""
+) -> pd.DataFrame:
+    """NDCG@k, MAP@k and recall@k of every group with at least one relevant row.
+
+    Returns a frame indexed by group id (ascending) with columns ``ndcg@k``, ``map@k`` and
+    ``recall@k``. Which groups appear depends on ``groups`` and ``labels`` only, so contenders
+    scored on the same rows get the same index and can be compared group by group.
+    """
     groups = np.asarray(groups)
     labels = np.asarray(labels, dtype=float)
     rank = rank_within_groups(groups, scores, seed)
@@ -46,16 +56,85 @@ def ranking_metrics(
     df = df.sort_values(["g", "rank"], kind="stable")
     df["cum_rel"] = df.groupby("g", sort=False)["rel"].cumsum()
     df["ap_term"] = np.where(df["rel"] & (df["rank"] <= k_map), df["cum_rel"] / df["rank"], 0.0)
-    agg = df.groupby("g", sort=False).agg(
+    agg = df.groupby("g", sort=True).agg(
         dcg=("dcg", "sum"), idcg=("idcg", "sum"), n_rel=("rel", "sum"),
         hits=("hit_recall", "sum"), ap=("ap_term", "sum"))
     agg = agg[agg["n_rel"] > 0]
-    if agg.empty:
-        return {f"ndcg@{k_ndcg}": float("nan"), f"map@{k_map}": float("nan"),
-                f"recall@{k_recall}": float("nan"), "groups": 0}
-    return {
-        f"ndcg@{k_ndcg}": float((agg["dcg"] / agg["idcg"]).mean()),
-        f"map@{k_map}": float((agg["ap"] / np.minimum(agg["n_rel"], k_map)).mean()),
-        f"recall@{k_recall}": float((agg["hits"] / agg["n_rel"]).mean()),
-        "groups": int(len(agg)),
-    }
+    out = pd.DataFrame({
+        f"ndcg@{k_ndcg}": agg["dcg"] / agg["idcg"],
+        f"map@{k_map}": agg["ap"] / np.minimum(agg["n_rel"], k_map),
+        f"recall@{k_recall}": agg["hits"] / agg["n_rel"],
+    }, index=agg.index, dtype=float)
+    out.index.name = "group"
+    return out
+
+
+def ranking_metrics(
+    groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k_ndcg: int = 10,
+    k_map: int = 10, k_recall: int = 20, seed: int = 0,
+) -> dict[str, float]:
+    """Mean NDCG@k, MAP@k and recall@k over groups with at least one relevant row."""
+    return summarize(per_group_metrics(groups, labels, scores, k_ndcg, k_map, k_recall, seed))
+
+
+def summarize(per_group: pd.DataFrame) -> dict[str, float]:
+    """The means of a :func:`per_group_metrics` frame, plus ``groups`` (NaN means when empty)."""
+    means = {m: float(per_group[m].mean()) if len(per_group) else float("nan")
+             for m in per_group.columns}
+    return {**means, "groups": int(len(per_group))}
+
+
+def bootstrap_means(values: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """Means of ``n_resamples`` bootstrap resamples of the rows (groups) of ``values``.
+
+    Rows are drawn with replacement, the same rows for every column, so the columns of a 2-D
+    ``values`` (one per contender) stay paired. Vectorized in chunks of bounded memory and
+    deterministic for a seed. Returns shape ``(n_resamples,)`` for 1-D ``values``, else
+    ``(n_resamples, k)``.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.ndim not in (1, 2) or len(values) == 0:
+        raise ValueError(f"bootstrap needs a non-empty 1-D or 2-D array, got shape {values.shape}")
+    if not np.isfinite(values).all():
+        raise ValueError("bootstrap values must be finite (NaN or inf found)")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    n = len(values)
+    width = 1 if values.ndim == 1 else values.shape[1]
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_resamples, *values.shape[1:]))
+    step = max(1, _CHUNK // (n * width))
+    for start in range(0, n_resamples, step):
+        b = min(step, n_resamples - start)
+        idx = rng.integers(0, n, size=(b, n))
+        out[start:start + b] = values[idx].mean(axis=1)
+    return out
+
+
+def percentile_interval(means: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """The two-sided percentile interval of bootstrap means (along the first axis)."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail], axis=0)
+    return low, high
+
+
+def paired_bootstrap(diff: np.ndarray, n_resamples: int = 1000, confidence: float = 0.95,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """Mean of per-group differences and its percentile bootstrap interval.
+
+    Args:
+        diff: one difference per group (contender A minus contender B on the same group).
+        n_resamples: bootstrap resamples; each draws ``len(diff)`` groups with replacement.
+        confidence: coverage of the two-sided interval, e.g. 0.95.
+        seed: seed of the resampling (the same seed and length draw the same groups).
+
+    Returns:
+        ``(mean, low, high)``: the observed mean difference and the interval's bounds.
+    """
+    diff = np.asarray(diff, dtype=float)
+    if diff.ndim != 1:
+        raise ValueError(f"diff must be 1-D (one value per group), got shape {diff.shape}")
+    low, high = percentile_interval(bootstrap_means(diff, n_resamples, seed), confidence)
+    return float(diff.mean()), float(low), float(high)
