@@ -103,7 +103,9 @@ def summary(s: Any, dates: list[dt.date], served: bool = True) -> None:
     metrics = pd.read_csv(csv, index_col="model").sort_values("ndcg@10", ascending=False)
     typer.echo("\n== Held-out metrics (test dates "
                f"{train.get('params.test_dates', '?')}) ==\n{metrics.round(4).to_string()}")
-    typer.echo(f"promoted: {train.get('tags.promoted')} ({train.get('tags.promotion_reason')})")
+    # the gate's decision line: paired intervals, group count and verdict (training.should_promote)
+    typer.echo(f"promotion gate: {train.get('tags.promotion_reason')}\n"
+               f"promoted: {train.get('tags.promoted')}")
 
     typer.echo(f"\n== MLflow: experiment {s.experiment!r} (id {exp_id}) at "
                f"{redact_url(s.tracking_uri)} ==")

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import io
+from pipeline.metrics import paired_bootstrap
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -160,25 +162,174 @@ def score_models(settings: Settings, rows: pd.DataFrame, model_uri: str,
     return scores
 
 
-def should_promote(table: pd.DataFrame, metric: str = METRICS[0]) -> tuple[bool, str]:
-    """The promotion gate (pure): the model (row ``xgboost``) must beat both baselines on
-    ``metric`` and do at least as well as the champion (row ``champion``, when there is one)."""
-    ours = float(table.loc["xgboost", metric])
-    baseline = float(max(table.loc["popularity", metric], table.loc["random", metric]))
-    has_champion = "champion" in table.index
-    champion = float(table.loc["champion", metric]) if has_champion else float("-inf")
-    promoted = ours > baseline and ours >= champion
-    reason = (f"{metric} {ours:.4f} vs best baseline {baseline:.4f}"
-              + (f", champion {champion:.4f}" if has_champion else ", no champion before"))
-    return promoted, reason
+BASELINES = ("popularity", "random")
+CHALLENGER, CHAMPION = "xgboost", "champion"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Mean per-group difference of NDCG@10 and its paired bootstrap interval."""
+
+    mean: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.mean:+.4f} NDCG@10 [{self.low:+.4f}, {self.high:+.4f}]"
+
+
+@dataclass(frozen=True)
+class ChampionInfo:
+    """The model holding the champion alias, as the gate needs to know it.
+
+    ``window`` is its training + validation dates ("YYYY-MM-DD..YYYY-MM-DD", None when its run
+    does not say); ``overlap`` whether that window shares a date with the held-out dates (None
+    when unknown).
+    """
+
+    version: str
+    window: str | None = None
+    overlap: bool | None = False
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """What the promotion gate decided, and on what evidence."""
+
+    promoted: bool
+    reason: str
+    groups: int
+    baseline: str | None = None
+    vs_baseline: Interval | None = None
+    vs_champion: Interval | None = None
+    champion: str = "none"
+    """``none`` (no champion yet), ``self`` (the champion is this model), ``compared`` (a
+    champion trained on other dates), ``overlap`` (trained on some held-out dates) or
+    ``unknown`` (its training dates are not recorded)."""
+
+    def metrics(self) -> dict[str, float]:
+        """The decision as MLflow metrics (``gate_vs_champion_*`` only when compared)."""
+        out: dict[str, float] = {"gate_groups": self.groups}
+        for name, iv in (("baseline", self.vs_baseline), ("champion", self.vs_champion)):
+            if iv is not None:
+                out |= {f"gate_vs_{name}_mean": iv.mean, f"gate_vs_{name}_low": iv.low,
+                        f"gate_vs_{name}_high": iv.high}
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (for XCom and the return value of :func:`evaluate`)."""
+        return asdict(self)
+
+
+def champion_window(params: dict[str, str], test_dates: list[str]) -> tuple[str | None, bool | None]:
+    """The training + validation window of a champion's run and whether it overlaps the held-out
+    dates, from the run's ``train_dates`` / ``valid_dates`` params; ``(None, None)`` if absent."""
+    try:
+        spans = [params[k].split("..") for k in ("train_dates", "valid_dates")]
+        bounds = [dt.date.fromisoformat(d) for span in spans for d in span]
+    except (KeyError, ValueError):
+        return None, None
+    start, end = min(bounds), max(bounds)
+    tests = [dt.date.fromisoformat(d) for d in test_dates]
+    overlap = start <= max(tests) and end >= min(tests)
+    return f"{start}..{end}", overlap
+
+
+def should_promote(per_group: pd.DataFrame, *, min_groups: int, confidence: float,
+                   n_resamples: int, seed: int,
+                   champion: ChampionInfo | None = None) -> GateDecision:
+    """The promotion gate (pure): promote the challenger only on evidence that it is better.
+
+    ``per_group`` holds one held-out group per row (groups with a relevant item, the same rows
+    for every contender) and one column of NDCG@10 per contender: ``xgboost`` (the challenger),
+    ``popularity`` and ``random``, and ``champion`` when the champion is a different model
+    (other columns, e.g. ``oracle``, are ignored). Differences are paired by group and their
+    mean gets a percentile bootstrap interval over groups (:func:`pipeline.metrics.
+    paired_bootstrap`, ``n_resamples``, ``confidence``, ``seed``). The challenger is promoted
+    only if all of these hold:
+
+    1. there are at least ``min_groups`` groups (RANKLINE_GATE_MIN_GROUPS);
+    2. the interval of challenger - best baseline excludes zero from above (low > 0), the best
+       baseline being the one with the higher mean;
+    3. when ``champion`` is a different model (a ``champion`` column): the interval of
+       challenger - champion has low > 0. Identical models give a zero-width interval at 0 and
+       are not promoted.
+
+    Champion-overlap rule: a champion whose training or validation dates overlap the held-out
+    dates (``champion.overlap``; or whose dates are unknown) has seen those dates, so the
+    comparison favours it. The gate still compares, with the same rule: a challenger that wins
+    despite that advantage is promoted (the evidence only gets stronger), otherwise it is not,
+    and the reason says the comparison favoured the champion. It does not fall back to the
+    baselines alone because an overlap means the champion was trained on dates after the
+    challenger's last training date (a backfill of an older date, say): replacing a fresher
+    champion needs evidence, not its absence. A champion that is this very model (a rerun of
+    the evaluation, no ``champion`` column) is not compared with itself.
+
+    Returns:
+        The decision: ``promoted``, a one-line ``reason`` naming the numbers, the group count,
+        the best baseline, both intervals and how the champion was treated.
+    """
+    if CHALLENGER not in per_group or not all(b in per_group for b in BASELINES):
+        raise ValueError(f"the gate needs columns {CHALLENGER!r} and {BASELINES}, got "
+                         f"{list(per_group.columns)}")
+    if CHAMPION in per_group and champion is None:
+        raise ValueError("a 'champion' column needs the champion's ChampionInfo")
+    n = len(per_group)
+    pct = f"{confidence:.0%}"
+    if n == 0:
+        return GateDecision(False, f"no held-out group with a relevant item, fewer than "
+                            f"RANKLINE_GATE_MIN_GROUPS={min_groups}; not promoted", 0)
+
+    def interval(other: str) -> Interval:
+        diff = per_group[CHALLENGER].to_numpy(float) - per_group[other].to_numpy(float)
+        return Interval(*paired_bootstrap(diff, n_resamples, confidence, seed))
+
+    baseline = max(BASELINES, key=lambda b: per_group[b].mean())
+    vs_base = interval(baseline)
+    parts = [f"{CHALLENGER} - {baseline}: {vs_base} {pct} paired bootstrap over {n:,} groups"]
+    status, vs_champ = "none", None
+    if champion is None:
+        parts.append("no champion before")
+    elif CHAMPION not in per_group:
+        status = "self"
+        parts.append(f"champion v{champion.version} is this model")
+    else:
+        vs_champ = interval(CHAMPION)
+        if champion.overlap is False:
+            status, note = "compared", f"trained {champion.window}" if champion.window else ""
+        elif champion.overlap:
+            status, note = "overlap", (f"trained {champion.window}, overlapping the held-out "
+                                       "dates, which favours it")
+        else:
+            status, note = "unknown", "training dates unknown, may have seen the held-out dates"
+        parts.append(f"{CHALLENGER} - champion v{champion.version}"
+                     + (f" ({note})" if note else "") + f": {vs_champ}")
+
+    if n < min_groups:
+        verdict = (f"not promoted: {n:,} held-out groups are fewer than "
+                   f"RANKLINE_GATE_MIN_GROUPS={min_groups}")
+    elif vs_base.low <= 0:
+        verdict = f"not promoted: no evidence it beats {baseline} (lower bound <= 0)"
+    elif vs_champ is not None and vs_champ.low <= 0:
+        verdict = "not promoted: no evidence it beats the champion (lower bound <= 0)"
+        if status == "overlap":
+            verdict += ", which keeps its place: it was trained on later dates than the challenger"
+    else:
+        verdict = "promoted"
+    promoted = verdict == "promoted"
+    return GateDecision(promoted, "; ".join([*parts, verdict]), n, baseline, vs_base, vs_champ,
+                        status)
 
 
 def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
              trained: dict[str, Any]) -> dict[str, Any]:
-    """Held-out metrics of every contender, logged to MLflow; promote the model if it wins.
+    """Held-out metrics of every contender, logged to MLflow; promote the model on evidence.
 
-    The new model becomes the champion only if it beats both baselines on NDCG@10 and does at
-    least as well as the current champion on the same rows.
+    Every contender is scored on the same held-out rows; per-group NDCG@10 feeds the gate
+    (:func:`should_promote`: paired bootstrap intervals against the best baseline and the
+    champion, RANKLINE_GATE_MIN_GROUPS / _CONFIDENCE / _BOOTSTRAP, seeded by RANKLINE_SEED).
+    Logged: the metrics table (``evaluation.csv``), per-group NDCG@10 (``per_group.csv``), the
+    gate's ``gate_*`` metrics, the ``promoted`` / ``promotion_reason`` tags and plots.
     """
     import matplotlib
 
@@ -187,7 +338,7 @@ def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
     import mlflow
 
     from pipeline.landing import require_valid
-    from pipeline.metrics import ranking_metrics
+    from pipeline.metrics import per_group_metrics, summarize
     from pipeline.tracking import champion_version, configure, log_figure, promote
 
     require_valid(settings, [dt.date.fromisoformat(d) for d in split["test"]],
@@ -195,29 +346,49 @@ def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
     configure(settings)
     rows = eval_rows(_read(settings, split["test"]))
     champ = champion_version(settings)
-    champ_uri = f"models:/{champ.name}/{champ.version}" if champ else None
+    champion = None
+    champ_uri = None
+    if champ is not None:
+        params = mlflow.MlflowClient().get_run(champ.run_id).data.params if champ.run_id else {}
+        window, overlap = champion_window(params, split["test"])
+        champion = ChampionInfo(str(champ.version), window, overlap)
+        if str(champ.version) != str(trained["model_version"]):  # else a rerun: it is this model
+            champ_uri = f"models:/{champ.name}/{champ.version}"
     model_uri = trained["model_uri"]
     scores = score_models(settings, rows, model_uri, champ_uri)
-    table = pd.DataFrame({
-        name: ranking_metrics(rows["group"].to_numpy(), rows["label"].to_numpy(), s,
-                              K_NDCG, K_MAP, K_RECALL, seed=settings.seed)
-        for name, s in scores.items()
-    }).T
+    groups, labels = rows["group"].to_numpy(), rows["label"].to_numpy()
+    per_group = {name: per_group_metrics(groups, labels, s, K_NDCG, K_MAP, K_RECALL,
+                                         seed=settings.seed)
+                 for name, s in scores.items()}
+    table = pd.DataFrame({name: summarize(pg) for name, pg in per_group.items()}).T
     table.index.name = "model"
-    promoted, reason = should_promote(table)
-    if promoted:
-        promote(settings, trained["model_version"], reason)
+    ndcg = pd.DataFrame({name: pg[METRICS[0]] for name, pg in per_group.items()})
+    if ndcg.isna().any().any():  # cannot happen: same rows, same labels, same groups
+        raise RuntimeError("contenders were evaluated on different held-out groups")
+    decision = should_promote(ndcg, min_groups=settings.gate_min_groups,
+                              confidence=settings.gate_confidence,
+                              n_resamples=settings.gate_bootstrap, seed=settings.seed,
+                              champion=champion)
+    if decision.promoted:
+        promote(settings, trained["model_version"], decision.reason)
 
     with mlflow.start_run(run_id=run_id):
         for model, row in table.iterrows():
             for m in METRICS:
                 mlflow.log_metric(f"test_{model}_{m.replace('@', '_at_')}", float(row[m]))
         mlflow.log_metric("test_groups", int(table["groups"].iloc[0]))
-        mlflow.set_tag("promoted", str(promoted))
-        mlflow.set_tag("promotion_reason", reason)
+        mlflow.log_metrics(decision.metrics())
+        mlflow.set_tags({"promoted": str(decision.promoted),
+                         "promotion_reason": decision.reason,
+                         "gate_baseline": str(decision.baseline),
+                         "gate_champion": decision.champion})
+        keys = rows.drop_duplicates("group").set_index("group")[["user_id", "date"]]
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "evaluation.csv"
             table.to_csv(path)
+            mlflow.log_artifact(str(path))
+            path = Path(tmp) / "per_group.csv"
+            keys.join(ndcg.add_prefix(f"{METRICS[0]}_"), how="inner").to_csv(path)
             mlflow.log_artifact(str(path))
         fig, axes = plt.subplots(1, len(METRICS), figsize=(12, 4))
         for ax, m in zip(axes, METRICS, strict=True):
@@ -226,6 +397,41 @@ def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
         fig.suptitle("Held-out metrics: model, baselines, oracle")
         fig.tight_layout()
         log_figure(fig, "plots/metrics.png")
-    log.info("evaluation on %s:\n%s", split["test"], table.to_string())
-    return {"metrics": json.loads(table.to_json(orient="index")), "promoted": promoted,
-            "reason": reason, "model_uri": model_uri, "model_version": trained["model_version"]}
+        log_figure(gate_figure(ndcg, decision, settings.gate_confidence,
+                               settings.gate_bootstrap, settings.seed), "plots/gate.png")
+    log.info("evaluation on %s:\n%s\ngate: %s", split["test"], table.to_string(), decision.reason)
+    return {"metrics": json.loads(table.to_json(orient="index")), "promoted": decision.promoted,
+            "reason": decision.reason, "model_uri": model_uri,
+            "model_version": trained["model_version"], "gate": decision.as_dict()}
+
+
+def gate_figure(ndcg: pd.DataFrame, decision: GateDecision, confidence: float,
+                n_resamples: int, seed: int) -> Any:
+    """Mean NDCG@10 of every contender with its bootstrap interval over groups (left) and the
+    gate's paired differences (right)."""
+    import matplotlib.pyplot as plt
+
+    from pipeline.metrics import bootstrap_means, percentile_interval
+
+    order = ndcg.mean().sort_values().index
+    means = ndcg[order].mean().to_numpy()
+    low, high = (percentile_interval(bootstrap_means(ndcg[order].to_numpy(), n_resamples, seed),
+                                     confidence) if len(ndcg) else (means, means))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), width_ratios=(3, 2))
+    y = np.arange(len(order))
+    left.errorbar(means, y, xerr=[means - low, high - means], fmt="o", capsize=4)
+    left.set(yticks=y, yticklabels=list(order), xlabel=f"mean NDCG@{K_NDCG}",
+             title=f"Held-out NDCG@{K_NDCG}, {confidence:.0%} bootstrap over "
+                   f"{len(ndcg):,} groups")
+    diffs = {f"{CHALLENGER} - {decision.baseline}": decision.vs_baseline,
+             f"{CHALLENGER} - champion": decision.vs_champion}
+    diffs = {k: v for k, v in diffs.items() if v is not None}
+    for i, iv in enumerate(diffs.values()):
+        right.errorbar([iv.mean], [i], xerr=[[iv.mean - iv.low], [iv.high - iv.mean]], fmt="o",
+                       capsize=4, color="tab:green" if iv.low > 0 else "tab:red")
+    right.axvline(0, color="grey", lw=1, ls="--")
+    right.set(yticks=range(len(diffs)), yticklabels=list(diffs), ylim=(-0.5, max(len(diffs), 1) - 0.5),
+              xlabel=f"paired difference of NDCG@{K_NDCG}",
+              title=f"Paired differences: {'promoted' if decision.promoted else 'not promoted'}")
+    fig.tight_layout()
+    return fig

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from pipeline.labels import label_impressions, sample_negatives
-from pipeline.metrics import rank_within_groups, ranking_metrics
+from pipeline.metrics import per_group_metrics, rank_within_groups, ranking_metrics
 
 
 def test_graded_labels_follow_the_funnel():
@@ -62,16 +62,31 @@ def test_rank_within_groups():
     assert list(r) == [2, 1, 1, 3, 2]
 
 
-@pytest.mark.parametrize(("rows", "expected"), [
-    ({"xgboost": 0.5, "popularity": 0.4, "random": 0.2}, True),
-    ({"xgboost": 0.3, "popularity": 0.4, "random": 0.2}, False),
-    ({"xgboost": 0.5, "popularity": 0.4, "random": 0.2, "champion": 0.5}, True),
-    ({"xgboost": 0.5, "popularity": 0.4, "random": 0.2, "champion": 0.6}, False),
-    ({"xgboost": 0.4, "popularity": 0.4, "random": 0.2}, False),
-])
-def test_promotion_gate(rows, expected):
-    from pipeline.training import should_promote
+def test_per_group_metrics_are_paired_across_contenders():
+    # groups 5 and 2 have relevant rows, group 9 has none; rows are not sorted by group
+    g = np.array([5, 5, 9, 9, 2, 2, 2])
+    y = np.array([0, 2, 0, 0, 1, 0, 0])
+    good = per_group_metrics(g, y, y.astype(float))
+    bad = per_group_metrics(g, y, -y.astype(float))
+    assert list(good.index) == list(bad.index) == [2, 5]  # the same groups, ascending
+    assert list(good["ndcg@10"]) == [1.0, 1.0]
+    assert bad.loc[5, "ndcg@10"] == pytest.approx(1 / np.log2(3))
+    assert bad.loc[2, "ndcg@10"] == pytest.approx(1 / np.log2(4))
+    assert bad.loc[2, "map@10"] == pytest.approx(1 / 3)
 
-    table = pd.DataFrame({"ndcg@10": rows})
-    promoted, reason = should_promote(table)
-    assert promoted is expected and "ndcg@10" in reason
+
+def test_ranking_metrics_are_the_means_of_the_per_group_ones():
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(40), 8)
+    y = rng.integers(0, 4, len(g)) * (rng.random(len(g)) < 0.3)
+    s = rng.random(len(g))
+    per = per_group_metrics(g, y, s, seed=3)
+    m = ranking_metrics(g, y, s, seed=3)
+    assert m["groups"] == len(per) == len(np.unique(g[y >= 1]))
+    for col in ("ndcg@10", "map@10", "recall@20"):
+        assert m[col] == pytest.approx(per[col].mean())
+
+
+def test_no_relevant_group_gives_nan_means():
+    m = ranking_metrics(np.array([0, 0]), np.array([0, 0]), np.array([1.0, 2.0]))
+    assert m["groups"] == 0 and np.isnan(m["ndcg@10"])
