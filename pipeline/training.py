@@ -49,7 +49,9 @@ def build_training_set(settings: Settings, as_of: dt.date) -> dict[str, list[str
 
     split = split_dates(settings, as_of)
     need = [d for dates in split.values() for d in dates]
-    require_valid(settings, need, f"training as of {as_of} ({need[0]}..{need[-1]}: "
+    # each date's rows join features as of the day before: that day must be valid too
+    require_valid(settings, [need[0] - dt.timedelta(days=1), *need],
+                  f"training as of {as_of} ({need[0]}..{need[-1]}, features from the day before: "
                   f"RANKLINE_TRAIN_DAYS={settings.train_days}, RANKLINE_VALID_DAYS="
                   f"{settings.valid_days}, RANKLINE_TEST_DAYS={settings.test_days})")
     for d in need:
@@ -90,7 +92,7 @@ def train_model(settings: Settings, split: dict[str, list[str]], run_id: str) ->
     model = XGBoostRanker(
         objective=settings.objective, n_estimators=settings.n_estimators,
         max_depth=settings.max_depth, learning_rate=settings.learning_rate,
-        device=settings.device, seed=settings.seed,
+        device=settings.device, seed=settings.seed, n_jobs=settings.n_threads,
     ).fit(train, valid)
 
     with mlflow.start_run(run_id=run_id):
