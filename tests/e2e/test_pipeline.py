@@ -158,6 +158,30 @@ def test_every_mlflow_run_ends_and_a_failed_refresh_is_failed_at_once(demo):
     assert set(runs.loc[runs["tags.airflow.run_id"] != run_id, "status"]) == {"FINISHED"}
 
 
+def test_a_retrained_identical_model_is_refused_and_announces_nothing(demo):
+    """The same data and seed give the same model: its difference with the champion is zero,
+    inside the noise, so the gate refuses it and the model asset is not updated."""
+    home, env, _ = demo
+    rankline(env, "run-dag", "train", "--date", "2026-01-14")
+    db = sqlite3.connect(home / "airflow" / "airflow.db")
+    run_id = db.execute("SELECT run_id FROM dag_run WHERE dag_id='train' ORDER BY id DESC "
+                        "LIMIT 1").fetchone()[0]
+    states = dict(db.execute("SELECT task_id, state FROM task_instance WHERE run_id=?", (run_id,)))
+    assert states["evaluate"] == "success" and states["announce_champion"] == "skipped"
+    events = db.execute("SELECT COUNT(*) FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                        "WHERE a.name='rankline_model'").fetchone()[0]
+    assert events == 1  # the demo's first promotion only
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    run = mlflow.search_runs(search_all_experiments=True,
+                             filter_string=f"tags.`airflow.run_id` = '{run_id}'").iloc[0]
+    assert run["tags.promoted"] == "False"
+    assert "+0.0000 NDCG@10 [+0.0000, +0.0000]; not promoted" in run["tags.promotion_reason"]
+    assert run["metrics.gate_groups"] >= 100
+
+
 def test_bad_partition_fails_the_ingest_run_and_stops_downstream(tmp_path):
     """Through Airflow: the Parquet source serves a corrupted day; validate fails naming the
     expectation and the offending id, the staged copy is quarantined, features never run, and
