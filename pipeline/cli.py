@@ -18,6 +18,8 @@ app = typer.Typer(help="rankline: ranked recommendations from interaction logs, 
                   no_args_is_help=True)
 store_app = typer.Typer(help="Inspect and roll back the serving store.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
+source_app = typer.Typer(help="Inspect a data location before ingesting it.", no_args_is_help=True)
+app.add_typer(source_app, name="source")
 
 
 def _settings() -> Any:
@@ -235,6 +237,55 @@ def store_rollback(
     out = steps.rollback(_settings(), to, why, namespace=namespace)
     typer.echo(f"{namespace} now serves version {out['rollback.to_version']} (was "
                f"{out['rollback.from_version']}); MLflow run {out['mlflow_run_id']}")
+
+
+@source_app.command("check")
+def source_check(
+    uri: Annotated[str, typer.Argument(help="Root of the location (local path or fsspec URI)")],
+    shape: Annotated[str | None, typer.Option(
+        help="funnel (<table>/date=D/) or interactions (interactions/date=D/); default: "
+        "detected from the folders present")] = None,
+    limit_dates: Annotated[int | None, typer.Option(
+        min=1, help="Check only the first N dates found")] = None,
+) -> None:
+    """List a location's dates and rows per table, and validate every date (nothing is ingested).
+
+    Exit code 0 when every date passes validation, 1 otherwise. Labels of the interactions shape
+    come from RANKLINE_EVENT_LABELS.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from pipeline.sources import location
+
+    logging.getLogger().setLevel(logging.WARNING)  # the report is the output, not the GX log
+
+    if shape not in (None, "funnel", "interactions"):
+        raise typer.BadParameter(f"{shape!r} is not funnel or interactions", param_hint="--shape")
+    try:
+        found_shape, dates = location.scan(uri, shape)
+    except FileNotFoundError as exc:
+        typer.echo(f"source check: {exc}", err=True)
+        raise typer.Exit(1) from None
+    shown = dates[:limit_dates] if limit_dates else dates
+    typer.echo(f"{location.shown_uri(uri)}: {found_shape} shape, {len(dates)} date(s)"
+               + (f", checking the first {len(shown)}" if len(shown) < len(dates) else ""))
+    if not dates:
+        typer.echo("no date=YYYY-MM-DD partitions found", err=True)
+        raise typer.Exit(1)
+    failed = 0
+    with tempfile.TemporaryDirectory(prefix="rankline-source-check-") as tmp:
+        for date in shown:
+            result = location.check_date(uri, found_shape, date, Path(tmp) / date.isoformat(),
+                                         _settings().event_labels)
+            rows = "  ".join(f"{t}={n}" for t, n in result.rows.items())
+            typer.echo(f"{date}  {'ok' if result.ok else 'FAILED'}  {rows}")
+            for problem in result.problems:
+                typer.echo(f"    - {problem}")
+            failed += not result.ok
+    typer.echo(f"{len(shown) - failed} of {len(shown)} date(s) pass validation")
+    if failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

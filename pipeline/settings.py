@@ -25,6 +25,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.event_labels import DEFAULT_EVENT_LABELS, EventLabels, parse_event_labels
 from serving.store import redact_url  # one redaction for every layer (serving imports nothing)
 
 ENV_PREFIX = "RANKLINE_"
@@ -64,15 +65,22 @@ class Settings(BaseSettings):
         default=Path("var"),
         description="Root of all local state: raw data, offline store, MLflow, serving store.",
     )
-    source: Literal["synthetic", "movielens", "parquet"] = Field(
+    source: Literal["synthetic", "movielens", "parquet", "interactions"] = Field(
         default="synthetic",
         description="Data source: the seeded synthetic marketplace, MovieLens-100K replayed by "
-        "timestamp, or an existing Parquet location laid out as raw/<table>/date=D/.",
+        "timestamp, an existing Parquet location laid out as raw/<table>/date=D/ (the funnel "
+        "tables), or one generic interaction log at interactions/date=D/.",
     )
     source_uri: str = Field(
         default="",
-        description="For source=parquet: the root (local path or fsspec URI) holding "
-        "<table>/date=D/part-0.parquet.",
+        description="For source=parquet or interactions: the root (local path or fsspec URI) "
+        "holding <table>/date=D/*.parquet.",
+    )
+    event_labels: str = Field(
+        default=DEFAULT_EVENT_LABELS,
+        description="For source=interactions: graded labels of the log's rows, either by "
+        "event_type (view:0,click:1,cart:2,purchase:3) or by thresholds on value "
+        "(value>=3:1,value>=4:2,value>=5:3); labels 0-3.",
     )
     seed: int = Field(default=7, ge=0, le=2**31 - 1, description="Seed of the synthetic marketplace.")
     n_users: int = Field(default=20_000, ge=1, le=100_000_000, description="Synthetic users.")
@@ -196,6 +204,12 @@ class Settings(BaseSettings):
     def _absolute(cls, v: Path | None) -> Path | None:
         return v.expanduser().resolve() if v is not None else None
 
+    @field_validator("event_labels")
+    @classmethod
+    def _event_labels(cls, v: str) -> str:
+        parse_event_labels(v)  # its ValueError says which entry is wrong
+        return v
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, v: str) -> str:
@@ -227,8 +241,8 @@ class Settings(BaseSettings):
             out.append(f"{self._given('candidates_per_user', 'top_k')}: "
                        f"{env_name('candidates_per_user')} must be >= {env_name('top_k')} "
                        "(the top k are chosen among the candidates scored per user)")
-        if self.source == "parquet" and not self.source_uri:
-            out.append(f"{self._given('source', 'source_uri')}: source=parquet needs "
+        if self.source in ("parquet", "interactions") and not self.source_uri:
+            out.append(f"{self._given('source', 'source_uri')}: source={self.source} needs "
                        f"{env_name('source_uri')} (the root holding <table>/date=D/)")
         if self.source == "synthetic" and self.n_categories > self.n_items:
             out.append(f"{self._given('n_categories', 'n_items')}: {env_name('n_categories')} "
@@ -249,6 +263,11 @@ class Settings(BaseSettings):
         if self.threads:
             return self.threads
         return max(1, len(os.sched_getaffinity(0)) - 1)
+
+    @property
+    def event_label_map(self) -> EventLabels:
+        """``RANKLINE_EVENT_LABELS`` parsed."""
+        return parse_event_labels(self.event_labels)
 
     @property
     def consumed_tables(self) -> tuple[str, ...]:

@@ -23,6 +23,10 @@ def get_source(settings: Settings) -> DataSource:
         from pipeline.sources.movielens import MovieLensSource
 
         return MovieLensSource(settings.start_date)
+    if settings.source == "interactions":
+        from pipeline.sources.interactions import InteractionsSource
+
+        return InteractionsSource(settings.source_uri, settings.event_labels)
     from pipeline.sources.parquet import ParquetSource
 
     return ParquetSource(settings.source_uri)

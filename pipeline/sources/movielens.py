@@ -2,8 +2,9 @@
 
 Logical date ``start_date + n`` replays the ratings of the n-th day of the data set (UTC). Each
 rating is an impression in a request that groups one user's ratings of that day, ordered by time;
-a rating of 3 or more is also a click, 4 or more an add-to-cart, 5 a purchase. Items carry their
-first genre as category and a unit price (the data set has none).
+a rating of 3 or more is also a click, 4 or more an add-to-cart, 5 a purchase (the funnel tables
+come from :func:`pipeline.sources.derive.derive_events`, as for the ``interactions`` source).
+Items carry their first genre as category and a unit price (the data set has none).
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.sources.base import DataSource, conform, id_base
+from pipeline.event_labels import parse_event_labels
+from pipeline.sources.base import DataSource, conform
+from pipeline.sources.derive import derive_events
+
+RATING_LABELS = parse_event_labels("value>=3:1,value>=4:2,value>=5:3")
+"""A rating of 3 or more is a click, 4 or more an add-to-cart, 5 a purchase."""
 
 
 def movielens_dir() -> Path:
@@ -58,7 +64,6 @@ class MovieLensSource(DataSource):
         inter, items, users = _load()
         day = int(inter["day"].min()) + (date - self.start_date).days
         ev = inter[inter["day"] == day].copy()
-        base = id_base(date)
         users_t = pa.table({
             "user_id": users["user_id"].astype(np.int64),
             "region": users["zip_code"].astype(str).str[:1],
@@ -70,22 +75,12 @@ class MovieLensSource(DataSource):
             "category": items["category"],
             "price": np.ones(len(items)),
         })
-        ev["request_id"] = base + ev.groupby("user_id", sort=True).ngroup().astype(np.int64)
-        ev = ev.sort_values(["request_id", "timestamp", "item_id"]).reset_index(drop=True)
-        ev["position"] = (ev.groupby("request_id").cumcount() + 1).astype(np.int16)
-        ev["event_id"] = base + np.arange(len(ev), dtype=np.int64)
         # replayed on the logical date: the rating's time of day, on date D (UTC)
         seconds = ev["timestamp"].astype(np.int64) - day * 86_400
-        ev["ts"] = pd.Timestamp(date, tz="UTC") + pd.to_timedelta(seconds, unit="s")
-        clicks = ev[ev["rating"] >= 3].copy()
-        clicks["impression_id"] = clicks["event_id"]
-        clicks["event_id"] = base + 400_000_000 + np.arange(len(clicks), dtype=np.int64)
-        carts = clicks[clicks["rating"] >= 4].copy()
-        carts["click_id"] = carts["event_id"]
-        carts["event_id"] = base + 600_000_000 + np.arange(len(carts), dtype=np.int64)
-        buys = carts[carts["rating"] >= 5].copy()
-        buys["event_id"] = base + 800_000_000 + np.arange(len(buys), dtype=np.int64)
-        buys["price"] = 1.0
-        to = lambda df: pa.Table.from_pandas(df, preserve_index=False)  # noqa: E731
-        return conform({"users": users_t, "items": items_t, "impressions": to(ev),
-                        "clicks": to(clicks), "add_to_cart": to(carts), "purchases": to(buys)})
+        log = pd.DataFrame({
+            "user_id": ev["user_id"].to_numpy(np.int64),
+            "item_id": ev["item_id"].to_numpy(np.int64),
+            "ts": pd.Timestamp(date, tz="UTC") + pd.to_timedelta(seconds.to_numpy(), unit="s"),
+            "label": RATING_LABELS.labels(ev.rename(columns={"rating": "value"})),
+        })
+        return {**conform({"users": users_t, "items": items_t}), **derive_events(log, date)}
