@@ -103,12 +103,14 @@ def stage(settings: Settings, date: dt.date) -> dict[str, str]:
     staged copy); ``raw/`` is not touched. Returns the staged paths.
 
     Raises:
-        ValidationFailed: the source's part files cannot be read as one table (a report goes
-            to quarantine; the source's files are left as they are).
+        ValidationFailed: the source's part files cannot be read as one table, or an
+            interaction log cannot be turned into funnel tables (a report goes to quarantine;
+            the source's files are left as they are).
     """
     import pyarrow as pa
 
     from pipeline.sources import get_source
+    from pipeline.sources.interactions import InteractionLogError
     from pipeline.sources.parquet import SourceSchemaError
     from pipeline.validation import ValidationFailed
 
@@ -118,7 +120,7 @@ def stage(settings: Settings, date: dt.date) -> dict[str, str]:
             shutil.rmtree(root)
         try:
             paths = get_source(settings).acquire(date, root)
-        except (SourceSchemaError, pa.ArrowInvalid) as exc:  # unreadable as one table: bad data
+        except (SourceSchemaError, InteractionLogError, pa.ArrowInvalid) as exc:  # bad data
             msg = f"the source's {date} cannot be read: {type(exc).__name__}: {redact_text(exc)}"
             report = root / "_report"
             report.mkdir(parents=True, exist_ok=True)

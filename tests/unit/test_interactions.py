@@ -198,3 +198,25 @@ def test_source_check_on_a_funnel_location(tmp_path):
     assert out.returncode == 1, out.stdout + out.stderr
     assert "funnel shape, 1 date(s)" in out.stdout and f"{D}  FAILED  users=3" in out.stdout
     assert "purchases: no partition" in out.stdout
+
+
+def test_an_unmappable_log_is_quarantined_at_acquire(settings, monkeypatch):
+    """Through landing: an event type the mapping does not name fails the ingest at once with a
+    report in quarantine; nothing reaches raw/."""
+    from pipeline import landing
+    from pipeline.sources.interactions import InteractionsSource
+    from pipeline.validation import ValidationFailed
+
+    lake = settings.home.parent / "lake"
+    path = lake / "interactions" / f"date={D}" / "part-0.parquet"
+    path.parent.mkdir(parents=True)
+    import pyarrow.parquet as pq
+
+    pq.write_table(_log([(1, 1, "08:00", "view"), (1, 2, "08:01", "search")]), path)
+    source = InteractionsSource(str(lake), "view:0,click:1")
+    monkeypatch.setattr("pipeline.sources.get_source", lambda s: source)
+    with pytest.raises(ValidationFailed, match="event types not in RANKLINE_EVENT_LABELS"):
+        landing.stage(settings, D)
+    report = settings.quarantine_dir / f"date={D}" / "report" / "results.json"
+    assert "search" in report.read_text()
+    assert not settings.raw_dir.exists() and not landing.is_valid(settings, D)
