@@ -109,7 +109,7 @@ def report(s, as_of: dt.date, reuse: bool = False) -> None:  # noqa: ANN001
     from pipeline import io, steps, tracking
     from pipeline.landing import valid_dates
     from pipeline.metrics import paired_bootstrap
-    from serving.client import COLD_START, NAMESPACE
+    from serving.client import NAMESPACE
     from serving.codec import decode_recs
     from serving.store import opened
 
@@ -139,14 +139,14 @@ def report(s, as_of: dt.date, reuse: bool = False) -> None:  # noqa: ANN001
                  "model_version": str(version), "model_run_id": run["run_id"]}
         print(f"(refreshing with model version {version}, RANKLINE_CONSUMED={s.consumed})")
         steps.refresh(s, as_of, champ)
-    with opened(s, create=False) as store:
-        cur = store.current(NAMESPACE)
-        users = [k for k in _user_keys(s, as_of) if k != COLD_START]
-        values, _ = store.get_many(NAMESPACE, [str(u) for u in users])
     history = io.read_dates(s.raw_dir, "impressions",
                             valid_dates(s, [d for d in io.list_dates(s.raw_dir, "impressions")
                                             if d <= as_of]), ["user_id", "item_id"])
     seen = set(zip(history["user_id"], history["item_id"], strict=True))
+    users = np.unique(history["user_id"].to_numpy())  # every user who ever saw an item
+    with opened(s, create=False) as store:
+        cur = store.current(NAMESPACE)
+        values, _ = store.get_many(NAMESPACE, [str(u) for u in users])
     total = consumed = personal = 0
     for u, blob in zip(users, values, strict=True):
         if blob is None:
@@ -158,14 +158,6 @@ def report(s, as_of: dt.date, reuse: bool = False) -> None:  # noqa: ANN001
     print(f"store version {cur.version}: {personal} users with a personal list, {total} "
           f"recommendations, {consumed} of them already interacted with")
     print(f"consumed share: {consumed / max(total, 1):.4f}")
-
-
-def _user_keys(s, as_of: dt.date) -> np.ndarray:  # noqa: ANN001
-    from pipeline import io
-
-    imp = io.read_dates(s.raw_dir, "impressions", io.list_dates(s.raw_dir, "impressions"),
-                        ["user_id"])
-    return np.unique(imp["user_id"].to_numpy())
 
 
 if __name__ == "__main__":

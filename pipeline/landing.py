@@ -190,8 +190,9 @@ def land(settings: Settings, date: dt.date) -> Any:
         paths = _staged(settings, date)
         passed = root / "_PASSED.json"
         before = _digests(paths)
-        if passed.exists() and json.loads(passed.read_text())["sha256"] == before:
-            rows = json.loads(passed.read_text())["rows"]  # an interrupted promotion: finish it
+        done = json.loads(passed.read_text()) if passed.exists() else {}
+        if done.get("sha256") == before:
+            rows = done["rows"]  # an interrupted promotion: finish it
             log.warning("finishing the interrupted promotion of %s", date)
         else:
             report = validate_tables(paths, date, root / "_report")
