@@ -27,36 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from pipeline.sources.movielens import RATING_LABELS_SETTING, export_interactions  # noqa: E402
+
 START = dt.date(2026, 1, 1)
-
-
-def write_lake(lake: Path, days: int) -> list[dt.date]:
-    from pipeline.sources.movielens import _load
-
-    inter, items, _ = _load()
-    category = items.set_index("item_id")["category"]
-    present = sorted(inter["day"].unique())[:days]
-    dates = []
-    for k, day in enumerate(present):
-        date = START + dt.timedelta(days=k)
-        ev = inter[inter["day"] == day]
-        ts = pd.Timestamp(date, tz="UTC") + pd.to_timedelta(ev["timestamp"] - day * 86_400, unit="s")
-        table = pa.Table.from_pandas(pd.DataFrame({
-            "user_id": ev["user_id"].astype("int64").to_numpy(),
-            "item_id": ev["item_id"].astype("int64").to_numpy(),
-            "ts": ts.to_numpy(), "event_type": "rating",
-            "value": ev["rating"].astype("float64").to_numpy(),
-            "category": category.reindex(ev["item_id"]).fillna(0).astype("int32").to_numpy(),
-        }), preserve_index=False)
-        path = lake / "interactions" / f"date={date}" / "part-0.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path)
-        dates.append(date)
-    return dates
 
 
 def main() -> None:
@@ -70,13 +46,13 @@ def main() -> None:
     ap.add_argument("--reuse", type=Path, help="a temporary folder of an earlier run: report only")
     args = ap.parse_args()
     tmp = args.reuse or Path(tempfile.mkdtemp(prefix="rankline-real-"))
-    dates = (write_lake(tmp / "lake", args.days) if not args.reuse else
+    dates = (export_interactions(tmp / "lake", args.days, START) if not args.reuse else
              [START + dt.timedelta(days=k) for k in range(args.days)])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RANKLINE_"))}
     env.update({
         "RANKLINE_HOME": str(tmp / "var"), "RANKLINE_SOURCE": "interactions",
         "RANKLINE_SOURCE_URI": str(tmp / "lake"), "RANKLINE_START_DATE": START.isoformat(),
-        "RANKLINE_EVENT_LABELS": "value>=3:1,value>=4:2,value>=5:3",
+        "RANKLINE_EVENT_LABELS": RATING_LABELS_SETTING,
         "RANKLINE_CONSUMED": args.consumed,
         "RANKLINE_DEMO_DAYS": str(len(dates)), "RANKLINE_TRAIN_DAYS": str(args.train),
         "RANKLINE_VALID_DAYS": str(args.valid), "RANKLINE_TEST_DAYS": str(args.test),

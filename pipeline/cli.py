@@ -20,6 +20,9 @@ store_app = typer.Typer(help="Inspect and roll back the serving store.", no_args
 app.add_typer(store_app, name="store")
 source_app = typer.Typer(help="Inspect a data location before ingesting it.", no_args_is_help=True)
 app.add_typer(source_app, name="source")
+model_app = typer.Typer(help="List registered model versions; promote one by hand.",
+                        no_args_is_help=True)
+app.add_typer(model_app, name="model")
 
 
 def _settings() -> Any:
@@ -67,7 +70,9 @@ def demo(
     if champion_version(s) is None:
         summary(s, dates, served=False)
         typer.echo("\nNo model beat the baselines, so there is no champion and nothing to "
-                   "publish: the refresh would only serve a promoted model.", err=True)
+                   "publish: the refresh would only serve a promoted model. To serve it anyway:"
+                   " rankline model list; rankline model promote VERSION --reason '...'; "
+                   "rankline run-dag hulk_refresh", err=True)
         raise typer.Exit(1)
     af.run_dag(dags["hulk_refresh"], conf={"as_of": dates[-1].isoformat()})
     typer.echo("[demo] hulk_refresh ok")
@@ -237,6 +242,60 @@ def store_rollback(
     out = steps.rollback(_settings(), to, why, namespace=namespace)
     typer.echo(f"{namespace} now serves version {out['rollback.to_version']} (was "
                f"{out['rollback.from_version']}); MLflow run {out['mlflow_run_id']}")
+
+
+@source_app.command("export-movielens")
+def source_export_movielens(
+    lake: Annotated[str, typer.Argument(help="Folder to write interactions/date=D/ under")],
+    days: Annotated[int, typer.Option(min=1, help="Data-set days with ratings to export")] = 60,
+    start: Annotated[str, typer.Option(help="First logical date (YYYY-MM-DD)")] = "2026-01-01",
+) -> None:
+    """Write MovieLens-100K (from recbole) as a generic interaction log: a real log to try."""
+    from pipeline.sources.movielens import RATING_LABELS_SETTING, export_interactions
+
+    dates = export_interactions(lake, days, dt.date.fromisoformat(start))
+    typer.echo(f"{len(dates)} date(s), {dates[0]} .. {dates[-1]}, under {lake}/interactions/\n"
+               f"ingest them with RANKLINE_SOURCE=interactions RANKLINE_SOURCE_URI={lake} "
+               f"RANKLINE_EVENT_LABELS={RATING_LABELS_SETTING}")
+
+
+@model_app.command("list")
+def model_list() -> None:
+    """Registered model versions, newest first: the champion, and each gate decision."""
+    from pipeline import tracking
+
+    s = _settings()
+    champ = tracking.champion_version(s)  # search results carry no aliases
+    for v in tracking.model_versions(s):
+        mark = "champion" if champ is not None and str(champ.version) == str(v.version) else "-"
+        typer.echo(f"{v.version:>4}  {mark:<8}  run {v.run_id}  "
+                   f"{v.tags.get('promotion', v.tags.get('gate', ''))}")
+
+
+@model_app.command("promote")
+def model_promote(
+    version: Annotated[str, typer.Argument(help="Registered model version (rankline model list)")],
+    reason: Annotated[str, typer.Option(help="Why the gate is overridden (recorded)")],
+) -> None:
+    """Make a version the champion by hand (overrides the gate; the reason is recorded).
+
+    The next hulk_refresh serves it: rankline run-dag hulk_refresh.
+    """
+    import getpass
+
+    from pipeline import tracking
+
+    s = _settings()
+    if not reason.strip():
+        raise typer.BadParameter("say why the gate is overridden", param_hint="--reason")
+    known = {str(v.version) for v in tracking.model_versions(s)}
+    if version not in known:
+        raise typer.BadParameter(f"no version {version} of {tracking.MODEL_NAME}; known: "
+                                 f"{sorted(known, key=int)} (rankline model list)",
+                                 param_hint="VERSION")
+    tracking.promote(s, version, f"manual by {getpass.getuser()}: {reason}")
+    typer.echo(f"version {version} is the champion; publish it with: "
+               "rankline run-dag hulk_refresh")
 
 
 @source_app.command("check")

@@ -69,8 +69,10 @@ def champion_uri(settings: Settings) -> dict[str, str]:
 
     champ = champion_version(settings)
     if champ is None:
-        raise NoChampion("no champion model in MLflow yet: run the train DAG first "
-                           "(a model is promoted only when it beats the baselines)")
+        raise NoChampion("no champion model in MLflow yet: run the train DAG first (a model is "
+                         "promoted only when it beats the baselines on evidence); to serve a "
+                         "refused model anyway: rankline model list, then rankline model "
+                         "promote VERSION --reason '...'")
     return {"model_uri": f"models:/{champ.name}/{champ.version}", "model_version": champ.version,
             "model_run_id": champ.run_id}
 

@@ -105,6 +105,23 @@ def promote(settings: Settings, version: str, reason: str) -> None:
     log.info("model version %s is the champion: %s", version, reason)
 
 
+def tag_version(settings: Settings, version: str, key: str, value: str) -> None:
+    """Set a tag on a registered model version (the gate's decision, say)."""
+    import mlflow
+
+    configure(settings)
+    mlflow.MlflowClient().set_model_version_tag(MODEL_NAME, version, key, value)
+
+
+def model_versions(settings: Settings) -> list[Any]:
+    """The registered model's versions, newest first (empty when none is registered yet)."""
+    import mlflow
+
+    configure(settings)
+    found = mlflow.MlflowClient().search_model_versions(f"name='{MODEL_NAME}'")
+    return sorted(found, key=lambda v: int(v.version), reverse=True)
+
+
 def end_run(settings: Settings, run_id: str, status: str = "FINISHED") -> None:
     """Mark an MLflow run ended (``FINISHED`` or ``FAILED``)."""
     import mlflow

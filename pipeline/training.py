@@ -341,7 +341,7 @@ def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
 
     from pipeline.landing import require_valid
     from pipeline.metrics import per_group_metrics, summarize
-    from pipeline.tracking import champion_version, configure, log_figure, promote
+    from pipeline.tracking import champion_version, configure, log_figure, promote, tag_version
 
     require_valid(settings, [dt.date.fromisoformat(d) for d in split["test"]],
                   "evaluation on the test dates")
@@ -371,6 +371,7 @@ def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
                               confidence=settings.gate_confidence,
                               n_resamples=settings.gate_bootstrap, seed=settings.seed,
                               champion=champion)
+    tag_version(settings, trained["model_version"], "gate", decision.reason)
     if decision.promoted:
         promote(settings, trained["model_version"], decision.reason)
 

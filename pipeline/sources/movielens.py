@@ -21,7 +21,9 @@ from pipeline.event_labels import parse_event_labels
 from pipeline.sources.base import DataSource, conform
 from pipeline.sources.derive import derive_events
 
-RATING_LABELS = parse_event_labels("value>=3:1,value>=4:2,value>=5:3")
+RATING_LABELS_SETTING = "value>=3:1,value>=4:2,value>=5:3"
+"""``RANKLINE_EVENT_LABELS`` of MovieLens ratings (also for :func:`export_interactions`)."""
+RATING_LABELS = parse_event_labels(RATING_LABELS_SETTING)
 """A rating of 3 or more is a click, 4 or more an add-to-cart, 5 a purchase."""
 
 
@@ -84,3 +86,39 @@ class MovieLensSource(DataSource):
             "label": RATING_LABELS.labels(ev.rename(columns={"rating": "value"})),
         })
         return {**conform({"users": users_t, "items": items_t}), **derive_events(log, date)}
+
+
+def export_interactions(lake: str | Path, days: int, start_date: dt.date) -> list[dt.date]:
+    """Write MovieLens-100K as a generic interaction log under ``lake/interactions/date=D/``.
+
+    The first ``days`` data-set days that have ratings become logical dates ``start_date``,
+    ``start_date + 1``, ... (days without a rating are skipped: an empty day fails validation).
+    Columns: ``user_id``, ``item_id``, ``ts`` (the rating's time of day on the logical date, UTC),
+    ``event_type="rating"``, ``value`` (the rating) and ``category`` (the first genre). Read it
+    with ``RANKLINE_SOURCE=interactions`` and ``RANKLINE_EVENT_LABELS=`` the thresholds of
+    :data:`RATING_LABELS`. Returns the logical dates written; a rerun overwrites them.
+    """
+    import pyarrow.parquet as pq
+
+    inter, items, _ = _load()
+    category = items.set_index("item_id")["category"]
+    present = sorted(inter["day"].unique())[:days]
+    dates = []
+    for k, day in enumerate(present):
+        date = start_date + dt.timedelta(days=k)
+        ev = inter[inter["day"] == day]
+        seconds = (ev["timestamp"] - day * 86_400).to_numpy(np.int64)
+        table = pa.Table.from_pandas(pd.DataFrame({
+            "user_id": ev["user_id"].to_numpy(np.int64),
+            "item_id": ev["item_id"].to_numpy(np.int64),
+            "ts": pd.Timestamp(date, tz="UTC") + pd.to_timedelta(seconds, unit="s"),
+            "event_type": "rating",
+            "value": ev["rating"].to_numpy(np.float64),
+            "category": category.reindex(ev["item_id"]).fillna(0).to_numpy(np.int32),
+        }), preserve_index=False)
+        path = Path(lake) / "interactions" / f"date={date}" / "part-0.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+        dates.append(date)
+    return dates
+
