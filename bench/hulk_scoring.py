@@ -27,16 +27,15 @@ def main() -> None:
 
     from feature_store.compute import feature_matrix, join_features
     from feature_store.offline import feature_dates, read_views
+    from models.registry import load_ranker
     from pipeline import steps
     from pipeline.hulk import candidates, refresh_inputs, top_k
     from pipeline.settings import get_settings
-    from pipeline.training import load_ranker
 
     s = get_settings()
     as_of = feature_dates(s.offline_dir)[-1]
     views = read_views(s.offline_dir, as_of)
-    ranker = load_ranker(steps.champion_uri(s)["model_uri"])
-    ranker.set_threads(s.n_threads)
+    ranker = load_ranker(steps.champion_uri(s)["model_uri"], s.n_threads)
     booster = ranker.model.get_booster()
     t = time.perf_counter()
     inputs = refresh_inputs(s, as_of, views)

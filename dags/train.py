@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airflow.sdk import dag, task
+from airflow.sdk import dag, get_current_context, task
 
 from pipeline.dag_support import (
     FEATURES,
@@ -32,13 +32,15 @@ def train() -> None:
     row's date (point-in-time); a time-based split (train, validation for early stopping, the
     last dates held out for test).
 
-    It trains the XGBoost ranker (`rank:pairwise` by default, CUDA when present), evaluates it
-    on the held-out dates beside the popularity and random baselines, the current champion and
-    the oracle (NDCG@10, MAP@10, recall@20), and logs everything to one MLflow run: params,
-    learning curve, feature importance, the model with its signature, the evaluation table.
-    **The model becomes the champion (MLflow alias) only if it beats both baselines and the
-    champion.** Only then does `announce_champion` update the `rankline_model` asset, which
-    triggers `hulk_refresh`; otherwise it is skipped and nothing is republished.
+    `train_model` runs once per model family of `RANKLINE_MODELS` (dynamic task mapping: one
+    task instance per family, named after it). `evaluate` scores every family on the held-out
+    dates beside the popularity and random baselines, the current champion and the oracle
+    (NDCG@10, MAP@10, recall@20), and everything goes to one MLflow run: each family's params
+    and curves, feature importance, the models with their signatures, the evaluation table.
+    **A family becomes the champion (MLflow alias) only if it beats the best baseline and the
+    champion on evidence (a paired bootstrap interval over held-out groups above zero); of those
+    that do, the best.** Only then does `announce_champion` update the `rankline_model` asset,
+    which triggers `hulk_refresh`; otherwise it is skipped and nothing is republished.
     """
 
     @task
@@ -52,18 +54,23 @@ def train() -> None:
         return {"as_of": as_of.isoformat(), "split": split, "mlflow_run_id": mlflow_run(context)}
 
     @task
-    def train_model(assembled: dict) -> dict:
+    def families() -> list[str]:
+        return settings().model_families  # RANKLINE_MODELS
+
+    @task(map_index_template="{{ family }}")
+    def train_model(assembled: dict, family: str) -> dict:
         from pipeline.training import train_model as fit
 
-        return fit(settings(), assembled["split"], assembled["mlflow_run_id"])
+        get_current_context()["family"] = family  # names the mapped instance in the UI
+        return fit(settings(), assembled["split"], assembled["mlflow_run_id"], family)
 
     @task
-    def evaluate(assembled: dict, trained: dict) -> dict:
+    def evaluate(assembled: dict, trained: list[dict]) -> dict:
         from pipeline.training import evaluate as run_evaluation
 
         with fail_fast():
             result = run_evaluation(settings(), assembled["split"], assembled["mlflow_run_id"],
-                                    trained)
+                                    list(trained))
         return {**result, "as_of": assembled["as_of"]}
 
     @task.short_circuit
@@ -73,11 +80,14 @@ def train() -> None:
     @task(outlets=[MODEL])
     def announce_champion(result: dict, **context) -> dict:
         context["outlet_events"][MODEL].extra = {
-            "as_of": result["as_of"], "model_version": result["model_version"], "promoted": True}
-        return {"model_uri": result["model_uri"], "model_version": result["model_version"]}
+            "as_of": result["as_of"], "model_version": result["model_version"],
+            "family": result["family"], "promoted": True}
+        return {"model_uri": result["model_uri"], "model_version": result["model_version"],
+                "family": result["family"]}
 
     assembled = training_set()
-    result = evaluate(assembled, train_model(assembled))
+    trained = train_model.partial(assembled=assembled).expand(family=families())
+    result = evaluate(assembled, trained)
     promoted(result) >> announce_champion(result)
 
 train_dag = train()

@@ -98,3 +98,10 @@ def model_features() -> list[str]:
 def feature_versions() -> dict[str, str]:
     """``{view: version}``, logged with every model so scoring can check it matches."""
     return {v.name: v.version for v in VIEWS}
+
+
+def feature_spec() -> dict[str, int]:
+    """``{feature name: version}`` of every model input: what a model records when trained and
+    checks when loaded (a changed definition must not silently mis-score)."""
+    return {f.name: f.version for view in VIEWS for f in view.features} | {
+        f.name: f.version for f in ON_DEMAND}

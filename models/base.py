@@ -1,8 +1,19 @@
-"""The ranker interface every model and baseline implements."""
+"""The ranker contract every model family and baseline implements.
+
+A *baseline* (:class:`Ranker`) only scores rows. A *model family* (:class:`ModelFamily`) is also
+trained from a :class:`TrainingSet` reference, returns a :class:`TrainReport`, records the feature
+definitions it was trained on, and saves and loads itself through MLflow (a real MLflow flavor,
+with the family and the feature spec in the logged model's metadata). ``models.registry`` maps
+family names to classes; nothing outside ``models/`` names a family.
+"""
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
@@ -13,10 +24,128 @@ class Ranker(abc.ABC):
 
     name: str
 
-    def fit(self, train: pd.DataFrame, valid: pd.DataFrame | None = None) -> Ranker:
-        """Learn from labelled rows grouped by ``request_id``; baselines learn nothing."""
-        return self
-
     @abc.abstractmethod
     def score(self, rows: pd.DataFrame) -> np.ndarray:
         """One score per row."""
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Where the labelled rows of a split are, not the rows themselves: a family reads what it
+    needs (all of it here; a shard per worker when training is distributed)."""
+
+    train_paths: tuple[Path, ...]
+    valid_paths: tuple[Path, ...] = ()
+
+    def read(self, part: str = "train") -> pd.DataFrame:
+        """The rows of ``train`` or ``valid``, sorted by ``request_id`` (a group's rows together)."""
+        paths = {"train": self.train_paths, "valid": self.valid_paths}[part]
+        if not paths:
+            raise ValueError(f"the training set has no {part} rows")
+        frames = [pd.read_parquet(p) for p in paths]
+        rows = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        return rows.sort_values("request_id", kind="stable").reset_index(drop=True)
+
+
+@dataclass
+class TrainReport:
+    """What a fit produced besides the model: curves, the step kept, and plots' data."""
+
+    step: str
+    """What one step of the curves is: ``boosting round``, ``epoch``."""
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    """Per-step values by name, e.g. ``train_ndcg@10``, ``valid_ndcg@10``, ``train_loss``."""
+    best_step: int | None = None
+    """The step kept (early stopping), 0-based; None when every step was kept."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Hyperparameters as trained (logged to MLflow)."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Scalars worth logging (rows per second, fit seconds, ...)."""
+    importance: pd.Series | None = None
+    """Feature importance, largest first, when the family has one."""
+
+
+class FeatureMismatch(ValueError):
+    """A model was trained on feature definitions that differ from the current ones."""
+
+
+def check_features(trained_on: Mapping[str, int], current: Mapping[str, int], what: str) -> None:
+    """Raise :class:`FeatureMismatch` naming every feature whose definition differs."""
+    problems = []
+    for name in sorted(set(trained_on) | set(current)):
+        if name not in current:
+            problems.append(f"{name} (v{trained_on[name]}) no longer exists")
+        elif name not in trained_on:
+            problems.append(f"{name} (v{current[name]}) is new")
+        elif int(trained_on[name]) != int(current[name]):
+            problems.append(f"{name} is v{current[name]} now, the model has v{trained_on[name]}")
+    if problems:
+        raise FeatureMismatch(
+            f"{what} was trained on other feature definitions: " + "; ".join(problems)
+            + ". Retrain it on the current features (rankline run-dag train) before scoring.")
+
+
+class ModelFamily(Ranker):
+    """A trainable ranker: fit from a training set, score, save and load through MLflow."""
+
+    family: ClassVar[str]
+    """The family's name in ``RANKLINE_MODELS``, the registry and the evaluation table."""
+
+    def __init__(self) -> None:
+        self.features: dict[str, int] = {}
+        """``{feature name: version}`` the model was trained on (set by :meth:`fit`)."""
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.family
+
+    @classmethod
+    @abc.abstractmethod
+    def from_settings(cls, settings: Any) -> Self:
+        """A new, untrained model configured from rankline's settings (duck-typed: ``models/``
+        does not import ``pipeline``)."""
+
+    @abc.abstractmethod
+    def fit(self, data: TrainingSet) -> TrainReport:
+        """Train on ``data`` (early stopping on its validation rows when present)."""
+
+    @abc.abstractmethod
+    def set_threads(self, n: int | None) -> Self:
+        """Use ``n`` CPU threads for fitting and scoring from now on (None: the library's
+        default)."""
+
+    @abc.abstractmethod
+    def _log_flavor(self, name: str, signature: Any, metadata: dict[str, Any],
+                    registered_model_name: str | None) -> Any:
+        """Log the fitted model with its MLflow flavor; return the ``ModelInfo``."""
+
+    @classmethod
+    @abc.abstractmethod
+    def _load_flavor(cls, model_uri: str, metadata: Mapping[str, Any]) -> Self:
+        """The model logged at ``model_uri`` by :meth:`_log_flavor`."""
+
+    def log_model(self, example: pd.DataFrame, registered_model_name: str | None = None,
+                  name: str = "model") -> Any:
+        """Log to the active MLflow run (registered under ``registered_model_name``) with a
+        signature inferred from ``example`` rows, and the family and feature spec as metadata."""
+        from mlflow.models import infer_signature
+
+        from feature_store.compute import feature_matrix
+        from feature_store.definitions import model_features
+
+        X = pd.DataFrame(feature_matrix(example), columns=model_features())
+        signature = infer_signature(X, self.score(example))
+        metadata = {"family": self.family, "features": dict(self.features)}
+        return self._log_flavor(name, signature, metadata, registered_model_name)
+
+    @classmethod
+    def load(cls, model_uri: str, metadata: Mapping[str, Any]) -> Self:
+        """Load and check the feature contract: a model trained on other feature definitions
+        than the current ones raises :class:`FeatureMismatch` naming them."""
+        from feature_store.definitions import feature_spec
+
+        check_features(metadata.get("features") or {}, feature_spec(),
+                       f"{cls.family} model {model_uri}")
+        model = cls._load_flavor(model_uri, metadata)
+        model.features = dict(metadata.get("features") or {})
+        return model

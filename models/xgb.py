@@ -12,7 +12,7 @@ import pandas as pd
 
 from feature_store.compute import feature_matrix
 from feature_store.definitions import model_features
-from models.base import Ranker
+from models.base import ModelFamily, TrainingSet, TrainReport
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,10 @@ def query_ids(rows: pd.DataFrame) -> np.ndarray:
     return pd.factorize(req)[0].astype(np.uint32)
 
 
-class XGBoostRanker(Ranker):
+class XGBoostRanker(ModelFamily):
     """``xgboost.XGBRanker`` on the feature set of :mod:`feature_store.definitions`."""
 
-    name = "xgboost"
+    family = "xgboost"
 
     def __init__(
         self,
@@ -52,6 +52,7 @@ class XGBoostRanker(Ranker):
         n_jobs: int | None = None,
     ) -> None:
         """``n_jobs``: threads for training and scoring (None: XGBoost's default, every core)."""
+        super().__init__()
         self.params: dict[str, Any] = {
             "objective": objective, "n_estimators": n_estimators, "max_depth": max_depth,
             "learning_rate": learning_rate, "device": resolve_device(device),
@@ -61,11 +62,22 @@ class XGBoostRanker(Ranker):
             "n_jobs": n_jobs,
         }
         self.model = None
-        self.evals_result: dict[str, dict[str, list[float]]] = {}
 
-    def fit(self, train: pd.DataFrame, valid: pd.DataFrame | None = None) -> XGBoostRanker:
+    @classmethod
+    def from_settings(cls, settings: Any) -> XGBoostRanker:
+        return cls(objective=settings.objective, n_estimators=settings.n_estimators,
+                   max_depth=settings.max_depth, learning_rate=settings.learning_rate,
+                   device=settings.device, seed=settings.seed, n_jobs=settings.n_threads)
+
+    def fit(self, data: TrainingSet) -> TrainReport:
+        import time
+
         import xgboost
 
+        from feature_store.definitions import feature_spec
+
+        train = data.read("train")
+        valid = data.read("valid") if data.valid_paths else None
         params = dict(self.params)
         if valid is None:
             params.pop("early_stopping_rounds")
@@ -78,21 +90,32 @@ class XGBoostRanker(Ranker):
             qids.append(query_ids(valid))
         log.info("training XGBRanker on %d rows x %d features (%s, device=%s)", len(X),
                  X.shape[1], params["objective"], params["device"])
+        t0 = time.perf_counter()
         self.model.fit(X, y, qid=qid, eval_set=evals, eval_qid=qids, verbose=25)
+        seconds = time.perf_counter() - t0
+        self.features = feature_spec()
         res = self.model.evals_result()
-        self.evals_result = {("train" if k == "validation_0" else "valid"): v for k, v in res.items()}
-        return self
+        curves = {f"{'train' if k == 'validation_0' else 'valid'}_ndcg@10": v["ndcg@10"]
+                  for k, v in res.items()}
+        rounds = len(next(iter(curves.values()), []))
+        return TrainReport(
+            step="boosting round", curves=curves,
+            best_step=getattr(self.model, "best_iteration", None),
+            params={k: v for k, v in self.params.items() if v is not None},
+            metrics={"fit_seconds": seconds, "rows": len(X),
+                     "rows_per_s": len(X) * max(rounds, 1) / max(seconds, 1e-9)},
+            importance=self.feature_importance())
 
-    def set_threads(self, n_jobs: int | None) -> XGBoostRanker:
-        """Use ``n_jobs`` threads from now on, for fitting and for scoring a loaded model.
+    def set_threads(self, n: int | None) -> XGBoostRanker:
+        """Use ``n`` threads from now on, for fitting and for scoring a loaded model.
 
         A model loaded from MLflow forgets the threads it was trained with (its booster's
         ``nthread`` is 0, every core), and ``inplace_predict`` uses the booster's setting.
         """
-        self.params["n_jobs"] = n_jobs
+        self.params["n_jobs"] = n
         if self.model is not None:
-            self.model.n_jobs = n_jobs
-            self.model.get_booster().set_param({"nthread": 0 if n_jobs is None else n_jobs})
+            self.model.n_jobs = n
+            self.model.get_booster().set_param({"nthread": 0 if n is None else n})
         return self
 
     def score(self, rows: pd.DataFrame) -> np.ndarray:
@@ -100,10 +123,21 @@ class XGBoostRanker(Ranker):
             raise RuntimeError("fit the model before scoring")
         return self.model.get_booster().inplace_predict(feature_matrix(rows))
 
-    @property
-    def best_iteration(self) -> int | None:
-        """The round early stopping kept (None without a validation set)."""
-        return getattr(self.model, "best_iteration", None)
+    def _log_flavor(self, name: str, signature: Any, metadata: dict[str, Any],
+                    registered_model_name: str | None) -> Any:
+        import mlflow
+
+        return mlflow.xgboost.log_model(self.model, name=name, signature=signature,
+                                        metadata=metadata, model_format="ubj",
+                                        registered_model_name=registered_model_name)
+
+    @classmethod
+    def _load_flavor(cls, model_uri: str, metadata: Any) -> XGBoostRanker:
+        import mlflow
+
+        ranker = cls(device="cpu")
+        ranker.model = mlflow.xgboost.load_model(model_uri)
+        return ranker
 
     def feature_importance(self) -> pd.Series:
         """Total gain per feature, largest first."""

@@ -16,7 +16,7 @@ from airflow.sdk import Asset
 
 FEATURES = Asset(name="rankline_features", uri="file:///rankline/offline/features")
 """Updated by ``ingest`` when a date's features are written; the extra holds the date."""
-MODEL = Asset(name="rankline_model", uri="file:///rankline/models/xgboost")
+MODEL = Asset(name="rankline_model", uri="file:///rankline/models/champion")
 """Updated by ``train`` when a model was promoted to champion (and only then)."""
 
 def mark_mlflow_failed(context: dict[str, Any]) -> None:

@@ -307,16 +307,14 @@ def refresh(settings: Settings, as_of: dt.date, model_uri: str,
     """
     from feature_store.compute import join_features
     from feature_store.offline import read_views
+    from models.registry import load_ranker
     from pipeline.landing import require_valid
-    from pipeline.training import load_ranker
     from serving.store import open_store
 
     require_valid(settings, [as_of], f"the refresh as of {as_of}")
     t0 = time.perf_counter()
     views = read_views(settings.offline_dir, as_of)
-    ranker = load_ranker(model_uri)
-    if hasattr(ranker, "set_threads"):  # a model loaded from MLflow forgets its threads
-        ranker.set_threads(settings.n_threads)
+    ranker = load_ranker(model_uri, settings.n_threads)  # checks the feature contract
     inputs = refresh_inputs(settings, as_of, views)
     users = inputs.users
     if len(users) == 0:

@@ -104,6 +104,11 @@ class Settings(BaseSettings):
         default=5, ge=0, le=1000,
         description="Negatives sampled per request from the match set (not shown).",
     )
+    models: str = Field(
+        default="xgboost", pattern=r"^[a-z0-9_]+(,[a-z0-9_]+)*$",
+        description="Model families trained by the train DAG (comma list, one task each); the "
+        "best that passes the gate becomes the champion. Known: xgboost.",
+    )
     objective: Literal["rank:pairwise", "rank:ndcg"] = Field(
         default="rank:pairwise", description="XGBoost ranking objective."
     )
@@ -209,6 +214,24 @@ class Settings(BaseSettings):
     def _event_labels(cls, v: str) -> str:
         parse_event_labels(v)  # its ValueError says which entry is wrong
         return v
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, v: str) -> str:
+        from models.registry import FAMILIES
+
+        names = v.split(",")
+        if unknown := [n for n in names if n not in FAMILIES]:
+            raise ValueError(f"unknown model famil{'y' if len(unknown) == 1 else 'ies'} "
+                             f"{', '.join(unknown)}; known: {', '.join(FAMILIES)}")
+        if len(set(names)) < len(names):
+            raise ValueError("names a family twice")
+        return v
+
+    @property
+    def model_families(self) -> list[str]:
+        """The families of ``RANKLINE_MODELS``, in the order given."""
+        return self.models.split(",")
 
     @field_validator("redis_url")
     @classmethod

@@ -13,7 +13,9 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "rankline-xgboost"
+MODEL_NAME = "rankline-ranker"
+"""The registered model every family's versions go to (tag ``family``); the champion alias
+marks the served one."""
 CHAMPION = "champion"
 
 

@@ -73,91 +73,95 @@ def eval_rows(rows: pd.DataFrame) -> pd.DataFrame:
     return out.assign(group=pd.factorize(group)[0]).reset_index(drop=True)
 
 
-def train_model(settings: Settings, split: dict[str, list[str]], run_id: str) -> dict[str, Any]:
-    """Fit the XGBoost ranker, log it (with signature, plots, params) and register it."""
+def training_set(settings: Settings, split: dict[str, list[str]]) -> Any:
+    """The :class:`models.base.TrainingSet` reference of a split (the rows' Parquet folders)."""
+    from models.base import TrainingSet
+
+    def paths(dates: list[str]) -> tuple[Path, ...]:
+        return tuple(rows_dir(settings) / f"date={d}" for d in dates)
+
+    return TrainingSet(paths(split["train"]), paths(split["valid"]))
+
+
+def train_model(settings: Settings, split: dict[str, list[str]], run_id: str,
+                family: str) -> dict[str, Any]:
+    """Fit one model family, log it to the DAG run's MLflow run and register it.
+
+    Logged, prefixed by the family: params (``<family>.<param>``), per-step curves
+    (``<family>_<curve>``), ``<family>_best_step``, the training report's scalars, the learning
+    curve and feature importance plots (``plots/<family>/``), ``features.json`` and the model
+    (its MLflow flavor, signature, family and feature spec), registered under
+    :data:`pipeline.tracking.MODEL_NAME` with the version tag ``family``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import mlflow
-    from mlflow.models import infer_signature
 
-    from feature_store.compute import feature_matrix
-    from feature_store.definitions import feature_versions, model_features
-    from models.xgb import XGBoostRanker
-    from pipeline.tracking import MODEL_NAME, configure, log_figure
+    from feature_store.definitions import feature_spec, feature_versions, model_features
+    from models.registry import build
+    from pipeline.tracking import MODEL_NAME, configure, log_figure, tag_version
 
     configure(settings)
-    train, valid = _read(settings, split["train"]), _read(settings, split["valid"])
-    model = XGBoostRanker(
-        objective=settings.objective, n_estimators=settings.n_estimators,
-        max_depth=settings.max_depth, learning_rate=settings.learning_rate,
-        device=settings.device, seed=settings.seed, n_jobs=settings.n_threads,
-    ).fit(train, valid)
+    model = build(family, settings)
+    data = training_set(settings, split)
+    report = model.fit(data)
 
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_params({k: v for k, v in model.params.items() if v is not None})
+        mlflow.log_params({f"{family}.{k}": v for k, v in report.params.items()})
         mlflow.log_params({
             "train_dates": f"{split['train'][0]}..{split['train'][-1]}",
             "valid_dates": f"{split['valid'][0]}..{split['valid'][-1]}",
             "test_dates": f"{split['test'][0]}..{split['test'][-1]}",
-            "train_rows": len(train), "valid_rows": len(valid), "source": settings.source,
-            "negatives_per_request": settings.negatives_per_request,
+            "source": settings.source, "negatives_per_request": settings.negatives_per_request,
         })
-        mlflow.log_metric("best_iteration", model.best_iteration or 0)
-        for name, curve in model.evals_result.items():
-            for step, value in enumerate(curve["ndcg@10"]):
-                mlflow.log_metric(f"{name}_ndcg_at_10", value, step=step)
-        mlflow.log_dict({"features": model_features(), "versions": feature_versions()},
-                        "features.json")
+        mlflow.log_metric(f"{family}_best_step", report.best_step or 0)
+        mlflow.log_metrics({f"{family}_{k}": float(v) for k, v in report.metrics.items()})
+        for name, curve in report.curves.items():
+            for step, value in enumerate(curve):
+                mlflow.log_metric(f"{family}_{name.replace('@', '_at_')}", value, step=step)
+        mlflow.log_dict({"features": model_features(), "versions": feature_versions(),
+                         "spec": feature_spec()}, "features.json")
 
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for name, curve in model.evals_result.items():
-            ax.plot(curve["ndcg@10"], label=name)
-        ax.set(xlabel="boosting round", ylabel="NDCG@10 (XGBoost)", title="Learning curve")
-        ax.legend()
-        log_figure(fig, "plots/learning_curve.png")
-        imp = model.feature_importance()
-        fig, ax = plt.subplots(figsize=(6, 6))
-        imp.iloc[::-1].plot.barh(ax=ax)
-        ax.set(title="Feature importance (total gain)")
-        fig.tight_layout()
-        log_figure(fig, "plots/feature_importance.png")
+        if report.curves:
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for name, curve in report.curves.items():
+                ax.plot(curve, label=name)
+            if report.best_step is not None:
+                ax.axvline(report.best_step, color="grey", ls="--", lw=1, label="kept")
+            ax.set(xlabel=report.step, title=f"Learning curves: {family}")
+            ax.legend()
+            log_figure(fig, f"plots/{family}/learning_curve.png")
+        if report.importance is not None:
+            fig, ax = plt.subplots(figsize=(6, 6))
+            report.importance.iloc[::-1].plot.barh(ax=ax)
+            ax.set(title=f"Feature importance: {family}")
+            fig.tight_layout()
+            log_figure(fig, f"plots/{family}/feature_importance.png")
 
-        X = feature_matrix(valid.head(50))
-        sig = infer_signature(pd.DataFrame(X, columns=model_features()), model.score(valid.head(50)))
-        info = mlflow.xgboost.log_model(
-            model.model, name="model", signature=sig, registered_model_name=MODEL_NAME,
-            model_format="ubj",
-        )
-    return {"model_uri": info.model_uri, "model_version": str(info.registered_model_version),
-            "best_iteration": model.best_iteration}
-
-
-def load_ranker(model_uri: str) -> Any:
-    """An :class:`~models.xgb.XGBoostRanker` around a model logged by :func:`train_model`."""
-    import mlflow
-
-    from models.xgb import XGBoostRanker
-
-    ranker = XGBoostRanker(device="cpu")
-    ranker.model = mlflow.xgboost.load_model(model_uri)
-    return ranker
+        example = data.read("valid").head(50) if data.valid_paths else data.read().head(50)
+        info = model.log_model(example, registered_model_name=MODEL_NAME, name=family)
+    version = str(info.registered_model_version)
+    tag_version(settings, version, "family", family)
+    return {"family": family, "model_uri": info.model_uri, "model_version": version,
+            "best_step": report.best_step}
 
 
-def score_models(settings: Settings, rows: pd.DataFrame, model_uri: str,
+def score_models(settings: Settings, rows: pd.DataFrame, trained: list[dict[str, Any]],
                  champion_uri: str | None) -> dict[str, np.ndarray]:
-    """Scores of every contender on ``rows``: the new model, champion, baselines, oracle."""
+    """Scores of every contender on ``rows``: each trained family, the champion, the
+    baselines and the oracle."""
     from models.baselines import PopularityRanker, RandomRanker
+    from models.registry import load_ranker
     from pipeline.sources import get_source
 
-    scores = {
-        "xgboost": load_ranker(model_uri).score(rows),
-        "popularity": PopularityRanker().score(rows),
-        "random": RandomRanker(settings.seed).score(rows),
-    }
-    if champion_uri and champion_uri != model_uri:
-        scores["champion"] = load_ranker(champion_uri).score(rows)
+    threads = settings.n_threads
+    scores = {t["family"]: load_ranker(t["model_uri"], threads).score(rows) for t in trained}
+    scores |= {"popularity": PopularityRanker().score(rows),
+               "random": RandomRanker(settings.seed).score(rows)}
+    if champion_uri:
+        scores[CHAMPION] = load_ranker(champion_uri, threads).score(rows)
     oracle = get_source(settings).oracle(rows["user_id"].to_numpy(), rows["item_id"].to_numpy())
     if oracle is not None:
         scores["oracle"] = oracle
@@ -165,7 +169,7 @@ def score_models(settings: Settings, rows: pd.DataFrame, model_uri: str,
 
 
 BASELINES = ("popularity", "random")
-CHALLENGER, CHAMPION = "xgboost", "champion"
+CHAMPION = "champion"
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,7 @@ class GateDecision:
     promoted: bool
     reason: str
     groups: int
+    challenger: str
     baseline: str | None = None
     vs_baseline: Interval | None = None
     vs_champion: Interval | None = None
@@ -237,18 +242,18 @@ def champion_window(params: dict[str, str], test_dates: list[str]) -> tuple[str 
     return f"{start}..{end}", overlap
 
 
-def should_promote(per_group: pd.DataFrame, *, min_groups: int, confidence: float,
-                   n_resamples: int, seed: int,
+def should_promote(per_group: pd.DataFrame, *, challenger: str, min_groups: int,
+                   confidence: float, n_resamples: int, seed: int,
                    champion: ChampionInfo | None = None) -> GateDecision:
     """The promotion gate (pure): promote the challenger only on evidence that it is better.
 
     ``per_group`` holds one held-out group per row (groups with a relevant item, the same rows
-    for every contender) and one column of NDCG@10 per contender: ``xgboost`` (the challenger),
-    ``popularity`` and ``random``, and ``champion`` when the champion is a different model
-    (other columns, e.g. ``oracle``, are ignored). Differences are paired by group and their
-    mean gets a percentile bootstrap interval over groups (:func:`pipeline.metrics.
-    paired_bootstrap`, ``n_resamples``, ``confidence``, ``seed``). The challenger is promoted
-    only if all of these hold:
+    for every contender) and one column of NDCG@10 per contender: the ``challenger`` (a model
+    family's name), ``popularity`` and ``random``, and ``champion`` when the champion is a
+    different model (other columns, e.g. ``oracle`` or other families, are ignored).
+    Differences are paired by group and their mean gets a percentile bootstrap interval over
+    groups (:func:`pipeline.metrics.paired_bootstrap`, ``n_resamples``, ``confidence``,
+    ``seed``). The challenger is promoted only if all of these hold:
 
     1. there are at least ``min_groups`` groups (RANKLINE_GATE_MIN_GROUPS);
     2. the interval of challenger - best baseline excludes zero from above (low > 0), the best
@@ -271,8 +276,8 @@ def should_promote(per_group: pd.DataFrame, *, min_groups: int, confidence: floa
         The decision: ``promoted``, a one-line ``reason`` naming the numbers, the group count,
         the best baseline, both intervals and how the champion was treated.
     """
-    if CHALLENGER not in per_group or not all(b in per_group for b in BASELINES):
-        raise ValueError(f"the gate needs columns {CHALLENGER!r} and {BASELINES}, got "
+    if challenger not in per_group or not all(b in per_group for b in BASELINES):
+        raise ValueError(f"the gate needs columns {challenger!r} and {BASELINES}, got "
                          f"{list(per_group.columns)}")
     if CHAMPION in per_group and champion is None:
         raise ValueError("a 'champion' column needs the champion's ChampionInfo")
@@ -280,15 +285,16 @@ def should_promote(per_group: pd.DataFrame, *, min_groups: int, confidence: floa
     pct = f"{confidence:.0%}"
     if n == 0:
         return GateDecision(False, f"no held-out group with a relevant item, fewer than "
-                            f"RANKLINE_GATE_MIN_GROUPS={min_groups}; not promoted", 0)
+                            f"RANKLINE_GATE_MIN_GROUPS={min_groups}; not promoted", 0,
+                            challenger)
 
     def interval(other: str) -> Interval:
-        diff = per_group[CHALLENGER].to_numpy(float) - per_group[other].to_numpy(float)
+        diff = per_group[challenger].to_numpy(float) - per_group[other].to_numpy(float)
         return Interval(*paired_bootstrap(diff, n_resamples, confidence, seed))
 
     baseline = max(BASELINES, key=lambda b: per_group[b].mean())
     vs_base = interval(baseline)
-    parts = [f"{CHALLENGER} - {baseline}: {vs_base} {pct} paired bootstrap over {n:,} groups"]
+    parts = [f"{challenger} - {baseline}: {vs_base} {pct} paired bootstrap over {n:,} groups"]
     status, vs_champ = "none", None
     if champion is None:
         parts.append("no champion before")
@@ -304,7 +310,7 @@ def should_promote(per_group: pd.DataFrame, *, min_groups: int, confidence: floa
                                        "dates, which favours it")
         else:
             status, note = "unknown", "training dates unknown, may have seen the held-out dates"
-        parts.append(f"{CHALLENGER} - champion v{champion.version}"
+        parts.append(f"{challenger} - champion v{champion.version}"
                      + (f" ({note})" if note else "") + f": {vs_champ}")
 
     if n < min_groups:
@@ -319,19 +325,23 @@ def should_promote(per_group: pd.DataFrame, *, min_groups: int, confidence: floa
     else:
         verdict = "promoted"
     promoted = verdict == "promoted"
-    return GateDecision(promoted, "; ".join([*parts, verdict]), n, baseline, vs_base, vs_champ,
-                        status)
+    return GateDecision(promoted, "; ".join([*parts, verdict]), n, challenger, baseline, vs_base,
+                        vs_champ, status)
 
 
 def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
-             trained: dict[str, Any]) -> dict[str, Any]:
-    """Held-out metrics of every contender, logged to MLflow; promote the model on evidence.
+             trained: list[dict[str, Any]]) -> dict[str, Any]:
+    """Held-out metrics of every contender, logged to MLflow; promote the best family on evidence.
 
-    Every contender is scored on the same held-out rows; per-group NDCG@10 feeds the gate
-    (:func:`should_promote`: paired bootstrap intervals against the best baseline and the
-    champion, RANKLINE_GATE_MIN_GROUPS / _CONFIDENCE / _BOOTSTRAP, seeded by RANKLINE_SEED).
-    Logged: the metrics table (``evaluation.csv``), per-group NDCG@10 (``per_group.csv``), the
-    gate's ``gate_*`` metrics, the ``promoted`` / ``promotion_reason`` tags and plots.
+    Every trained family, the baselines, the champion and the oracle are scored on the same
+    held-out rows; per-group NDCG@10 feeds the gate (:func:`should_promote`: paired bootstrap
+    intervals against the best baseline and the champion, RANKLINE_GATE_MIN_GROUPS /
+    _CONFIDENCE / _BOOTSTRAP, seeded by RANKLINE_SEED), once per family. Of the families that
+    pass, the one with the highest mean NDCG@10 becomes the champion (each must pass on its own;
+    picking the best of those that pass is the only selection). Logged: the metrics table
+    (``evaluation.csv``), per-group NDCG@10 (``per_group.csv``), the chosen decision's ``gate_*``
+    metrics and ``promoted`` / ``promotion_reason`` / ``promoted_family`` tags, every family's
+    ``gate.<family>`` tag and ``gate_<family>_*`` metrics, and plots.
     """
     import matplotlib
 
@@ -343,6 +353,8 @@ def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
     from pipeline.metrics import per_group_metrics, summarize
     from pipeline.tracking import champion_version, configure, log_figure, promote, tag_version
 
+    if not trained:
+        raise ValueError("no trained model to evaluate (RANKLINE_MODELS is empty?)")
     require_valid(settings, [dt.date.fromisoformat(d) for d in split["test"]],
                   "evaluation on the test dates")
     configure(settings)
@@ -350,14 +362,14 @@ def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
     champ = champion_version(settings)
     champion = None
     champ_uri = None
+    versions = {str(t["model_version"]) for t in trained}
     if champ is not None:
         params = mlflow.MlflowClient().get_run(champ.run_id).data.params if champ.run_id else {}
         window, overlap = champion_window(params, split["test"])
         champion = ChampionInfo(str(champ.version), window, overlap)
-        if str(champ.version) != str(trained["model_version"]):  # else a rerun: it is this model
+        if str(champ.version) not in versions:  # else a rerun: the champion is one of these
             champ_uri = f"models:/{champ.name}/{champ.version}"
-    model_uri = trained["model_uri"]
-    scores = score_models(settings, rows, model_uri, champ_uri)
+    scores = score_models(settings, rows, trained, champ_uri)
     groups, labels = rows["group"].to_numpy(), rows["label"].to_numpy()
     per_group = {name: per_group_metrics(groups, labels, s, K_NDCG, K_MAP, K_RECALL,
                                          seed=settings.seed)
@@ -367,13 +379,18 @@ def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
     ndcg = pd.DataFrame({name: pg[METRICS[0]] for name, pg in per_group.items()})
     if ndcg.isna().any().any():  # cannot happen: same rows, same labels, same groups
         raise RuntimeError("contenders were evaluated on different held-out groups")
-    decision = should_promote(ndcg, min_groups=settings.gate_min_groups,
-                              confidence=settings.gate_confidence,
-                              n_resamples=settings.gate_bootstrap, seed=settings.seed,
-                              champion=champion)
-    tag_version(settings, trained["model_version"], "gate", decision.reason)
+    decisions = {t["family"]: should_promote(
+        ndcg, challenger=t["family"], min_groups=settings.gate_min_groups,
+        confidence=settings.gate_confidence, n_resamples=settings.gate_bootstrap,
+        seed=settings.seed, champion=champion) for t in trained}
+    by_mean = sorted(decisions, key=lambda f: ndcg[f].mean(), reverse=True)
+    chosen = next((f for f in by_mean if decisions[f].promoted), by_mean[0])
+    decision = decisions[chosen]
+    winner = next(t for t in trained if t["family"] == chosen)
+    for t in trained:
+        tag_version(settings, t["model_version"], "gate", decisions[t["family"]].reason)
     if decision.promoted:
-        promote(settings, trained["model_version"], decision.reason)
+        promote(settings, winner["model_version"], decision.reason)
 
     with mlflow.start_run(run_id=run_id):
         for model, row in table.iterrows():
@@ -381,10 +398,15 @@ def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
                 mlflow.log_metric(f"test_{model}_{m.replace('@', '_at_')}", float(row[m]))
         mlflow.log_metric("test_groups", int(table["groups"].iloc[0]))
         mlflow.log_metrics(decision.metrics())
+        for family, d in decisions.items():
+            mlflow.log_metrics({k.replace("gate_", f"gate_{family}_", 1): v
+                                for k, v in d.metrics().items()})
         mlflow.set_tags({"promoted": str(decision.promoted),
                          "promotion_reason": decision.reason,
+                         "promoted_family": chosen if decision.promoted else "",
                          "gate_baseline": str(decision.baseline),
-                         "gate_champion": decision.champion})
+                         "gate_champion": decision.champion,
+                         **{f"gate.{f}": d.reason for f, d in decisions.items()}})
         keys = rows.drop_duplicates("group").set_index("group")[["user_id", "date"]]
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "evaluation.csv"
@@ -397,15 +419,16 @@ def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
         for ax, m in zip(axes, METRICS, strict=True):
             table[m].plot.bar(ax=ax, color="tab:blue")
             ax.set(title=m, xlabel="")
-        fig.suptitle("Held-out metrics: model, baselines, oracle")
+        fig.suptitle("Held-out metrics: model families, baselines, champion, oracle")
         fig.tight_layout()
         log_figure(fig, "plots/metrics.png")
         log_figure(gate_figure(ndcg, decision, settings.gate_confidence,
                                settings.gate_bootstrap, settings.seed), "plots/gate.png")
-    log.info("evaluation on %s:\n%s\ngate: %s", split["test"], table.to_string(), decision.reason)
+    log.info("evaluation on %s:\n%s\ngate: %s", split["test"], table.to_string(),
+             "\n".join(f"{f}: {d.reason}" for f, d in decisions.items()))
     return {"metrics": json.loads(table.to_json(orient="index")), "promoted": decision.promoted,
-            "reason": decision.reason, "model_uri": model_uri,
-            "model_version": trained["model_version"], "gate": decision.as_dict()}
+            "reason": decision.reason, "family": chosen, "model_uri": winner["model_uri"],
+            "model_version": winner["model_version"], "gate": decision.as_dict()}
 
 
 def gate_figure(ndcg: pd.DataFrame, decision: GateDecision, confidence: float,
@@ -426,8 +449,8 @@ def gate_figure(ndcg: pd.DataFrame, decision: GateDecision, confidence: float,
     left.set(yticks=y, yticklabels=list(order), xlabel=f"mean NDCG@{K_NDCG}",
              title=f"Held-out NDCG@{K_NDCG}, {confidence:.0%} bootstrap over "
                    f"{len(ndcg):,} groups")
-    diffs = {f"{CHALLENGER} - {decision.baseline}": decision.vs_baseline,
-             f"{CHALLENGER} - champion": decision.vs_champion}
+    diffs = {f"{decision.challenger} - {decision.baseline}": decision.vs_baseline,
+             f"{decision.challenger} - champion": decision.vs_champion}
     diffs = {k: v for k, v in diffs.items() if v is not None}
     for i, iv in enumerate(diffs.values()):
         right.errorbar([iv.mean], [i], xerr=[[iv.mean - iv.low], [iv.high - iv.mean]], fmt="o",

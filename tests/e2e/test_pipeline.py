@@ -42,10 +42,13 @@ def test_mlflow_runs_and_model_beats_popularity(demo):
     assert train["tags.promoted"] == "True"
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(train["run_id"])}
     assert {"evaluation.csv", "features.json", "plots"} <= arts
-    model = mlflow.MlflowClient().get_model_version_by_alias("rankline-xgboost", "champion")
+    model = mlflow.MlflowClient().get_model_version_by_alias("rankline-ranker", "champion")
     assert model.run_id == train["run_id"]
-    info = mlflow.models.get_model_info(f"models:/rankline-xgboost/{model.version}")
+    assert model.tags["family"] == train["tags.promoted_family"] == "xgboost"
+    info = mlflow.models.get_model_info(f"models:/rankline-ranker/{model.version}")
     assert info.signature is not None and len(info.signature.inputs.input_names()) == 24
+    assert info.metadata["family"] == "xgboost"
+    assert info.metadata["features"]["i_ctr_7d"] == 1
 
 
 def test_summary_prints_metrics_store_and_an_answer(demo):
@@ -61,7 +64,7 @@ def test_recommendation_over_http_names_model_and_version(demo):
         known = httpx.get(f"{base}/v1/recommendations/5", params={"k": 7}).json()
         assert known["cold_start"] is False and len(known["items"]) == 7
         assert known["store_version"] == health["store_version"] == 1
-        assert known["model"].startswith("models:/rankline-xgboost/")
+        assert known["model"].startswith("models:/rankline-ranker/")
         scores = [i["score"] for i in known["items"]]
         assert scores == sorted(scores, reverse=True)
         cold = httpx.get(f"{base}/v1/recommendations/unknown-user").json()

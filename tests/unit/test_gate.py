@@ -10,7 +10,7 @@ from pipeline import metrics
 from pipeline.metrics import bootstrap_means, paired_bootstrap
 from pipeline.training import ChampionInfo, champion_window, should_promote
 
-GATE = {"min_groups": 100, "confidence": 0.95, "n_resamples": 1000, "seed": 7}
+GATE = {"challenger": "xgboost", "min_groups": 100, "confidence": 0.95, "n_resamples": 1000, "seed": 7}
 
 
 def contenders(n: int, lift: float, noise: float = 0.25, seed: int = 0, **others: float
