@@ -36,6 +36,10 @@ class TrainingSet:
 
     train_paths: tuple[Path, ...]
     valid_paths: tuple[Path, ...] = ()
+    pretrained: Path | None = None
+    """A pre-trained encoder checkpoint (``models.sequence``) for families that start from one."""
+    checkpoint_dir: Path | None = None
+    """Where families that train in epochs write a checkpoint after each (None: nowhere)."""
 
     def read(self, part: str = "train") -> pd.DataFrame:
         """The rows of ``train`` or ``valid``, sorted by ``request_id`` (a group's rows together)."""
@@ -63,6 +67,14 @@ class TrainReport:
     """Scalars worth logging (rows per second, fit seconds, ...)."""
     importance: pd.Series | None = None
     """Feature importance, largest first, when the family has one."""
+
+
+def requirements(*packages: str) -> list[str]:
+    """Pinned pip requirements of a logged model: ``mlflow`` and ``packages`` at the versions
+    installed here (stating them spares MLflow inferring them by loading the model again)."""
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("mlflow", *packages)]
 
 
 class FeatureMismatch(ValueError):
@@ -130,13 +142,16 @@ class ModelFamily(Ranker):
         signature inferred from ``example`` rows, and the family and feature spec as metadata."""
         from mlflow.models import infer_signature
 
+        signature = infer_signature(self.signature_input(example), self.score(example))
+        metadata = {"family": self.family, "features": dict(self.features)}
+        return self._log_flavor(name, signature, metadata, registered_model_name)
+
+    def signature_input(self, example: pd.DataFrame) -> pd.DataFrame:
+        """The model's inputs as MLflow should describe them: the dense features by default."""
         from feature_store.compute import feature_matrix
         from feature_store.definitions import model_features
 
-        X = pd.DataFrame(feature_matrix(example), columns=model_features())
-        signature = infer_signature(X, self.score(example))
-        metadata = {"family": self.family, "features": dict(self.features)}
-        return self._log_flavor(name, signature, metadata, registered_model_name)
+        return pd.DataFrame(feature_matrix(example), columns=model_features())
 
     @classmethod
     def load(cls, model_uri: str, metadata: Mapping[str, Any]) -> Self:

@@ -14,6 +14,8 @@ from models.base import ModelFamily
 
 FAMILIES: dict[str, str] = {
     "xgboost": "models.xgb:XGBoostRanker",
+    "neural": "models.neural:NeuralRanker",
+    "neural_scratch": "models.neural:NeuralScratchRanker",
 }
 """Family name -> ``module:class`` (imported on first use: torch only when asked for)."""
 

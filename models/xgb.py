@@ -12,7 +12,7 @@ import pandas as pd
 
 from feature_store.compute import feature_matrix
 from feature_store.definitions import model_features
-from models.base import ModelFamily, TrainingSet, TrainReport
+from models.base import ModelFamily, TrainingSet, TrainReport, requirements
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,8 @@ class XGBoostRanker(ModelFamily):
 
         return mlflow.xgboost.log_model(self.model, name=name, signature=signature,
                                         metadata=metadata, model_format="ubj",
-                                        registered_model_name=registered_model_name)
+                                        registered_model_name=registered_model_name,
+                                        pip_requirements=requirements("xgboost"))
 
     @classmethod
     def _load_flavor(cls, model_uri: str, metadata: Any) -> XGBoostRanker:

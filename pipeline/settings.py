@@ -109,11 +109,34 @@ class Settings(BaseSettings):
         description="Model families trained by the train DAG (comma list, one task each); the "
         "best that passes the gate becomes the champion. Known: xgboost.",
     )
+    neural_epochs: int = Field(default=8, ge=1, le=1000,
+                               description="Maximum epochs of the neural rankers (early stopping "
+                               "on validation NDCG@10).")
+    neural_lr: float = Field(default=2e-3, gt=0, le=1.0,
+                             description="Learning rate of the neural rankers' head.")
+    finetune: Literal["lower_lr", "frozen"] = Field(
+        default="lower_lr", description="How the neural ranker uses the pre-trained encoder: "
+        "fine-tuned with RANKLINE_FINETUNE_LR_SCALE x the head's rate, or frozen.")
+    finetune_lr_scale: float = Field(default=0.1, gt=0, le=1.0,
+                                     description="Encoder learning rate / head learning rate "
+                                     "when fine-tuning.")
+    embed_dim: int = Field(default=64, ge=4, le=1024,
+                           description="Embedding size of the sequence encoder.")
+    seq_len: int = Field(default=50, ge=2, le=1000,
+                         description="Items of a user's history the sequence encoder reads.")
+    pretrain_epochs: int = Field(default=20, ge=1, le=1000,
+                                 description="Maximum pre-training epochs (early stopping on "
+                                 "held-out users' next-item hit rate).")
+    pretrain_every_days: int = Field(
+        default=7, ge=0, le=3660,
+        description="Pre-train again only when the newest encoder checkpoint's data ends this "
+        "many days or more before the training window's end (0: every train).")
     objective: Literal["rank:pairwise", "rank:ndcg"] = Field(
         default="rank:pairwise", description="XGBoost ranking objective."
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
-        default="auto", description="XGBoost device; auto picks CUDA when a GPU is visible."
+        default="auto", description="Training device of every family; auto picks CUDA when a "
+        "GPU is visible (bf16 autocast for the neural families)."
     )
     n_estimators: int = Field(default=300, ge=1, le=100_000, description="Maximum boosting rounds.")
     max_depth: int = Field(default=6, ge=1, le=20, description="Tree depth.")

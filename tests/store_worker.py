@@ -54,6 +54,8 @@ def read(spec: str, n: int, stop_file: Path, out: Path) -> None:
         except Exception as exc:  # noqa: BLE001 - every failure is reported
             errors.append(repr(exc))
             continue
+        if reads == 0:
+            print("ready", flush=True)  # the first read is done: the test may start switching
         reads += 1
         versions[info.version] = versions.get(info.version, 0) + 1
         if not check(values, keys, info.meta.get("tag", "")):

@@ -35,12 +35,18 @@ class Readers:
         self.stop = tmp_path / "stop"
         self.outs = [tmp_path / f"reader{i}.json" for i in range(n)]
         self.procs = [_worker("read", spec, str(N_KEYS), str(self.stop), str(o),
-                              stdout=subprocess.DEVNULL) for o in self.outs]
+                              stdout=subprocess.PIPE) for o in self.outs]
+
+    def ready(self) -> None:
+        """Wait until every reader has done its first read (start-up is slow on a busy host)."""
+        for p in self.procs:
+            assert p.stdout.readline().strip() == "ready"
 
     def finish(self) -> list[dict]:
         self.stop.touch()
         for p in self.procs:
             assert p.wait(timeout=60) == 0
+            p.stdout.close()
         return [json.loads(o.read_text()) for o in self.outs]
 
     def kill(self) -> None:
@@ -83,6 +89,7 @@ def test_publisher_killed_at_random_moments(store_spec, readers):
                                                       if store_spec.startswith("redis") else {}))
     store.publish("recs", items("t0", N_KEYS), meta={"tag": "t0"})
     reading = readers(2)
+    reading.ready()
     pub_args = ["--throttle-ms", "5", "--lock-ttl", str(LOCK_TTL)]
 
     # One publisher run to the end: how long a publish takes once the process has started.
@@ -123,9 +130,10 @@ def test_readers_read_through_publishes_and_a_rollback(store_spec, readers):
     store = open_spec(store_spec, batch_size=5000)
     store.publish("recs", items("p0", N_KEYS), meta={"tag": "p0"})
     reading = readers(3)
-    time.sleep(0.5)
+    reading.ready()
     for i in range(1, 6):
         store.publish("recs", items(f"p{i}", N_KEYS), meta={"tag": f"p{i}"})
+        time.sleep(0.1)  # the readers get a turn with each version
     store.rollback("recs", why="test")
     assert store.current("recs").meta["tag"] == "p4"
     time.sleep(0.3)

@@ -16,26 +16,41 @@ from models.registry import FAMILIES, UnknownFamily, build, family_class, load_r
 
 
 def tiny_rows(n_requests: int, seed: int) -> pd.DataFrame:
-    """Requests of 8 rows whose label follows two features (so a ranker can learn it)."""
+    """Requests of 8 rows whose label follows two features (so a ranker can learn it), each
+    request's user with a history (``seq``) of items."""
     rng = np.random.default_rng(seed)
     n = n_requests * 8
     feats = {name: rng.random(n).astype("float32") for name in model_features()}
     signal = feats["i_ctr_7d"] + 0.5 * feats["uc_click_share_7d"]
     label = np.digitize(signal + rng.normal(0, 0.1, n), [0.6, 0.9, 1.2]).astype("int8")
+    users = np.repeat(rng.integers(0, 50, n_requests), 8)
+    history = {u: list(rng.integers(0, 80, rng.integers(0, 12))) for u in np.unique(users)}
     return pd.DataFrame({
-        "request_id": np.repeat(np.arange(n_requests), 8), "user_id": rng.integers(0, 50, n),
-        "item_id": rng.integers(0, 80, n), "label": label, **feats})
+        "request_id": np.repeat(np.arange(n_requests), 8), "user_id": users,
+        "item_id": rng.integers(0, 80, n), "label": label,
+        "seq": [history[u] for u in users], **feats})
+
+
+@pytest.fixture(scope="module")
+def encoder_checkpoint(tmp_path_factory) -> Path:
+    """A (barely) pre-trained sequence encoder over the tiny rows' items."""
+    from models.sequence import EncoderConfig, pretrain
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(0, 80, rng.integers(2, 15)) for _ in range(200)]
+    ck = pretrain(seqs, EncoderConfig(dim=16, layers=1, max_len=12), epochs=2, seed=0)
+    return ck.save(tmp_path_factory.mktemp("encoder") / "encoder.pt")
 
 
 @pytest.fixture
-def data(tmp_path: Path) -> TrainingSet:
+def data(tmp_path: Path, encoder_checkpoint: Path) -> TrainingSet:
     paths = []
-    for part, (n, seed) in {"train": (60, 1), "valid": (20, 2)}.items():
+    for part, (n, seed) in {"train": (300, 1), "valid": (60, 2)}.items():
         path = tmp_path / part / "part-0.parquet"
         path.parent.mkdir()
         tiny_rows(n, seed).to_parquet(path)
         paths.append((path.parent,))
-    return TrainingSet(*paths)
+    return TrainingSet(*paths, pretrained=encoder_checkpoint, checkpoint_dir=tmp_path / "ckpt")
 
 
 @pytest.fixture

@@ -1,0 +1,254 @@
+"""Self-supervised pre-training of a sequence encoder on users' interaction sequences.
+
+The encoder is SASRec-style: item embeddings plus learned positions, a causal Transformer, and
+the hidden state at each position predicts the next item by a dot product with the item
+embeddings. No labels are needed: the objective is next-item prediction with a sampled softmax
+(the true next item against ``negatives`` items drawn uniformly from the vocabulary, shared by the
+batch). The checkpoint (:class:`EncoderCheckpoint`) holds the weights, the item vocabulary and the
+configuration, so the ranker of :mod:`models.neural` can start from it.
+
+Inputs are plain sequences of item ids (oldest first); :class:`ItemVocab` maps ids to rows of
+the embedding table (0 is padding and every id the vocabulary does not know).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` is ``cuda`` when torch sees a GPU, else ``cpu``."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class ItemVocab:
+    """Item ids <-> embedding rows; row 0 is padding and unknown items."""
+
+    def __init__(self, item_ids: np.ndarray) -> None:
+        self.ids = np.unique(np.asarray(item_ids, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.ids) + 1
+
+    def index(self, item_ids: np.ndarray) -> np.ndarray:
+        """Rows of ``item_ids`` (0 for ids not in the vocabulary)."""
+        item_ids = np.asarray(item_ids, dtype=np.int64)
+        if len(self.ids) == 0:
+            return np.zeros(item_ids.shape, dtype=np.int64)
+        pos = np.clip(np.searchsorted(self.ids, item_ids), 0, len(self.ids) - 1)
+        return np.where(self.ids[pos] == item_ids, pos + 1, 0).astype(np.int64)
+
+    def pad(self, seqs: Sequence[Sequence[int] | np.ndarray | None], max_len: int) -> np.ndarray:
+        """Left-padded ``[len(seqs), max_len]`` rows of the last ``max_len`` items of each."""
+        out = np.zeros((len(seqs), max_len), dtype=np.int64)
+        for r, seq in enumerate(seqs):
+            if seq is None or len(seq) == 0:
+                continue
+            idx = self.index(np.asarray(seq, dtype=np.int64)[-max_len:])
+            out[r, max_len - len(idx):] = idx
+        return out
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Shape of the encoder (part of every checkpoint)."""
+
+    dim: int = 64
+    layers: int = 2
+    heads: int = 2
+    max_len: int = 50
+    dropout: float = 0.2
+
+
+def build_encoder(n_items: int, cfg: EncoderConfig) -> Any:
+    """A new :class:`torch.nn.Module` encoder for a vocabulary of ``n_items`` rows."""
+    import torch
+    from torch import nn
+
+    class SeqEncoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cfg = cfg
+            self.items = nn.Embedding(n_items, cfg.dim, padding_idx=0)
+            self.positions = nn.Embedding(cfg.max_len, cfg.dim)
+            layer = nn.TransformerEncoderLayer(cfg.dim, cfg.heads, 2 * cfg.dim, cfg.dropout,
+                                               batch_first=True, norm_first=True)
+            self.blocks = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(cfg.dim)
+            self.drop = nn.Dropout(cfg.dropout)
+            nn.init.normal_(self.items.weight, std=cfg.dim ** -0.5)
+            with torch.no_grad():
+                self.items.weight[0].zero_()
+
+        def forward(self, seq: torch.Tensor) -> torch.Tensor:
+            """Hidden state at every position of left-padded ``seq`` ``[B, L]`` -> ``[B, L, d]``."""
+            length = seq.shape[1]
+            pos = torch.arange(length, device=seq.device)
+            x = self.items(seq) * math.sqrt(self.cfg.dim) + self.positions(pos)[None]
+            # causal, and padded keys hidden; every position may attend itself, so a padded
+            # query never has every key masked (its output would be NaN, and NaN reaches the
+            # next layer through zero attention weights)
+            causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=seq.device), 1)
+            mask = (causal[None] | (seq == 0)[:, None, :]) & ~torch.eye(
+                length, dtype=torch.bool, device=seq.device)[None]
+            mask = mask.repeat_interleave(self.cfg.heads, 0)
+            h = self.blocks(self.drop(x), mask=mask)
+            return self.norm(h)
+
+        def user_state(self, seq: torch.Tensor) -> torch.Tensor:
+            """The representation of each sequence: the hidden state at its last position."""
+            return self(seq)[:, -1]
+
+    return SeqEncoder()
+
+
+@dataclass
+class EncoderCheckpoint:
+    """A pre-trained encoder: weights, vocabulary, configuration and what it was trained on."""
+
+    state: dict[str, Any]
+    item_ids: np.ndarray
+    config: EncoderConfig
+    info: dict[str, Any]
+
+    @property
+    def vocab(self) -> ItemVocab:
+        return ItemVocab(self.item_ids)
+
+    def encoder(self) -> Any:
+        """A new encoder module holding these weights."""
+        enc = build_encoder(len(self.vocab), self.config)
+        enc.load_state_dict(self.state)
+        return enc
+
+    def save(self, path: Path) -> Path:
+        import torch
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state": self.state, "item_ids": self.item_ids,
+                    "config": asdict(self.config), "info": self.info}, path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> EncoderCheckpoint:
+        import torch
+
+        raw = torch.load(Path(path), map_location="cpu", weights_only=False)
+        return cls(raw["state"], np.asarray(raw["item_ids"]), EncoderConfig(**raw["config"]),
+                   raw["info"])
+
+
+def pretrain(sequences: Sequence[np.ndarray], cfg: EncoderConfig | None = None, *,
+             epochs: int = 20, batch_size: int = 256, lr: float = 2e-3, negatives: int = 128,
+             seed: int = 0, device: str = "auto", valid_share: float = 0.1,
+             patience: int = 3) -> EncoderCheckpoint:
+    """Pre-train an encoder on ``sequences`` (one array of item ids per user, oldest first).
+
+    Next-item objective with a sampled softmax; the last ``valid_share`` of users (at least one)
+    are held out and their last item scored by full ranking each epoch (hit rate @10), which
+    picks the epoch kept (early stopping with ``patience``). The checkpoint's ``info`` holds
+    the loss and hit-rate curves, samples per second and the epoch kept.
+    """
+    import torch
+    from torch.nn import functional
+
+    cfg = cfg or EncoderConfig()
+    device = resolve_device(device)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    seqs = [np.asarray(s, dtype=np.int64) for s in sequences if len(s) >= 2]
+    if not seqs:
+        raise ValueError("no sequence has two items or more: nothing to pre-train on")
+    vocab = ItemVocab(np.concatenate(seqs))
+    order = rng.permutation(len(seqs))
+    n_valid = max(1, int(len(seqs) * valid_share)) if len(seqs) > 1 else 0
+    valid = [seqs[i] for i in order[:n_valid]]
+    train = [seqs[i] for i in order[n_valid:]] or valid
+    # every training sequence as (input, target) windows of max_len + 1 items
+    windows = vocab.pad([s[-(cfg.max_len + 1):] for s in train], cfg.max_len + 1)
+    x_all, y_all = torch.from_numpy(windows[:, :-1]), torch.from_numpy(windows[:, 1:])
+    v_in = torch.from_numpy(vocab.pad([s[:-1] for s in valid], cfg.max_len))
+    v_target = torch.from_numpy(vocab.index(np.array([s[-1] for s in valid])))
+
+    enc = build_encoder(len(vocab), cfg).to(device)
+    opt = torch.optim.AdamW(enc.parameters(), lr=lr, weight_decay=0.01)
+    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda"
+           else contextlib.nullcontext())
+    curves: dict[str, list[float]] = {"pretrain_loss": [], "pretrain_valid_hr@10": []}
+    best, best_state, best_epoch, bad = -1.0, None, 0, 0
+    t0, seen = time.perf_counter(), 0
+    for epoch in range(epochs):
+        enc.train()
+        perm = torch.from_numpy(rng.permutation(len(x_all)))
+        total, batches = 0.0, 0
+        for start in range(0, len(perm), batch_size):
+            idx = perm[start:start + batch_size]
+            x, y = x_all[idx].to(device), y_all[idx].to(device)
+            mask = y > 0
+            if not mask.any():
+                continue
+            with amp:
+                h = enc(x)[mask]                                   # [N, d]
+                pos = y[mask]
+                neg = torch.randint(1, len(vocab), (negatives,), device=device)
+                w = enc.items.weight
+                logits = torch.cat([(h * w[pos]).sum(-1, keepdim=True), h @ w[neg].T], 1)
+                # a sampled negative equal to the target is not a negative
+                logits[:, 1:] = logits[:, 1:].masked_fill(neg[None] == pos[:, None], -1e4)
+                loss = functional.cross_entropy(logits.float(), torch.zeros(len(pos), dtype=torch.long,
+                                                                   device=device))
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(enc.parameters(), 1.0)
+            opt.step()
+            total += float(loss.detach())
+            batches += 1
+            seen += int(mask.sum())
+        hr = _hit_rate(enc, v_in, v_target, device) if n_valid else 0.0
+        curves["pretrain_loss"].append(total / max(batches, 1))
+        curves["pretrain_valid_hr@10"].append(hr)
+        log.info("pretrain epoch %d: loss %.4f, valid HR@10 %.4f, %.0f samples/s", epoch,
+                 curves["pretrain_loss"][-1], hr, seen / (time.perf_counter() - t0))
+        if hr > best:
+            best, best_epoch, bad = hr, epoch, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in enc.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    seconds = time.perf_counter() - t0
+    info = {"curves": curves, "best_epoch": best_epoch, "samples_per_s": seen / seconds,
+            "seconds": seconds, "users": len(seqs), "items": len(vocab) - 1,
+            "events": int(sum(len(s) for s in seqs)), "negatives": negatives}
+    return EncoderCheckpoint(best_state, vocab.ids, cfg, info)
+
+
+def _hit_rate(enc: Any, seq: Any, target: Any, device: str, k: int = 10) -> float:
+    """Share of held-out next items in the top ``k`` of a full ranking (seen items included)."""
+    import torch
+
+    enc.eval()
+    with torch.no_grad():
+        h = enc.user_state(seq.to(device))
+        scores = h @ enc.items.weight.T
+        scores[:, 0] = -torch.inf
+        top = scores.topk(min(k, scores.shape[1] - 1), dim=1).indices.cpu()
+    known = target > 0
+    hits = (top == target[:, None]).any(1) & known
+    return float(hits.float().mean())
