@@ -103,9 +103,9 @@ def refresh(settings: Settings, as_of: dt.date, champion: dict[str, str],
 
 def verify_published(settings: Settings, version: int) -> dict[str, Any]:
     """Check the store serves ``version`` and its cold-start list decodes and is not empty."""
+    from serving.backends import open_store
     from serving.client import COLD_START, NAMESPACE
     from serving.codec import decode_recs
-    from serving.store import open_store
 
     store = open_store(settings, create=False)
     try:
@@ -128,7 +128,8 @@ def rollback(settings: Settings, to: int | None = None, why: str = "", by: str |
     import mlflow
 
     from pipeline import tracking
-    from serving.store import opened, who
+    from serving.backends import opened
+    from serving.store import who
 
     by = by or who()
     with opened(settings, create=False) as store:

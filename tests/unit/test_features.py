@@ -87,8 +87,8 @@ def test_online_features_match_the_offline_store(settings, ingested, backend, mo
     from feature_store.definitions import USER
     from feature_store.online import get_online_features, materialize_online
     from pipeline.settings import get_settings
+    from serving.backends import open_store
     from serving.codec import decode_vector
-    from serving.store import open_store
     from tests.store_support import REDIS_URL, purge, require_redis
 
     if backend == "redis":
