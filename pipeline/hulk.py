@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from feature_store import io
 from feature_store.definitions import WINDOW_DAYS, W
-from pipeline import io
 from pipeline.settings import Settings
 from serving.client import COLD_START, NAMESPACE
 

@@ -40,11 +40,13 @@ def features(settings: Settings, date: dt.date, run_id: str | None = None,
     from feature_store.offline import build_features
     from feature_store.online import materialize_online
     from pipeline.landing import is_valid, require_valid
+    from serving.backends import opened
 
     require_valid(settings, [date], f"features as of {date}")
     paths = build_features(settings.raw_dir, settings.offline_dir, date,
                            usable=lambda d: is_valid(settings, d))
-    online = materialize_online(settings, date)
+    with opened(settings, settings.online_store_path) as store:
+        online = materialize_online(store, settings.offline_dir, date, keep=settings.keep_versions)
     out = {"date": date.isoformat(), "offline": paths, "online_version": online["version"],
            "online_keys": online["keys"]}
     if run_id:
