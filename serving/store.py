@@ -11,7 +11,8 @@ a version a publish finds unfinished was left by a publisher that crashed, and i
 The publish protocol lives here once; a backend supplies the steps (:class:`SQLiteStore` in
 :mod:`serving.sqlite_store`, the embedded default; :class:`RedisStore` in
 :mod:`serving.redis_store`, for production). One contract suite (``tests/unit/test_store.py``)
-runs against both.
+runs against both. The backends import this module, never the other way:
+:func:`serving.backends.open_store` opens the one a configuration selects.
 """
 
 from __future__ import annotations
