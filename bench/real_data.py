@@ -82,12 +82,13 @@ def main() -> None:
 def report(s, as_of: dt.date, reuse: bool = False) -> None:  # noqa: ANN001
     import mlflow
 
-    from pipeline import io, steps, tracking
+    from feature_store import io
+    from pipeline import steps, tracking
     from pipeline.landing import valid_dates
     from pipeline.metrics import paired_bootstrap
+    from serving.backends import opened
     from serving.client import NAMESPACE
     from serving.codec import decode_recs
-    from serving.store import opened
 
     exp = tracking.configure(s)
     runs = mlflow.search_runs([exp], filter_string="tags.`airflow.dag_id` = 'train'")

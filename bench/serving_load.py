@@ -3,7 +3,7 @@
     .venv/bin/python bench/serving_load.py [--users 1000000] [--duration 60] [--connections 64]
 
 Publishes ``--users`` top-50 lists (and the cold-start list) to Redis under a prefix of its own,
-starts ``uvicorn serving.api:app_from_settings`` (``--workers`` processes, the Redis backend, an
+starts ``uvicorn pipeline.serve:app_from_settings`` (``--workers`` processes, the Redis backend, an
 API key), waits for ``/healthz``, then runs wrk (Debian's ``wrk`` package) for ``--duration``
 seconds. Each request asks for a random user, one in eleven unknown (the cold-start path), with a
 random ``k`` from 1 to 50 and the API key header. Prints requests/s, latency p50/p90/p99,
@@ -96,7 +96,7 @@ def main() -> None:
     env = {**os.environ, "RANKLINE_STORE_BACKEND": "redis", "RANKLINE_REDIS_URL": url,
            "RANKLINE_REDIS_PREFIX": prefix, "RANKLINE_API_KEY": key}
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "serving.api:app_from_settings", "--factory",
+        [sys.executable, "-m", "uvicorn", "pipeline.serve:app_from_settings", "--factory",
          "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers),
          "--log-level", "warning", "--no-access-log"], cwd=ROOT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from feature_store import io
 from feature_store.compute import compute_views
 from feature_store.definitions import VIEWS, WINDOW_DAYS, FeatureView
-from pipeline import io
 
 log = logging.getLogger(__name__)
 

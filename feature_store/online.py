@@ -3,20 +3,21 @@
 Each materialization is one new version of the ``features`` namespace, switched atomically like
 any publish, so a reader never sees features of two dates mixed (Feast overwrites rows in place).
 Keys are ``<view>:<key>[:<key>]``; values are float32 vectors in the view's feature order
-(:func:`serving.codec.encode_vectors`). The store is the configured backend: the SQLite file
-``<home>/online_features.db`` by default, Redis with ``RANKLINE_STORE_BACKEND=redis``.
+(:func:`serving.codec.encode_vectors`). The caller hands over the store: ``pipeline.steps.features``
+opens the configured backend (the SQLite file ``<home>/online_features.db`` by default, Redis with
+``RANKLINE_STORE_BACKEND=redis``). This module imports nothing from ``pipeline``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipeline.settings import Settings
 from serving.store import KVStore, VersionInfo
 
 NAMESPACE = "features"
@@ -57,17 +58,15 @@ def materialize_frames(store: KVStore, frames: Sequence[tuple[str, pd.DataFrame,
     return store.publish(NAMESPACE, items(), meta=meta, keep=keep)
 
 
-def materialize_online(settings: Settings, as_of: dt.date) -> dict[str, Any]:
-    """Publish the online views as of ``as_of`` as one new version of the ``features`` namespace."""
+def materialize_online(store: KVStore, offline_dir: Path, as_of: dt.date, keep: int = 3) -> dict[str, Any]:
+    """Publish the online views of the offline store ``offline_dir`` as of ``as_of`` into
+    ``store`` as one new version of the ``features`` namespace, keeping ``keep`` versions."""
     from feature_store.definitions import ONLINE_VIEWS
     from feature_store.offline import read_views
-    from serving.store import opened
 
-    views = read_views(settings.offline_dir, as_of)
+    views = read_views(offline_dir, as_of)
     frames = [(v.name, views[v.name], v.keys, v.names) for v in ONLINE_VIEWS]
-    with opened(settings, settings.online_store_path) as store:
-        info = materialize_frames(store, frames, {"as_of": as_of.isoformat()},
-                                  keep=settings.keep_versions)
+    info = materialize_frames(store, frames, {"as_of": as_of.isoformat()}, keep=keep)
     return {"version": info.version, "keys": info.n_keys}
 
 

@@ -92,8 +92,9 @@ def summary(s: Any, dates: list[dt.date], served: bool = True) -> None:
 
     from pipeline import tracking
     from pipeline.landing import is_valid
+    from serving.backends import open_store
     from serving.client import NAMESPACE
-    from serving.store import open_store, redact_url
+    from serving.store import redact_url
 
     counts = pd.DataFrame({
         d.isoformat(): {t: pd.read_parquet(s.raw_dir / t / f"date={d.isoformat()}",
@@ -152,7 +153,7 @@ class _Served:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "serving.api:app_from_settings",
+            [sys.executable, "-m", "uvicorn", "--factory", "pipeline.serve:app_from_settings",
              "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
             env=os.environ.copy())
         base = f"http://127.0.0.1:{port}"
@@ -212,13 +213,13 @@ def serve(
     """Serve recommendations over HTTP (FastAPI on uvicorn; docs at /docs)."""
     import uvicorn
 
-    uvicorn.run("serving.api:app_from_settings", factory=True, host=host, port=port)
+    uvicorn.run("pipeline.serve:app_from_settings", factory=True, host=host, port=port)
 
 
 @store_app.command("versions")
 def store_versions(namespace: Annotated[str, typer.Option(help="Namespace")] = "recs") -> None:
     """List the store's versions of a namespace, newest first."""
-    from serving.store import opened
+    from serving.backends import opened
 
     with opened(_settings(), create=False) as store:
         for v in store.versions(namespace):

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from feature_store import io
 from feature_store.definitions import WINDOW_DAYS, W
-from pipeline import io
 from pipeline.settings import Settings
 from serving.client import COLD_START, NAMESPACE
 
@@ -309,7 +309,7 @@ def refresh(settings: Settings, as_of: dt.date, model_uri: str,
     from feature_store.offline import read_views
     from models.registry import load_ranker
     from pipeline.landing import require_valid
-    from serving.store import open_store
+    from serving.backends import open_store
 
     require_valid(settings, [as_of], f"the refresh as of {as_of}")
     t0 = time.perf_counter()

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from feature_store import io
 from feature_store.compute import join_features
 from feature_store.definitions import W
 from feature_store.offline import read_views
-from pipeline import io
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline import io
+from feature_store import io
 from pipeline.settings import Settings
 from pipeline.sources.base import TABLES
 from serving.store import redact_text

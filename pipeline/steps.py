@@ -40,11 +40,13 @@ def features(settings: Settings, date: dt.date, run_id: str | None = None,
     from feature_store.offline import build_features
     from feature_store.online import materialize_online
     from pipeline.landing import is_valid, require_valid
+    from serving.backends import opened
 
     require_valid(settings, [date], f"features as of {date}")
     paths = build_features(settings.raw_dir, settings.offline_dir, date,
                            usable=lambda d: is_valid(settings, d))
-    online = materialize_online(settings, date)
+    with opened(settings, settings.online_store_path) as store:
+        online = materialize_online(store, settings.offline_dir, date, keep=settings.keep_versions)
     out = {"date": date.isoformat(), "offline": paths, "online_version": online["version"],
            "online_keys": online["keys"]}
     if run_id:
@@ -103,9 +105,9 @@ def refresh(settings: Settings, as_of: dt.date, champion: dict[str, str],
 
 def verify_published(settings: Settings, version: int) -> dict[str, Any]:
     """Check the store serves ``version`` and its cold-start list decodes and is not empty."""
+    from serving.backends import open_store
     from serving.client import COLD_START, NAMESPACE
     from serving.codec import decode_recs
-    from serving.store import open_store
 
     store = open_store(settings, create=False)
     try:
@@ -128,7 +130,8 @@ def rollback(settings: Settings, to: int | None = None, why: str = "", by: str |
     import mlflow
 
     from pipeline import tracking
-    from serving.store import opened, who
+    from serving.backends import opened
+    from serving.store import who
 
     by = by or who()
     with opened(settings, create=False) as store:

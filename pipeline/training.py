@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import io
+from feature_store import io
 from pipeline.metrics import paired_bootstrap
 from pipeline.settings import Settings
 

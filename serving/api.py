@@ -1,11 +1,14 @@
 """The serving API: ``GET /v1/recommendations/{user_id}`` and ``GET /healthz``.
 
 Run it with ``rankline serve`` (uvicorn on 127.0.0.1:8000; OpenAPI docs at ``/docs``, the spec
-at ``/openapi.json``). Every answer names the store version and the model it came from; unknown
-users get the cold-start list, flagged as such. When ``RANKLINE_API_KEY`` is set, recommendation
-requests must carry it in the ``X-API-Key`` header (401 otherwise); ``/healthz`` stays open for
-load balancers. Answers come through :class:`serving.client.RecsClient`, the same code
-downstream services use to read the store directly.
+at ``/openapi.json``): its app factory, ``pipeline.serve:app_from_settings``, reads the
+``RANKLINE_*`` settings and calls :func:`create_app` with a client, the API key and the timeout;
+this module imports nothing from ``pipeline``. Every answer names the store version and the
+model it came from; unknown users get the cold-start list, flagged as such. When
+``RANKLINE_API_KEY`` is set, recommendation requests must carry it in the ``X-API-Key`` header
+(401 otherwise); ``/healthz`` stays open for load balancers. Answers come through
+:class:`serving.client.RecsClient`, the same code downstream services use to read the store
+directly.
 
 The store client is synchronous, so every store call runs in a worker thread and the event loop
 stays free for other requests; a call that takes longer than ``timeout_s``
@@ -134,11 +137,3 @@ def create_app(client: RecsClient, api_key: str = "", timeout_s: float = 2.0) ->
 
     return app
 
-
-def app_from_settings() -> FastAPI:
-    """The app over the store the environment's settings select (uvicorn factory)."""
-    from pipeline.settings import get_settings
-
-    settings = get_settings()
-    return create_app(RecsClient.from_settings(settings), api_key=settings.api_key,
-                      timeout_s=settings.store_timeout_s)

@@ -13,6 +13,10 @@ client is thread-safe; share one per process (the Redis pool holds up to ``max_c
 Every Redis call gives up after ``timeout_s`` (:class:`serving.store.StoreUnavailable`). The
 client never creates a SQLite file: a wrong path is reported on the first read.
 The HTTP API (:mod:`serving.api`) answers through this same client.
+
+This module imports nothing from ``pipeline`` (nor Airflow, nor MLflow). Inside rankline,
+``pipeline.serve.client_from_settings()`` builds a client over the store the ``RANKLINE_*``
+settings select.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from serving.codec import decode_recs
 from serving.store import KVStore, StoreCorrupt, StoreError, redact_url
@@ -69,15 +72,6 @@ class RecsClient:
             return cls(SQLiteStore(Path(url.removeprefix("sqlite://")), create=False))
         raise ValueError(f"unsupported store URL {redact_url(url)!r}: use redis://... or "
                          "sqlite:///path")
-
-    @classmethod
-    def from_settings(cls, settings: Any = None) -> RecsClient:
-        """A client over the store rankline's settings select (``RANKLINE_*`` environment); a
-        missing SQLite file is reported, never created."""
-        from pipeline.settings import get_settings
-        from serving.store import open_store
-
-        return cls(open_store(settings or get_settings(), create=False))
 
     def get(self, user_id: str, k: int = 10) -> Recs:
         """The top ``k`` items of one user (the cold-start list for an unknown user)."""

@@ -11,7 +11,8 @@ a version a publish finds unfinished was left by a publisher that crashed, and i
 The publish protocol lives here once; a backend supplies the steps (:class:`SQLiteStore` in
 :mod:`serving.sqlite_store`, the embedded default; :class:`RedisStore` in
 :mod:`serving.redis_store`, for production). One contract suite (``tests/unit/test_store.py``)
-runs against both.
+runs against both. The backends import this module, never the other way:
+:func:`serving.backends.open_store` opens the one a configuration selects.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -271,30 +272,3 @@ def rollback_target(live: int, states: dict[int, str], to: int | None, ns: str) 
     if to not in standby:
         raise StoreError(f"{ns}: version {to} is not kept (kept: {standby}, live: {live})")
     return to
-
-
-def open_store(settings: Any, path: Any = None, create: bool = True) -> KVStore:
-    """The store the settings select (``store_backend``). ``path`` names another SQLite file
-    (online features live apart from predictions); Redis keeps both in its namespaces.
-    ``create=False`` is for readers: a missing SQLite file is then reported, never created.
-    Redis calls give up after ``store_timeout_s``."""
-    if settings.store_backend == "sqlite":
-        from serving.sqlite_store import SQLiteStore
-
-        return SQLiteStore(path or settings.serving_store_path, create=create)
-    if settings.store_backend == "redis":
-        from serving.redis_store import RedisStore
-
-        return RedisStore(settings.redis_url, prefix=settings.redis_prefix,
-                          lock_ttl=settings.publish_lock_ttl_s, timeout_s=settings.store_timeout_s)
-    raise StoreError(f"unknown store backend {settings.store_backend!r}")
-
-
-@contextlib.contextmanager
-def opened(settings: Any, path: Any = None, create: bool = True) -> Iterator[KVStore]:
-    """:func:`open_store`, closed on exit."""
-    store = open_store(settings, path, create)
-    try:
-        yield store
-    finally:
-        store.close()

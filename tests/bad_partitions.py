@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import io
+from feature_store import io
 from pipeline.sources.base import EVENT_TABLES, TABLES
 from pipeline.sources.parquet import ParquetSource
 

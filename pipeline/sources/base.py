@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline import io
+from feature_store import io
 
 TS = pa.timestamp("us", tz="UTC")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import fsspec
 
-from pipeline import io
+from feature_store import io
 from pipeline.sources.base import TABLES
 from pipeline.sources.interactions import TABLE as INTERACTIONS
 from pipeline.sources.interactions import InteractionLogError, InteractionsSource, derive_day

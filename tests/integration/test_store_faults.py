@@ -103,7 +103,7 @@ def served(own_redis, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen, P
            "RANKLINE_STORE_TIMEOUT_S": str(TIMEOUT_S)}
     with open(log, "w") as out:
         api = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "serving.api:app_from_settings",
+            [sys.executable, "-m", "uvicorn", "--factory", "pipeline.serve:app_from_settings",
              "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env, stdout=out,
             stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

@@ -176,7 +176,7 @@ def test_a_missing_sqlite_store_is_reported_and_never_created(tmp_path, reliabil
 
 
 def test_the_app_from_settings_does_not_create_the_store(settings):
-    from serving.api import app_from_settings
+    from pipeline.serve import app_from_settings
 
     settings_path = settings.serving_store_path
     c = TestClient(app_from_settings())

@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from feature_store import io
 from feature_store.compute import compute_views, join_features
 from feature_store.definitions import VIEWS, W, model_features
 from feature_store.offline import build_features, read_views
-from pipeline import io
 from pipeline.labels import build_rows
 from tests.conftest import D0
 
@@ -87,8 +87,8 @@ def test_online_features_match_the_offline_store(settings, ingested, backend, mo
     from feature_store.definitions import USER
     from feature_store.online import get_online_features, materialize_online
     from pipeline.settings import get_settings
+    from serving.backends import open_store, opened
     from serving.codec import decode_vector
-    from serving.store import open_store
     from tests.store_support import REDIS_URL, purge, require_redis
 
     if backend == "redis":
@@ -100,7 +100,8 @@ def test_online_features_match_the_offline_store(settings, ingested, backend, mo
         get_settings.cache_clear()
         settings = get_settings()
     d = ingested[-1]
-    out = materialize_online(settings, d)
+    with opened(settings, settings.online_store_path) as online:
+        out = materialize_online(online, settings.offline_dir, d, keep=settings.keep_versions)
     offline = read_views(settings.offline_dir, d)
     assert out["keys"] == sum(len(offline[v]) for v in ("user", "item", "user_category"))
     store = open_store(settings, settings.online_store_path)

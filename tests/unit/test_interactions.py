@@ -140,7 +140,7 @@ def test_bad_logs_are_refused_with_every_problem():
 
 
 def test_a_derived_day_passes_validation(tmp_path):
-    from pipeline import io
+    from feature_store import io
     from pipeline.validation import validate_tables
 
     tables = derive_day(_log(LOG), D, parse_event_labels("view:0,click:1,cart:2,purchase:3"))

@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from pipeline import io, landing
+from feature_store import io
+from pipeline import landing
 from pipeline.sources.base import TABLES, DataSource
 from pipeline.validation import ValidationFailed
 from tests.conftest import D0

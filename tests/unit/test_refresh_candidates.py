@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import io
+from feature_store import io
 from pipeline.hulk import candidates, co_clicks, consumed_pairs, user_signals
 
 AS_OF = dt.date(2026, 1, 28)

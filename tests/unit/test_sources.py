@@ -51,7 +51,7 @@ def test_bad_scale_is_rejected():
 
 
 def test_movielens_replay_is_valid(tmp_path):
-    from pipeline import io
+    from feature_store import io
     from pipeline.sources.base import TABLES
     from pipeline.sources.movielens import MovieLensSource
     from pipeline.validation import validate_tables

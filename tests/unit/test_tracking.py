@@ -20,7 +20,7 @@ def test_rollback_switches_and_is_logged_to_mlflow(settings):
     import mlflow
 
     from pipeline import steps
-    from serving.store import opened
+    from serving.backends import opened
 
     with opened(settings) as store:
         for model in ("models:/m/1", "models:/m/2"):

@@ -9,7 +9,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import io, landing
+from feature_store import io
+from pipeline import landing
 from pipeline.sources.base import TABLES
 from pipeline.validation import ValidationFailed, prepare_frames
 from tests.bad_partitions import case

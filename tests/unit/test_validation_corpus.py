@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline import io
+from feature_store import io
 from pipeline.landing import SUCCESS
 from pipeline.sources.base import TABLES
 from pipeline.sources.parquet import ParquetSource, SourceSchemaError

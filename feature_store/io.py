@@ -2,6 +2,10 @@
 
 Every write goes to a temporary file in the partition folder and is renamed into place, so a
 reader sees the old partition or the new one, and a rerun is an overwrite.
+
+The offline store's partitions and the pipeline's raw, staged and quarantined tables share this
+format, so it lives in ``feature_store`` (which imports nothing from ``pipeline``) and the
+pipeline imports it from here.
 """
 
 from __future__ import annotations
