@@ -32,6 +32,9 @@ def train() -> None:
     row's date (point-in-time); a time-based split (train, validation for early stopping, the
     last dates held out for test).
 
+    `pretrain` gives the families that start from a pre-trained sequence encoder (`neural`)
+    their encoder: the newest one logged, or a new one pre-trained on users' click sequences
+    (next-item objective) when that is `RANKLINE_PRETRAIN_EVERY_DAYS` old.
     `train_model` runs once per model family of `RANKLINE_MODELS` (dynamic task mapping: one
     task instance per family, named after it). `evaluate` scores every family on the held-out
     dates beside the popularity and random baselines, the current champion and the oracle
@@ -57,12 +60,19 @@ def train() -> None:
     def families() -> list[str]:
         return settings().model_families  # RANKLINE_MODELS
 
+    @task
+    def pretrain(assembled: dict) -> dict | None:
+        from pipeline.pretraining import pretrain_encoder
+
+        with fail_fast():
+            return pretrain_encoder(settings(), assembled["split"], assembled["mlflow_run_id"])
+
     @task(map_index_template="{{ family }}")
-    def train_model(assembled: dict, family: str) -> dict:
+    def train_model(assembled: dict, encoder: dict | None, family: str) -> dict:
         from pipeline.training import train_model as fit
 
         get_current_context()["family"] = family  # names the mapped instance in the UI
-        return fit(settings(), assembled["split"], assembled["mlflow_run_id"], family)
+        return fit(settings(), assembled["split"], assembled["mlflow_run_id"], family, encoder)
 
     @task
     def evaluate(assembled: dict, trained: list[dict]) -> dict:
@@ -86,7 +96,8 @@ def train() -> None:
                 "family": result["family"]}
 
     assembled = training_set()
-    trained = train_model.partial(assembled=assembled).expand(family=families())
+    encoder = pretrain(assembled)
+    trained = train_model.partial(assembled=assembled, encoder=encoder).expand(family=families())
     result = evaluate(assembled, trained)
     promoted(result) >> announce_champion(result)
 

@@ -8,6 +8,8 @@ import pandas as pd
 from feature_store.definitions import (
     ITEM,
     ON_DEMAND,
+    SEQ,
+    SEQUENCE_VIEW,
     USER,
     USER_CATEGORY,
     USER_ITEM,
@@ -116,6 +118,11 @@ def join_features(rows: pd.DataFrame, views: dict[str, pd.DataFrame]) -> pd.Data
     out = out.drop(columns=["category"])
     out[ON_DEMAND[0].name] = (out["i_log_price"] - out[f"u_log_price_clicked_{W}"]).astype(
         "float32")
+    if (seqs := views.get(SEQUENCE_VIEW)) is not None:  # the neural families' input
+        seq = pd.Series(seqs["seq"].to_numpy(), index=seqs["user_id"].to_numpy())
+        found = seq.reindex(out["user_id"].to_numpy()).to_numpy()
+        empty = np.zeros(0, dtype=np.int64)  # shared by every user without a history
+        out[SEQ] = [s if isinstance(s, np.ndarray) else empty for s in found]
     return out
 
 

@@ -90,6 +90,15 @@ ON_DEMAND: tuple[Feature, ...] = (
 """Computed at join time from the views above (same code for training and scoring)."""
 
 
+SEQUENCE_VIEW, SEQUENCE_VERSION = "user_sequence", "v1"
+"""The view of each user's clicked items in time order (``feature_store.sequences``); not a model
+input column itself: the neural families read it as the rows' ``seq`` column."""
+SEQ_KEEP = 100
+"""Items kept per user in the sequence view (a model reads its last ``RANKLINE_SEQ_LEN``)."""
+SEQ = "seq"
+"""Row column holding the user's sequence as of the day before the row."""
+
+
 def model_features() -> list[str]:
     """The model's input columns, in order: every view's features, then the on-demand ones."""
     return [name for view in VIEWS for name in view.names] + [f.name for f in ON_DEMAND]

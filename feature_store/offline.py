@@ -16,7 +16,8 @@ import pandas as pd
 
 from feature_store import io
 from feature_store.compute import compute_views
-from feature_store.definitions import VIEWS, WINDOW_DAYS, FeatureView
+from feature_store.definitions import SEQUENCE_VIEW, VIEWS, WINDOW_DAYS, FeatureView
+from feature_store.sequences import build_sequences, read_sequences
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def build_features(
         df = views[view.name]
         paths[view.name] = str(io.write_partition(df, view_root(offline_dir, view), "", date))
         log.info("features %s as of %s: %d rows", view.name, date, len(df))
+    paths[SEQUENCE_VIEW] = build_sequences(raw_dir, offline_dir, date, usable)
     return paths
 
 
@@ -72,6 +74,9 @@ def read_views(offline_dir: Path, as_of: dt.date) -> dict[str, pd.DataFrame]:
                 "run the ingest DAG for that date first"
             )
         out[view.name] = io.read_parquet(path)
+    seqs = read_sequences(offline_dir, as_of)  # absent in stores built before the view existed
+    if seqs is not None:
+        out[SEQUENCE_VIEW] = seqs
     return out
 
 

@@ -102,6 +102,8 @@ class ModelFamily(Ranker):
 
     family: ClassVar[str]
     """The family's name in ``RANKLINE_MODELS``, the registry and the evaluation table."""
+    needs_pretrained: ClassVar[bool] = False
+    """Whether :meth:`fit` starts from ``TrainingSet.pretrained`` (a pre-trained encoder)."""
 
     def __init__(self) -> None:
         self.features: dict[str, int] = {}

@@ -28,14 +28,12 @@ import numpy as np
 import pandas as pd
 
 from feature_store.compute import feature_matrix
-from feature_store.definitions import model_features
+from feature_store.definitions import SEQ, model_features
 from models.base import ModelFamily, TrainingSet, TrainReport, requirements
 from models.sequence import EncoderCheckpoint, EncoderConfig, ItemVocab, build_encoder, resolve_device
 
 log = logging.getLogger(__name__)
 
-SEQ = "seq"
-"""Row column: the user's item ids as of the day before the row, oldest first."""
 
 
 def group_ndcg(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int = 10) -> float:
@@ -81,6 +79,7 @@ class NeuralRanker(ModelFamily):
     """Sequence encoder + ranking head, fine-tuned from a pre-trained encoder."""
 
     family = "neural"
+    needs_pretrained = True
     init: ClassVar[str] = "pretrained"
 
     def __init__(self, *, epochs: int = 8, lr: float = 2e-3, finetune: str = "lower_lr",
@@ -329,6 +328,7 @@ class NeuralScratchRanker(NeuralRanker):
     """The control: the same network and training, from random weights."""
 
     family = "neural_scratch"
+    needs_pretrained = False
     init: ClassVar[str] = "scratch"
 
 

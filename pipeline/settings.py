@@ -105,9 +105,11 @@ class Settings(BaseSettings):
         description="Negatives sampled per request from the match set (not shown).",
     )
     models: str = Field(
-        default="xgboost", pattern=r"^[a-z0-9_]+(,[a-z0-9_]+)*$",
+        default="xgboost,neural,neural_scratch", pattern=r"^[a-z0-9_]+(,[a-z0-9_]+)*$",
         description="Model families trained by the train DAG (comma list, one task each); the "
-        "best that passes the gate becomes the champion. Known: xgboost.",
+        "best that passes the gate becomes the champion. Known: xgboost (gradient-boosted "
+        "ranking), neural (sequence encoder pre-trained then fine-tuned), neural_scratch (the "
+        "same network from random weights: the control).",
     )
     neural_epochs: int = Field(default=8, ge=1, le=1000,
                                description="Maximum epochs of the neural rankers (early stopping "
@@ -122,7 +124,7 @@ class Settings(BaseSettings):
                                      "when fine-tuning.")
     embed_dim: int = Field(default=64, ge=4, le=1024,
                            description="Embedding size of the sequence encoder.")
-    seq_len: int = Field(default=50, ge=2, le=1000,
+    seq_len: int = Field(default=50, ge=2, le=100,
                          description="Items of a user's history the sequence encoder reads.")
     pretrain_epochs: int = Field(default=20, ge=1, le=1000,
                                  description="Maximum pre-training epochs (early stopping on "

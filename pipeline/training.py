@@ -73,18 +73,19 @@ def eval_rows(rows: pd.DataFrame) -> pd.DataFrame:
     return out.assign(group=pd.factorize(group)[0]).reset_index(drop=True)
 
 
-def training_set(settings: Settings, split: dict[str, list[str]]) -> Any:
+def training_set(settings: Settings, split: dict[str, list[str]], pretrained: Path | None = None,
+                 checkpoint_dir: Path | None = None) -> Any:
     """The :class:`models.base.TrainingSet` reference of a split (the rows' Parquet folders)."""
     from models.base import TrainingSet
 
     def paths(dates: list[str]) -> tuple[Path, ...]:
         return tuple(rows_dir(settings) / f"date={d}" for d in dates)
 
-    return TrainingSet(paths(split["train"]), paths(split["valid"]))
+    return TrainingSet(paths(split["train"]), paths(split["valid"]), pretrained, checkpoint_dir)
 
 
 def train_model(settings: Settings, split: dict[str, list[str]], run_id: str,
-                family: str) -> dict[str, Any]:
+                family: str, encoder: dict[str, Any] | None = None) -> dict[str, Any]:
     """Fit one model family, log it to the DAG run's MLflow run and register it.
 
     Logged, prefixed by the family: params (``<family>.<param>``), per-step curves
@@ -101,12 +102,19 @@ def train_model(settings: Settings, split: dict[str, list[str]], run_id: str,
 
     from feature_store.definitions import feature_spec, feature_versions, model_features
     from models.registry import build
+    from pipeline.pretraining import encoder_path
     from pipeline.tracking import MODEL_NAME, configure, log_figure, tag_version
 
     configure(settings)
     model = build(family, settings)
-    data = training_set(settings, split)
-    report = model.fit(data)
+    with tempfile.TemporaryDirectory() as tmp:
+        pretrained = encoder_path(encoder, Path(tmp)) if model.needs_pretrained else None
+        if model.needs_pretrained and pretrained is None:
+            raise ValueError(f"{family} starts from a pre-trained encoder and none was given: "
+                             "the pretrain task must run before it")
+        data = training_set(settings, split, pretrained,
+                            settings.home / "checkpoints" / run_id)
+        report = model.fit(data)
 
     with mlflow.start_run(run_id=run_id):
         mlflow.log_params({f"{family}.{k}": v for k, v in report.params.items()})
@@ -116,6 +124,8 @@ def train_model(settings: Settings, split: dict[str, list[str]], run_id: str,
             "test_dates": f"{split['test'][0]}..{split['test'][-1]}",
             "source": settings.source, "negatives_per_request": settings.negatives_per_request,
         })
+        if model.needs_pretrained:
+            mlflow.log_param(f"{family}.encoder", encoder["uri"])
         mlflow.log_metric(f"{family}_best_step", report.best_step or 0)
         mlflow.log_metrics({f"{family}_{k}": float(v) for k, v in report.metrics.items()})
         for name, curve in report.curves.items():

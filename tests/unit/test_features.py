@@ -37,6 +37,10 @@ def test_compute_views_counts_and_defaults():
         assert list(v[view.name].columns) == [*view.keys, *view.names]
 
 
+from feature_store.definitions import SEQ, SEQ_KEEP  # noqa: E402
+from feature_store.sequences import extend, read_sequences  # noqa: E402
+
+
 def test_join_features_keeps_rows_and_fills_unknown_entities():
     users, items, imp, clicks, empty = _tiny()
     v = compute_views(users, items, imp, clicks, empty, empty)
@@ -62,6 +66,36 @@ def test_no_leakage_from_the_training_date(settings, ingested):
     cols = model_features()
     pd.testing.assert_frame_equal(before[cols], after[cols])
     assert (before["label"] != after["label"]).any()  # labels do come from D
+    # the user sequences too: D's clicks are in D's partition, not in D's rows
+    assert before[SEQ].map(len).sum() > 0
+    assert all(np.array_equal(a, b) for a, b in zip(before[SEQ], after[SEQ], strict=True))
+    seq_d = read_sequences(settings.offline_dir, d).set_index("user_id")["seq"]
+    assert sum(map(len, seq_d)) < sum(map(len, read_sequences(  # D's clicks were removed
+        settings.offline_dir, d - dt.timedelta(days=1))["seq"])) + 1
+
+
+def test_user_sequences_are_the_clicks_up_to_the_date_in_time_order(settings, ingested):
+    clicks = io.read_dates(settings.raw_dir, "clicks", ingested, columns=["user_id", "item_id",
+                                                                          "ts"])
+    clicks = clicks.sort_values(["ts", "item_id"], kind="stable")
+    expected = clicks.groupby("user_id")["item_id"].agg(lambda s: s.to_numpy()[-SEQ_KEEP:])
+    got = read_sequences(settings.offline_dir, ingested[-1]).set_index("user_id")["seq"]
+    assert len(got) == len(expected) > 10
+    for user, seq in expected.items():
+        np.testing.assert_array_equal(got[user], seq)
+    # the first date's partition was built from scratch, the later ones incrementally: equal
+    # to rebuilding the last one from scratch
+    rebuilt = extend(pd.DataFrame({"user_id": pd.Series(dtype="int64"), "seq": []}), clicks)
+    assert all(np.array_equal(a, b) for a, b in zip(rebuilt["seq"], got.to_numpy(), strict=True))
+
+
+def test_extend_keeps_the_last_items():
+    base = pd.DataFrame({"user_id": [1, 2], "seq": [np.array([5, 6, 7]), np.array([9])]})
+    ev = pd.DataFrame({"user_id": [1, 3, 1], "item_id": [8, 4, 9],
+                       "ts": pd.to_datetime(["2026-01-01 10:00", "2026-01-01 09:00",
+                                             "2026-01-01 08:00"])})
+    out = extend(base, ev, keep=4).set_index("user_id")["seq"]
+    assert out[1].tolist() == [6, 7, 9, 8] and out[2].tolist() == [9] and out[3].tolist() == [4]
 
 
 def test_features_are_as_of_the_end_of_the_previous_day(settings, ingested):
