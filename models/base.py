@@ -41,14 +41,24 @@ class TrainingSet:
     checkpoint_dir: Path | None = None
     """Where families that train in epochs write a checkpoint after each (None: nowhere)."""
 
-    def read(self, part: str = "train") -> pd.DataFrame:
-        """The rows of ``train`` or ``valid``, sorted by ``request_id`` (a group's rows together)."""
+    def read(self, part: str = "train", columns: list[str] | None = None) -> pd.DataFrame:
+        """The rows of ``train`` or ``valid`` (only ``columns`` when given; ``request_id`` is
+        always read), sorted by ``request_id`` (a group's rows together)."""
         paths = {"train": self.train_paths, "valid": self.valid_paths}[part]
         if not paths:
             raise ValueError(f"the training set has no {part} rows")
-        frames = [pd.read_parquet(p) for p in paths]
+        if columns is not None:
+            columns = list(dict.fromkeys(["request_id", *columns]))
+        frames = [pd.read_parquet(p, columns=columns) for p in paths]
         rows = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         return rows.sort_values("request_id", kind="stable").reset_index(drop=True)
+
+
+    def sample(self, n: int = 50) -> pd.DataFrame:
+        """The first ``n`` rows of the first validation (else training) partition: an input
+        example, without reading the whole set."""
+        paths = self.valid_paths or self.train_paths
+        return pd.read_parquet(paths[0]).head(n)
 
 
 @dataclass

@@ -18,6 +18,9 @@ FAMILIES: dict[str, str] = {
     "neural_scratch": "models.neural:NeuralScratchRanker",
 }
 """Family name -> ``module:class`` (imported on first use: torch only when asked for)."""
+CONTROLS: dict[str, str] = {"neural": "neural_scratch"}
+"""Family -> its control (the same architecture without what the family adds), compared side by
+side in the demo summary."""
 
 
 class UnknownFamily(ValueError):

@@ -76,8 +76,9 @@ class XGBoostRanker(ModelFamily):
 
         from feature_store.definitions import feature_spec
 
-        train = data.read("train")
-        valid = data.read("valid") if data.valid_paths else None
+        cols = ["label", *model_features()]  # not the users' sequences: big, and unused here
+        train = data.read("train", cols)
+        valid = data.read("valid", cols) if data.valid_paths else None
         params = dict(self.params)
         if valid is None:
             params.pop("early_stopping_rounds")

@@ -111,9 +111,17 @@ def summary(s: Any, dates: list[dt.date], served: bool = True) -> None:
     metrics = pd.read_csv(csv, index_col="model").sort_values("ndcg@10", ascending=False)
     typer.echo("\n== Held-out metrics (test dates "
                f"{train.get('params.test_dates', '?')}) ==\n{metrics.round(4).to_string()}")
+    from pipeline.training import family_comparisons
+
+    per = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=train["run_id"],
+                                                          artifact_path="per_group.csv"))
+    for line in family_comparisons(s, per, list(metrics.index)):
+        typer.echo(line)
     # the gate's decision line: paired intervals, group count and verdict (training.should_promote)
     typer.echo(f"promotion gate: {train.get('tags.promotion_reason')}\n"
-               f"promoted: {train.get('tags.promoted')}")
+               f"promoted: {train.get('tags.promoted')}"
+               + (f" ({train.get('tags.promoted_family')})" if train.get("tags.promoted_family")
+                  else ""))
 
     typer.echo(f"\n== MLflow: experiment {s.experiment!r} (id {exp_id}) at "
                f"{redact_url(s.tracking_uri)} ==")

@@ -79,7 +79,8 @@ def training_set(settings: Settings, split: dict[str, list[str]], pretrained: Pa
     from models.base import TrainingSet
 
     def paths(dates: list[str]) -> tuple[Path, ...]:
-        return tuple(rows_dir(settings) / f"date={d}" for d in dates)
+        return tuple(io.partition_dir(rows_dir(settings), "rows", dt.date.fromisoformat(d))
+                     for d in dates)
 
     return TrainingSet(paths(split["train"]), paths(split["valid"]), pretrained, checkpoint_dir)
 
@@ -150,7 +151,7 @@ def train_model(settings: Settings, split: dict[str, list[str]], run_id: str,
             fig.tight_layout()
             log_figure(fig, f"plots/{family}/feature_importance.png")
 
-        example = data.read("valid").head(50) if data.valid_paths else data.read().head(50)
+        example = data.sample(50)
         info = model.log_model(example, registered_model_name=MODEL_NAME, name=family)
     version = str(info.registered_model_version)
     tag_version(settings, version, "family", family)
@@ -439,6 +440,32 @@ def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
     return {"metrics": json.loads(table.to_json(orient="index")), "promoted": decision.promoted,
             "reason": decision.reason, "family": chosen, "model_uri": winner["model_uri"],
             "model_version": winner["model_version"], "gate": decision.as_dict()}
+
+
+def family_comparisons(settings: Settings, per_group: pd.DataFrame,
+                       contenders: list[str]) -> list[str]:
+    """Summary lines: ``best/oracle ndcg@10: <x>`` (the best trained family's mean over the
+    oracle's) and, for each family with a control (``models.registry.CONTROLS``), the paired
+    bootstrap interval of family - control over the same held-out groups."""
+    from models.registry import CONTROLS, FAMILIES
+
+    ndcg = per_group.rename(columns=lambda c: c.removeprefix(f"{METRICS[0]}_"))
+    families = [c for c in contenders if c in FAMILIES and c in ndcg]
+    lines = []
+    for family in families:
+        control = CONTROLS.get(family)
+        if control in ndcg:
+            iv = Interval(*paired_bootstrap((ndcg[family] - ndcg[control]).to_numpy(float),
+                                            settings.gate_bootstrap, settings.gate_confidence,
+                                            settings.seed))
+            verdict = "better" if iv.low > 0 else "worse" if iv.high < 0 else "no difference"
+            lines.append(f"{family} - {control}: {iv} {settings.gate_confidence:.0%} paired "
+                         f"bootstrap over {len(ndcg):,} groups: {verdict}")
+    if families and "oracle" in ndcg:
+        best = max(families, key=lambda f: ndcg[f].mean())
+        lines.append(f"best/oracle ndcg@10: {ndcg[best].mean() / ndcg['oracle'].mean():.4f} "
+                     f"({best})")
+    return lines
 
 
 def gate_figure(ndcg: pd.DataFrame, decision: GateDecision, confidence: float,

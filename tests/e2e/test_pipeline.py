@@ -185,6 +185,55 @@ def test_a_retrained_identical_model_is_refused_and_announces_nothing(demo):
     assert run["metrics.gate_groups"] >= 100
 
 
+NEURAL = {"RANKLINE_MODELS": "xgboost,neural,neural_scratch", "RANKLINE_NEURAL_EPOCHS": "2",
+          "RANKLINE_PRETRAIN_EPOCHS": "2", "RANKLINE_EMBED_DIM": "16", "RANKLINE_SEQ_LEN": "20"}
+
+
+def test_every_family_trains_as_its_own_task_and_a_neural_champion_is_served(demo):
+    """The train DAG with three families: one mapped task each (named after its family), a
+    pre-training task, every family in the evaluation table, each version tagged with its
+    family; a neural champion (promoted by hand) is what the refresh then serves."""
+    home, env, _ = demo
+    env = {**env, **NEURAL}
+    rankline(env, "run-dag", "train", "--date", "2026-01-14")
+    db = sqlite3.connect(home / "airflow" / "airflow.db")
+    run_id = db.execute("SELECT run_id FROM dag_run WHERE dag_id='train' ORDER BY id DESC "
+                        "LIMIT 1").fetchone()[0]
+    mapped = db.execute("SELECT map_index, rendered_map_index, state FROM task_instance WHERE "
+                        "run_id=? AND task_id='train_model' ORDER BY map_index",
+                        (run_id,)).fetchall()
+    assert mapped == [(0, "xgboost", "success"), (1, "neural", "success"),
+                      (2, "neural_scratch", "success")]
+    states = dict(db.execute("SELECT task_id, state FROM task_instance WHERE run_id=? AND "
+                             "map_index=-1", (run_id,)))
+    assert states["pretrain"] == states["evaluate"] == "success"
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    run = mlflow.search_runs(search_all_experiments=True,
+                             filter_string=f"tags.`airflow.run_id` = '{run_id}'").iloc[0]
+    for family in ("xgboost", "neural", "neural_scratch", "popularity", "oracle"):
+        assert run[f"metrics.test_{family}_ndcg_at_10"] > 0, family
+    assert run["metrics.pretrain_samples_per_s"] > 0 and run["tags.encoder_data_end"] == \
+        "2026-01-12"  # the last validation date: the test dates stay unseen
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(run["run_id"], "encoder")}
+    assert arts == {"encoder/encoder.pt", "encoder/item_embeddings.parquet"}
+    for family in ("neural", "neural_scratch"):
+        assert f"gate.{family}" in {k.removeprefix("tags.") for k in run.index if
+                                    k.startswith("tags.") and isinstance(run[k], str)}
+    versions = {v.tags["family"]: str(v.version) for v in mlflow.MlflowClient().search_model_versions(
+        "name='rankline-ranker'") if v.run_id == run["run_id"]}
+    assert set(versions) == {"xgboost", "neural", "neural_scratch"}
+
+    rankline(env, "model", "promote", versions["neural"], "--reason", "e2e: serve a neural model")
+    rankline(env, "run-dag", "hulk_refresh", "--date", "2026-01-14")
+    with serve(env) as (base, health):
+        body = httpx.get(f"{base}/v1/recommendations/5", params={"k": 5}).json()
+    assert body["model"] == f"models:/rankline-ranker/{versions['neural']}"
+    assert len(body["items"]) == 5 and not body["cold_start"]
+
+
 def test_bad_partition_fails_the_ingest_run_and_stops_downstream(tmp_path):
     """Through Airflow: the Parquet source serves a corrupted day; validate fails naming the
     expectation and the offending id, the staged copy is quarantined, features never run, and
