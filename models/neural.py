@@ -30,7 +30,14 @@ import pandas as pd
 from feature_store.compute import feature_matrix
 from feature_store.definitions import SEQ, model_features
 from models.base import ModelFamily, TrainingSet, TrainReport, requirements
-from models.sequence import EncoderCheckpoint, EncoderConfig, ItemVocab, build_encoder, resolve_device
+from models.sequence import (
+    EncoderCheckpoint,
+    EncoderConfig,
+    ItemVocab,
+    build_encoder,
+    length_batches,
+    resolve_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +183,7 @@ class NeuralRanker(ModelFamily):
         keep = (gains[torch.from_numpy(np.where(tr["index"] < 0, 0, tr["index"]))]
                 * torch.from_numpy(tr["index"] >= 0)).sum(1) > 0  # groups with a relevant row
         group_ids = np.flatnonzero(keep.numpy())
+        seq_lengths = (tr["seq"][group_ids] != 0).sum(1)
 
         enc_params = list(self.net.encoder.parameters())
         head_params = list(self.net.head.parameters())
@@ -198,9 +206,8 @@ class NeuralRanker(ModelFamily):
         for epoch in range(self.params["epochs"]):
             self.net.train()
             total, n = 0.0, 0
-            perm = rng.permutation(group_ids)
-            for start in range(0, len(perm), bg):
-                g = perm[start:start + bg]
+            for batch in length_batches(seq_lengths, bg, rng):
+                g = group_ids[batch]
                 idx = torch.from_numpy(tr["index"][g])
                 valid_slot = idx >= 0
                 safe = idx.clamp(min=0)

@@ -95,10 +95,11 @@ def build_encoder(n_items: int, cfg: EncoderConfig) -> Any:
             with torch.no_grad():
                 self.items.weight[0].zero_()
 
-        def forward(self, seq: torch.Tensor) -> torch.Tensor:
-            """Hidden state at every position of left-padded ``seq`` ``[B, L]`` -> ``[B, L, d]``."""
+        def forward(self, seq: torch.Tensor, offset: int = 0) -> torch.Tensor:
+            """Hidden state at every position of left-padded ``seq`` ``[B, L]`` -> ``[B, L, d]``;
+            ``offset``: the position of column 0 (columns cut from the left, see :func:`trim`)."""
             length = seq.shape[1]
-            pos = torch.arange(length, device=seq.device)
+            pos = torch.arange(offset, offset + length, device=seq.device)
             x = self.items(seq) * math.sqrt(self.cfg.dim) + self.positions(pos)[None]
             # causal, and padded keys hidden; every position may attend itself, so a padded
             # query never has every key masked (its output would be NaN, and NaN reaches the
@@ -111,10 +112,35 @@ def build_encoder(n_items: int, cfg: EncoderConfig) -> Any:
             return self.norm(h)
 
         def user_state(self, seq: torch.Tensor) -> torch.Tensor:
-            """The representation of each sequence: the hidden state at its last position."""
-            return self(seq)[:, -1]
+            """The representation of each sequence: the hidden state at its last position
+            (computed without the columns that are padding in every row: the same result)."""
+            first = trim(seq)
+            return self(seq[:, first:], first)[:, -1]
 
     return SeqEncoder()
+
+
+def length_batches(lengths: np.ndarray, batch_size: int,
+                   rng: np.random.Generator) -> list[np.ndarray]:
+    """Index batches of about equal sequence length, in random order: a random permutation cut
+    into chunks of 32 batches, each chunk sorted by length and cut into batches. Short histories
+    then share batches, and :func:`trim` cuts their common padding."""
+    perm = rng.permutation(len(lengths))
+    chunk = batch_size * 32
+    batches = []
+    for start in range(0, len(perm), chunk):
+        part = perm[start:start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def trim(seq: Any) -> int:
+    """The first column of left-padded ``seq`` that holds an item in some row (the last column
+    when none does): the columns before it are padding everywhere, and since no real position
+    attends a padded one, cutting them changes no real position's output, only the cost."""
+    used = (seq != 0).any(0)
+    return int(used.int().argmax()) if bool(used.any()) else seq.shape[1] - 1
 
 
 @dataclass
@@ -183,6 +209,7 @@ def pretrain(sequences: Sequence[np.ndarray], cfg: EncoderConfig | None = None, 
     # every training sequence as (input, target) windows of max_len + 1 items
     windows = vocab.pad([s[-(cfg.max_len + 1):] for s in train], cfg.max_len + 1)
     x_all, y_all = torch.from_numpy(windows[:, :-1]), torch.from_numpy(windows[:, 1:])
+    lengths = (windows[:, :-1] != 0).sum(1)
     v_in = torch.from_numpy(vocab.pad([s[:-1] for s in valid], cfg.max_len))
     v_target = torch.from_numpy(vocab.index(np.array([s[-1] for s in valid])))
 
@@ -195,16 +222,16 @@ def pretrain(sequences: Sequence[np.ndarray], cfg: EncoderConfig | None = None, 
     t0, seen = time.perf_counter(), 0
     for epoch in range(epochs):
         enc.train()
-        perm = torch.from_numpy(rng.permutation(len(x_all)))
         total, batches = 0.0, 0
-        for start in range(0, len(perm), batch_size):
-            idx = perm[start:start + batch_size]
-            x, y = x_all[idx].to(device), y_all[idx].to(device)
+        for batch in length_batches(lengths, batch_size, rng):
+            idx = torch.from_numpy(batch)
+            first = trim(x_all[idx])  # short histories: cut the all-padding columns
+            x, y = x_all[idx, first:].to(device), y_all[idx, first:].to(device)
             mask = y > 0
             if not mask.any():
                 continue
             with amp:
-                h = enc(x)[mask]                                   # [N, d]
+                h = enc(x, first)[mask]                            # [N, d]
                 pos = y[mask]
                 neg = torch.randint(1, len(vocab), (negatives,), device=device)
                 w = enc.items.weight

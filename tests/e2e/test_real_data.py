@@ -23,7 +23,7 @@ from tests.e2e.conftest import cli_env, rankline, run_cli, serve
 
 pytestmark = pytest.mark.e2e
 
-DAYS, TRAIN, VALID, TEST = 30, 16, 4, 9
+DAYS, TRAIN, VALID, TEST = 24, 12, 3, 8
 MIN_GROUPS = 50  # RANKLINE_GATE_MIN_GROUPS: ~8 groups per held-out day this early in the data
 START = dt.date(2026, 1, 1)
 

@@ -104,3 +104,17 @@ def test_group_ndcg():
     ideal = 7 + 1 / np.log2(3)
     assert worst == pytest.approx((0 + 1 / np.log2(3) + 7 / np.log2(4)) / ideal)
     assert isinstance(pd.Series([worst]).iloc[0], float)
+
+
+def test_cutting_all_padding_columns_changes_no_user_state():
+    from models.sequence import build_encoder, trim
+
+    enc = build_encoder(30, EncoderConfig(dim=16, layers=2, max_len=12)).eval()
+    seq = torch.zeros((3, 12), dtype=torch.long)
+    seq[0, 8:] = torch.tensor([4, 5, 6, 7])
+    seq[1, 10:] = torch.tensor([9, 3])  # row 2: no history at all
+    assert trim(seq) == 8 and trim(torch.zeros((2, 5), dtype=torch.long)) == 4
+    with torch.no_grad():
+        full, cut = enc(seq)[:, -1], enc.user_state(seq)
+    torch.testing.assert_close(cut[:2], full[:2])  # real positions: identical
+    assert torch.isfinite(cut).all()
