@@ -83,9 +83,9 @@ def report(s, as_of: dt.date, reuse: bool = False) -> None:  # noqa: ANN001
     import mlflow
 
     from feature_store import io
+    from models.metrics import paired_bootstrap
     from pipeline import steps, tracking
     from pipeline.landing import valid_dates
-    from pipeline.metrics import paired_bootstrap
     from serving.backends import opened
     from serving.client import NAMESPACE
     from serving.codec import decode_recs
@@ -110,8 +110,7 @@ def report(s, as_of: dt.date, reuse: bool = False) -> None:  # noqa: ANN001
     print(f"gate: promoted={run['tags.promoted']}: {run['tags.promotion_reason']}")
 
     if tracking.champion_version(s) is None or reuse:  # measure a refresh with this model
-        version = mlflow.MlflowClient().search_model_versions(
-            f"name='{tracking.MODEL_NAME}'")[0].version
+        version = tracking.model_versions(s)[0].version  # the newest
         champ = {"model_uri": f"models:/{tracking.MODEL_NAME}/{version}",
                  "model_version": str(version), "model_run_id": run["run_id"]}
         print(f"(refreshing with model version {version}, RANKLINE_CONSUMED={s.consumed})")

@@ -30,6 +30,7 @@ import pandas as pd
 from feature_store.compute import feature_matrix
 from feature_store.definitions import SEQ, model_features
 from models.base import ModelFamily, TrainingSet, TrainReport, requirements
+from models.metrics import ranking_metrics
 from models.sequence import (
     EncoderCheckpoint,
     EncoderConfig,
@@ -41,19 +42,6 @@ from models.sequence import (
 
 log = logging.getLogger(__name__)
 
-
-
-def group_ndcg(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int = 10) -> float:
-    """Mean NDCG@k over groups with a relevant item (gain ``2^label - 1``; ties broken by row)."""
-    df = pd.DataFrame({"g": groups, "y": labels.astype(float), "s": scores})
-    df["gain"] = 2.0 ** df["y"] - 1
-    df["rank"] = df.sort_values(["g", "s"], ascending=[True, False]).groupby("g").cumcount()
-    df["ideal"] = df.sort_values(["g", "y"], ascending=[True, False]).groupby("g").cumcount()
-    disc = 1 / np.log2(np.arange(k) + 2)
-    dcg = df[df["rank"] < k].assign(d=lambda x: x["gain"] * disc[x["rank"]]).groupby("g")["d"].sum()
-    idcg = df[df["ideal"] < k].assign(d=lambda x: x["gain"] * disc[x["ideal"]]).groupby("g")["d"].sum()
-    ok = idcg > 0
-    return float((dcg.reindex(idcg.index, fill_value=0)[ok] / idcg[ok]).mean()) if ok.any() else 0.0
 
 
 def build_network(n_items: int, n_dense: int, cfg: EncoderConfig) -> Any:
@@ -143,8 +131,9 @@ class NeuralRanker(ModelFamily):
         return build_network(len(self.vocab), len(model_features()), self.config)
 
     # -- data ---------------------------------------------------------------------------------
-    def _dense(self, rows: pd.DataFrame) -> np.ndarray:
-        x = (feature_matrix(rows) - self.mean) / self.std
+    def _dense(self, rows: pd.DataFrame, x: np.ndarray | None = None) -> np.ndarray:
+        """Standardized dense features of ``rows`` (``x``: their feature matrix, if at hand)."""
+        x = ((feature_matrix(rows) if x is None else x) - self.mean) / self.std
         return np.nan_to_num(np.clip(x, -8, 8), nan=0.0).astype(np.float32)
 
     def _groups(self, rows: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -173,11 +162,10 @@ class NeuralRanker(ModelFamily):
         valid = data.read("valid") if data.valid_paths else None
         self.net = self.initial_network(data, train).to(device)
         x = feature_matrix(train)
-        self.mean = np.nanmean(x, 0).astype(np.float32)
-        self.mean = np.nan_to_num(self.mean)
+        self.mean = np.nan_to_num(np.nanmean(x, 0)).astype(np.float32)
         self.std = np.nan_to_num(np.nanstd(x, 0), nan=1.0).astype(np.float32) + 1e-3
         tr = self._groups(train)
-        dense = torch.from_numpy(self._dense(train))
+        dense = torch.from_numpy(self._dense(train, x))
         gains = torch.from_numpy(2.0 ** train["label"].to_numpy(np.float32) - 1)
         items = torch.from_numpy(tr["item"])
         keep = (gains[torch.from_numpy(np.where(tr["index"] < 0, 0, tr["index"]))]
@@ -228,8 +216,9 @@ class NeuralRanker(ModelFamily):
                 n += 1
                 seen += int(mask.sum())
             curves["train_loss"].append(total / max(n, 1))
-            ndcg = (group_ndcg(valid["request_id"].to_numpy(), valid["label"].to_numpy(),
-                               self.score(valid)) if valid is not None else -curves["train_loss"][-1])
+            ndcg = (ranking_metrics(valid["request_id"].to_numpy(), valid["label"].to_numpy(),
+                                    self.score(valid), seed=self.params["seed"])["ndcg@10"]
+                    if valid is not None else -curves["train_loss"][-1])
             curves["valid_ndcg@10"].append(ndcg)
             if data.checkpoint_dir is not None:
                 self._save(Path(data.checkpoint_dir) / self.family / f"epoch={epoch}.pt")

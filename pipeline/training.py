@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from feature_store import io
-from pipeline.metrics import paired_bootstrap
+from models.metrics import paired_bootstrap
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -263,7 +263,7 @@ def should_promote(per_group: pd.DataFrame, *, challenger: str, min_groups: int,
     family's name), ``popularity`` and ``random``, and ``champion`` when the champion is a
     different model (other columns, e.g. ``oracle`` or other families, are ignored).
     Differences are paired by group and their mean gets a percentile bootstrap interval over
-    groups (:func:`pipeline.metrics.paired_bootstrap`, ``n_resamples``, ``confidence``,
+    groups (:func:`models.metrics.paired_bootstrap`, ``n_resamples``, ``confidence``,
     ``seed``). The challenger is promoted only if all of these hold:
 
     1. there are at least ``min_groups`` groups (RANKLINE_GATE_MIN_GROUPS);
@@ -360,8 +360,8 @@ def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
     import matplotlib.pyplot as plt
     import mlflow
 
+    from models.metrics import per_group_metrics, summarize
     from pipeline.landing import require_valid
-    from pipeline.metrics import per_group_metrics, summarize
     from pipeline.tracking import champion_version, configure, log_figure, promote, tag_version
 
     if not trained:
@@ -474,7 +474,7 @@ def gate_figure(ndcg: pd.DataFrame, decision: GateDecision, confidence: float,
     gate's paired differences (right)."""
     import matplotlib.pyplot as plt
 
-    from pipeline.metrics import bootstrap_means, percentile_interval
+    from models.metrics import bootstrap_means, percentile_interval
 
     order = ndcg.mean().sort_values().index
     means = ndcg[order].mean().to_numpy()

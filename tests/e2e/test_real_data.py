@@ -59,7 +59,7 @@ def test_source_check_reads_the_exported_log(movielens):
 def test_gate_decides_on_the_evidence(movielens):
     import mlflow
 
-    from pipeline.metrics import paired_bootstrap
+    from models.metrics import paired_bootstrap
     from pipeline.settings import Settings
 
     tmp, env, demo = movielens

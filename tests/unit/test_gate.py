@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import metrics
-from pipeline.metrics import bootstrap_means, paired_bootstrap
+from models import metrics
+from models.metrics import bootstrap_means, paired_bootstrap
 from pipeline.training import ChampionInfo, champion_window, should_promote
 
 GATE = {"challenger": "xgboost", "min_groups": 100, "confidence": 0.95, "n_resamples": 1000, "seed": 7}

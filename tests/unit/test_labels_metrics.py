@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models.metrics import per_group_metrics, rank_within_groups, ranking_metrics
 from pipeline.labels import label_impressions, sample_negatives
-from pipeline.metrics import per_group_metrics, rank_within_groups, ranking_metrics
 
 
 def test_graded_labels_follow_the_funnel():

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 torch = pytest.importorskip("torch", reason="make install puts torch in the venv")
 
 from models.base import TrainingSet  # noqa: E402
-from models.neural import NeuralRanker, group_ndcg  # noqa: E402
+from models.neural import NeuralRanker  # noqa: E402
 from models.sequence import EncoderCheckpoint, EncoderConfig, ItemVocab, pretrain  # noqa: E402
 from tests.unit.test_model_contract import tiny_rows  # noqa: E402
 
@@ -94,27 +93,3 @@ def test_vocab_pads_left_and_maps_unknown_to_zero():
     assert vocab.index(np.array([5, 7, 9, 6])).tolist() == [1, 2, 3, 0]
     assert vocab.pad([[9, 5], [], None, [5, 7, 9, 5]], 3).tolist() == [
         [0, 3, 1], [0, 0, 0], [0, 0, 0], [2, 3, 1]]
-
-
-def test_group_ndcg():
-    groups = np.array([0, 0, 0, 1, 1])
-    labels = np.array([0, 3, 1, 0, 0])  # group 1 has nothing relevant: not counted
-    assert group_ndcg(groups, labels, np.array([0.1, 0.9, 0.5, 1, 2])) == pytest.approx(1.0)
-    worst = group_ndcg(groups, labels, np.array([0.9, 0.1, 0.5, 1, 2]))
-    ideal = 7 + 1 / np.log2(3)
-    assert worst == pytest.approx((0 + 1 / np.log2(3) + 7 / np.log2(4)) / ideal)
-    assert isinstance(pd.Series([worst]).iloc[0], float)
-
-
-def test_cutting_all_padding_columns_changes_no_user_state():
-    from models.sequence import build_encoder, trim
-
-    enc = build_encoder(30, EncoderConfig(dim=16, layers=2, max_len=12)).eval()
-    seq = torch.zeros((3, 12), dtype=torch.long)
-    seq[0, 8:] = torch.tensor([4, 5, 6, 7])
-    seq[1, 10:] = torch.tensor([9, 3])  # row 2: no history at all
-    assert trim(seq) == 8 and trim(torch.zeros((2, 5), dtype=torch.long)) == 4
-    with torch.no_grad():
-        full, cut = enc(seq)[:, -1], enc.user_state(seq)
-    torch.testing.assert_close(cut[:2], full[:2])  # real positions: identical
-    assert torch.isfinite(cut).all()
