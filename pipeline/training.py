@@ -173,7 +173,8 @@ def score_models(settings: Settings, rows: pd.DataFrame, trained: list[dict[str,
                "random": RandomRanker(settings.seed).score(rows)}
     if champion_uri:
         scores[CHAMPION] = load_ranker(champion_uri, threads).score(rows)
-    oracle = get_source(settings).oracle(rows["user_id"].to_numpy(), rows["item_id"].to_numpy())
+    oracle = get_source(settings).oracle(rows["user_id"].to_numpy(), rows["item_id"].to_numpy(),
+                                         rows["request_id"].to_numpy())
     if oracle is not None:
         scores["oracle"] = oracle
     return scores

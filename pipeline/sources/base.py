@@ -79,6 +79,7 @@ class DataSource(abc.ABC):
             out[table] = str(io.write_table(data, io.partition_path(raw_dir, table, date)))
         return out
 
-    def oracle(self, user_ids, item_ids):  # noqa: ANN001, ANN201 - arrays in, array out
-        """True relevance of (user, item) pairs, where the source knows it; else ``None``."""
+    def oracle(self, user_ids, item_ids, request_ids):  # noqa: ANN001, ANN201 - arrays in and out
+        """True relevance of (user, item) pairs in their requests (whose ids carry the date,
+        :func:`id_base`), where the source knows it; else ``None``."""
         return None

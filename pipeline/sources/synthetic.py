@@ -2,12 +2,24 @@
 
 A hidden preference model decides what each user likes:
 
-``utility(u, i) = 0.6 * clip(log(C * affinity[u, cat(i)]), -3, 3) + 0.7 * <z_u, z_i> / sqrt(d)
-+ quality(i) - price_sensitivity(u) * (log price(i) - 3)``
+``utility(u, i, D) = 0.6 * clip(log(C * affinity[u, cat(i)]), -3, 3) + 0.7 * <z_u, z_i> / sqrt(d)
++ quality(i) - price_sensitivity(u) * (log price(i) - 3) + 1.5 * [cat(i) == intent(u, D)]``
+
+Sequential structure: each user has a shopping *intent*, a category that persists for
+``INTENT_DAYS`` days (each user's periods start on their own day) and then moves on: with
+probability ``INTENT_FOLLOW`` to the successor of the current category (a fixed
+category -> category map of the world: "after tents, sleeping bags"), else to a category drawn
+from the user's affinity. Intent chains restart from the affinity every ``INTENT_CHAIN`` periods
+(so any date's intents are computed from a few draws, not from the start of time). A user's
+recent clicks therefore tell what they want today, and the successor map tells what they will
+want next: signal a model of interaction *sequences* can learn and a model of 7-day counts can
+only partly see.
 
 A logging policy (popular, category-affine and random items, ordered by a noisy score) fills
 each request's slots; a click happens with probability ``examine(position) *
-sigmoid(utility - 1.5)`` (position bias ``examine(p) = p ** -0.6``); add-to-cart and purchase
+sigmoid(utility - 1.5)`` (position bias ``examine(p) = p ** -0.6``). The logging policy's
+category-affine slots follow the intent part of the time (as a recency-aware production policy
+would).; add-to-cart and purchase
 follow a click with probabilities that also grow with utility.
 
 The world (users, items, latent factors) depends on the seed only; each day's traffic on
@@ -24,11 +36,16 @@ from functools import lru_cache
 import numpy as np
 import pyarrow as pa
 
-from pipeline.sources.base import DataSource, conform, id_base
+from pipeline.sources.base import ID_STRIDE, DataSource, conform, id_base
 
 REGIONS = np.array(["north", "south", "east", "west", "central", "islands"])
 LATENT_DIM = 8
 SOURCE_MIX = (0.35, 0.45, 0.20)  # popular, category-affine, random slots of the logging policy
+INTENT_DAYS = 3  # an intent lasts this many days
+INTENT_CHAIN = 6  # intents per chain before it restarts from the user's affinity
+INTENT_FOLLOW = 0.8  # chance the next intent is the successor of the current category
+INTENT_BOOST = 1.5  # utility of an item of the intent category, over the same item otherwise
+POLICY_INTENT = 0.4  # share of the category-affine slots the logging policy fills from the intent
 
 
 @dataclass(frozen=True)
@@ -48,6 +65,8 @@ class World:
     item_quality: np.ndarray
     items_by_category: tuple[np.ndarray, ...]
     popularity_prior: np.ndarray  # logging policy's sampling weight per item
+    category_next: np.ndarray  # (n_categories,): the category an intent moves on to
+    user_phase: np.ndarray  # (n_users,): day offset of the user's intent periods
 
 
 @lru_cache(maxsize=4)
@@ -63,6 +82,10 @@ def make_world(seed: int, n_users: int, n_items: int, n_categories: int) -> Worl
     item_price = np.round(np.exp(cat_price[item_category] + rng.normal(0, 0.5, n_items)), 2)
     item_quality = rng.normal(0.0, 0.6, size=n_items)
     prior = np.exp(item_quality + rng.normal(0, 0.8, n_items))
+    seq_rng = np.random.default_rng([seed, 2])  # own stream: the draws above stay as they were
+    cycle = seq_rng.permutation(n_categories)  # one cycle through every category: no fixed point
+    category_next = np.empty(n_categories, dtype=np.int32)
+    category_next[cycle] = np.roll(cycle, -1)
     return World(
         user_region=rng.choice(REGIONS, size=n_users),
         user_age_band=rng.integers(1, 7, size=n_users).astype(np.int8),
@@ -77,19 +100,54 @@ def make_world(seed: int, n_users: int, n_items: int, n_categories: int) -> Worl
         item_quality=item_quality,
         items_by_category=tuple(np.flatnonzero(item_category == c) for c in range(n_categories)),
         popularity_prior=prior / prior.sum(),
+        category_next=category_next,
+        user_phase=seq_rng.integers(0, INTENT_DAYS, size=n_users),
     )
 
 
-def utility(world: World, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """The hidden utility of each (user, item) pair."""
+@lru_cache(maxsize=8)
+def _intent_chain(seed: int, n_users: int, n_items: int, n_categories: int,
+                  block: int) -> np.ndarray:
+    """``(n_users, INTENT_CHAIN)`` intents of one chain block (deterministic in seed, block)."""
+    w = make_world(seed, n_users, n_items, n_categories)
+    rng = np.random.default_rng([seed, 3, block])
+    chain = np.empty((n_users, INTENT_CHAIN), dtype=np.int32)
+    chain[:, 0] = _sample_categories(rng, w.user_affinity)
+    for step in range(1, INTENT_CHAIN):
+        follow = rng.random(n_users) < INTENT_FOLLOW
+        fresh = _sample_categories(rng, w.user_affinity)
+        chain[:, step] = np.where(follow, w.category_next[chain[:, step - 1]], fresh)
+    return chain
+
+
+def intents(seed: int, n_users: int, n_items: int, n_categories: int,
+            date: dt.date) -> np.ndarray:
+    """Every user's intent category on ``date`` (see the module docstring)."""
+    w = make_world(seed, n_users, n_items, n_categories)
+    period = (date.toordinal() + w.user_phase) // INTENT_DAYS
+    block, step = np.divmod(period, INTENT_CHAIN)
+    out = np.empty(n_users, dtype=np.int32)
+    for b in np.unique(block):
+        sel = block == b
+        out[sel] = _intent_chain(seed, n_users, n_items, n_categories, int(b))[sel, step[sel]]
+    return out
+
+
+def utility(world: World, users: np.ndarray, items: np.ndarray,
+            intent: np.ndarray | None = None) -> np.ndarray:
+    """The hidden utility of each (user, item) pair, given each row's user intent category
+    (``None``: without the intent term)."""
     n_cat = world.user_affinity.shape[1]
     aff = np.log(n_cat * world.user_affinity[users, world.item_category[items]] + 1e-12)
     dot = np.einsum("ij,ij->i", world.user_latent[users], world.item_latent[items])
     price = world.user_price_sens[users] * (np.log(world.item_price[items]) - 3.0)
-    return (
+    base = (
         0.6 * np.clip(aff, -3, 3) + 0.7 * dot / np.sqrt(LATENT_DIM)
         + world.item_quality[items] - price
     )
+    if intent is None:
+        return base
+    return base + INTENT_BOOST * (world.item_category[items] == intent)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -132,9 +190,20 @@ class SyntheticSource(DataSource):
         """The users, items and hidden preferences of this seed."""
         return make_world(self.seed, self.n_users, self.n_items, self.n_categories)
 
-    def oracle(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
-        """The hidden utility: what a perfect ranker would sort by."""
-        return utility(self.world, np.asarray(user_ids), np.asarray(item_ids))
+    def intents(self, date: dt.date) -> np.ndarray:
+        """Every user's intent category on ``date``."""
+        return intents(self.seed, self.n_users, self.n_items, self.n_categories, date)
+
+    def oracle(self, user_ids: np.ndarray, item_ids: np.ndarray,
+               request_ids: np.ndarray) -> np.ndarray:
+        """The hidden utility on the request's date: what a perfect ranker would sort by."""
+        users, items = np.asarray(user_ids), np.asarray(item_ids)
+        ordinals = np.asarray(request_ids) // ID_STRIDE
+        intent = np.empty(len(users), dtype=np.int32)
+        for day in np.unique(ordinals):
+            sel = ordinals == day
+            intent[sel] = self.intents(dt.date.fromordinal(int(day)))[users[sel]]
+        return utility(self.world, users, items, intent)
 
     def frames(self, date: dt.date) -> dict[str, pa.Table]:
         """One day of the marketplace, deterministic in (seed, date)."""
@@ -157,6 +226,8 @@ class SyntheticSource(DataSource):
             "price": w.item_price,
         })
 
+        intent = self.intents(date)
+
         # Requests: who asks, when.
         n_req = max(1, self.impressions_per_day // self.slots)
         act = w.user_activity / w.user_activity.sum()
@@ -174,6 +245,8 @@ class SyntheticSource(DataSource):
         item[pop] = rng.choice(self.n_items, size=int(pop.sum()), p=w.popularity_prior)
         aff = kind == 1
         cats = _sample_categories(rng, w.user_affinity[r_user[aff]])
+        follows = rng.random(len(cats)) < POLICY_INTENT
+        cats[follows] = intent[r_user[aff]][follows]
         picked = np.empty(len(cats), dtype=np.int64)
         for c in np.unique(cats):
             members = w.items_by_category[c]
@@ -201,7 +274,7 @@ class SyntheticSource(DataSource):
         imp_ts = req_ts[r_req] + position.astype(np.int64) * 1_000
 
         # User behaviour: position-biased clicks, then cart and purchase by utility.
-        util = utility(w, r_user, item)
+        util = utility(w, r_user, item, intent[r_user])
         p_click = position.astype(float) ** -0.6 * _sigmoid(util - 1.5)
         clicked = rng.random(n_imp) < p_click
         carted = clicked & (rng.random(n_imp) < 0.6 * _sigmoid(util - 1.0))

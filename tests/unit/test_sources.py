@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.sources.base import RAW_SCHEMAS, id_base
-from pipeline.sources.synthetic import SyntheticSource
+from pipeline.sources.synthetic import INTENT_BOOST, SyntheticSource
 from tests.conftest import D0
 
 
@@ -35,7 +35,38 @@ def test_ground_truth_is_not_in_raw_data(source):
     names = {n for s in RAW_SCHEMAS.values() for n in s.names}
     assert not names & {"utility", "relevance", "quality", "affinity"}
     u = np.array([0, 1, 2])
-    assert source.oracle(u, u).shape == (3,)
+    assert source.oracle(u, u, np.full(3, id_base(D0))).shape == (3,)
+
+
+def test_intents_persist_then_follow_the_successor_map():
+    src = SyntheticSource(seed=3, n_users=4000, n_items=400, n_categories=12)
+    w = src.world
+    days = [D0 + dt.timedelta(days=k) for k in range(12)]
+    intent = np.stack([src.intents(d) for d in days])  # (days, users)
+    changed = intent[1:] != intent[:-1]
+    # An intent lasts INTENT_DAYS days: it changes on about a third of the user-days...
+    assert 0.2 < changed.mean() < 0.4
+    # ...and when it moves on, it mostly moves to the successor of the category it leaves.
+    followed = intent[1:] == w.category_next[intent[:-1]]
+    assert followed[changed].mean() > 0.6
+    assert np.array_equal(src.intents(D0), intent[0])  # deterministic in (seed, date)
+
+
+def test_oracle_knows_the_intent_and_clicks_follow_it(source):
+    f = source.frames(D0)
+    imp = f["impressions"].to_pandas()
+    clicked = imp["event_id"].isin(f["clicks"].to_pandas()["impression_id"])
+    users, items = imp["user_id"].to_numpy(), imp["item_id"].to_numpy()
+    in_intent = source.world.item_category[items] == source.intents(D0)[users]
+    assert clicked[in_intent].mean() > 2 * clicked[~in_intent].mean()
+    # The same pairs on a date where the intent differs: the oracle's utility moves with it.
+    later = D0 + dt.timedelta(days=9)
+    today = source.oracle(users, items, np.full(len(users), id_base(D0)))
+    then = source.oracle(users, items, np.full(len(users), id_base(later)))
+    moved = in_intent != (source.world.item_category[items] == source.intents(later)[users])
+    assert moved.any()
+    assert np.allclose(np.abs(today - then)[moved], INTENT_BOOST)
+    assert np.allclose(today[~moved], then[~moved])
 
 
 def test_position_bias_top_positions_clicked_more(source):
