@@ -32,9 +32,12 @@ def train() -> None:
     row's date (point-in-time); a time-based split (train, validation for early stopping, the
     last dates held out for test).
 
-    `pretrain` gives the families that start from a pre-trained sequence encoder (`neural`)
-    their encoder: the newest one logged, or a new one pre-trained on users' click sequences
-    (next-item objective) when that is `RANKLINE_PRETRAIN_EVERY_DAYS` old.
+    `split` checks the dates the split needs. `pretrain` gives the split its sequence encoder:
+    the newest one logged, or a new one pre-trained on users' click sequences up to the day
+    before the first training date (next-item objective) when that is
+    `RANKLINE_PRETRAIN_EVERY_DAYS` old; it writes the encoder's embedding feature views for the
+    split's dates (`od_encoder_score`, every family's feature), and the `neural` family starts
+    from it. `training_set` then writes the labelled rows.
     `train_model` runs once per model family of `RANKLINE_MODELS` (dynamic task mapping: one
     task instance per family, named after it). `evaluate` scores every family on the held-out
     dates beside the popularity and random baselines, the current champion and the oracle
@@ -47,14 +50,21 @@ def train() -> None:
     """
 
     @task
-    def training_set(**context) -> dict:
-        from pipeline.training import build_training_set
+    def split(**context) -> dict:
+        from pipeline.training import plan_split
 
         check_conf(context)
         as_of = as_of_date(context)
         with fail_fast():
-            split = build_training_set(settings(), as_of)
-        return {"as_of": as_of.isoformat(), "split": split, "mlflow_run_id": mlflow_run(context)}
+            dates = plan_split(settings(), as_of)
+        return {"as_of": as_of.isoformat(), "split": dates, "mlflow_run_id": mlflow_run(context)}
+
+    @task
+    def training_set(planned: dict, encoder: dict | None) -> dict:
+        from pipeline.training import write_training_rows
+
+        write_training_rows(settings(), planned["split"])  # after the embedding features
+        return planned
 
     @task
     def families() -> list[str]:
@@ -95,8 +105,9 @@ def train() -> None:
         return {"model_uri": result["model_uri"], "model_version": result["model_version"],
                 "family": result["family"]}
 
-    assembled = training_set()
-    encoder = pretrain(assembled)
+    planned = split()
+    encoder = pretrain(planned)
+    assembled = training_set(planned, encoder)
     trained = train_model.partial(assembled=assembled, encoder=encoder).expand(family=families())
     result = evaluate(assembled, trained)
     promoted(result) >> announce_champion(result)

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 
 from feature_store.definitions import (
+    ENCODER_ITEM,
+    ENCODER_USER,
     ITEM,
     ON_DEMAND,
     SEQ,
@@ -118,6 +120,13 @@ def join_features(rows: pd.DataFrame, views: dict[str, pd.DataFrame]) -> pd.Data
     out = out.drop(columns=["category"])
     out[ON_DEMAND[0].name] = (out["i_log_price"] - out[f"u_log_price_clicked_{W}"]).astype(
         "float32")
+    if ENCODER_USER in views and ENCODER_ITEM in views:
+        from feature_store.embeddings import encoder_score
+
+        out[ON_DEMAND[1].name] = encoder_score(out["user_id"].to_numpy(), out["item_id"].to_numpy(),
+                                               views[ENCODER_USER], views[ENCODER_ITEM])
+    else:  # no encoder as of that date
+        out[ON_DEMAND[1].name] = np.float32(ON_DEMAND[1].default)
     if (seqs := views.get(SEQUENCE_VIEW)) is not None:  # the neural families' input
         seq = pd.Series(seqs["seq"].to_numpy(), index=seqs["user_id"].to_numpy())
         found = seq.reindex(out["user_id"].to_numpy()).to_numpy()

@@ -86,6 +86,10 @@ ONLINE_VIEWS: tuple[FeatureView, ...] = (USER, ITEM, USER_CATEGORY)
 ON_DEMAND: tuple[Feature, ...] = (
     Feature("od_price_vs_user", "float32",
             "item log price minus the user's mean clicked log price", default=NAN),
+    Feature("od_encoder_score", "float32",
+            "the pre-trained sequence encoder's next-item score of the item for the user (their "
+            "embeddings' dot product, views encoder_user and encoder_item); NaN before any "
+            "encoder", default=NAN),
 )
 """Computed at join time from the views above (same code for training and scoring)."""
 
@@ -93,6 +97,9 @@ ON_DEMAND: tuple[Feature, ...] = (
 SEQUENCE_VIEW, SEQUENCE_VERSION = "user_sequence", "v1"
 """The view of each user's clicked items in time order (``feature_store.sequences``); not a model
 input column itself: the neural families read it as the rows' ``seq`` column."""
+ENCODER_USER, ENCODER_ITEM, ENCODER_VERSION = "encoder_user", "encoder_item", "v1"
+"""Views of a pre-trained sequence encoder's user states and item embeddings
+(``feature_store.embeddings``); models read them as ``od_encoder_score``."""
 SEQ_KEEP = 100
 """Items kept per user in the sequence view (a model reads its last ``RANKLINE_SEQ_LEN``)."""
 SEQ = "seq"

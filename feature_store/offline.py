@@ -17,6 +17,7 @@ import pandas as pd
 from feature_store import io
 from feature_store.compute import compute_views
 from feature_store.definitions import SEQUENCE_VIEW, VIEWS, WINDOW_DAYS, FeatureView
+from feature_store.embeddings import read_embeddings
 from feature_store.sequences import build_sequences, read_sequences
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def read_views(offline_dir: Path, as_of: dt.date) -> dict[str, pd.DataFrame]:
     seqs = read_sequences(offline_dir, as_of)  # absent in stores built before the view existed
     if seqs is not None:
         out[SEQUENCE_VIEW] = seqs
+    out |= read_embeddings(offline_dir, as_of) or {}  # absent before the first encoder
     return out
 
 

@@ -61,11 +61,15 @@ def materialize_frames(store: KVStore, frames: Sequence[tuple[str, pd.DataFrame,
 def materialize_online(store: KVStore, offline_dir: Path, as_of: dt.date, keep: int = 3) -> dict[str, Any]:
     """Publish the online views of the offline store ``offline_dir`` as of ``as_of`` into
     ``store`` as one new version of the ``features`` namespace, keeping ``keep`` versions."""
-    from feature_store.definitions import ONLINE_VIEWS
+    from feature_store.definitions import ENCODER_ITEM, ENCODER_USER, ONLINE_VIEWS
+    from feature_store.embeddings import vector_columns
     from feature_store.offline import read_views
 
     views = read_views(offline_dir, as_of)
     frames = [(v.name, views[v.name], v.keys, v.names) for v in ONLINE_VIEWS]
+    for name, key in ((ENCODER_USER, "user_id"), (ENCODER_ITEM, "item_id")):
+        if name in views:  # the encoder's vectors, once there is an encoder
+            frames.append((name, views[name], (key,), vector_columns(views[name])))
     info = materialize_frames(store, frames, {"as_of": as_of.isoformat()}, keep=keep)
     return {"version": info.version, "keys": info.n_keys}
 

@@ -120,6 +120,25 @@ def build_encoder(n_items: int, cfg: EncoderConfig) -> Any:
     return SeqEncoder()
 
 
+def user_states(enc: Any, vocab: ItemVocab, sequences: Sequence[np.ndarray | None],
+                batch_size: int = 2048, device: str = "cpu") -> np.ndarray:
+    """The encoder's state (:meth:`user_state`) of each sequence of item ids, oldest first:
+    ``[len(sequences), d]`` float32, in eval mode; sequences of similar length are batched
+    together so padding costs little (the result does not depend on the batching)."""
+    import torch
+
+    enc = enc.to(device).eval()
+    lengths = np.array([0 if s is None else min(len(s), enc.cfg.max_len) for s in sequences])
+    order = np.argsort(lengths, kind="stable")
+    out = np.zeros((len(sequences), enc.cfg.dim), dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            seq = torch.from_numpy(vocab.pad([sequences[i] for i in idx], enc.cfg.max_len))
+            out[idx] = enc.user_state(seq.to(device)).float().cpu().numpy()
+    return out
+
+
 def length_batches(lengths: np.ndarray, batch_size: int,
                    rng: np.random.Generator) -> list[np.ndarray]:
     """Index batches of about equal sequence length, in random order: a random permutation cut
@@ -161,6 +180,16 @@ class EncoderCheckpoint:
         enc = build_encoder(len(self.vocab), self.config)
         enc.load_state_dict(self.state)
         return enc
+
+    def item_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(item ids, [n, d] float32 embeddings)`` of the vocabulary (padding row dropped)."""
+        return self.item_ids, self.state["items.weight"][1:].float().numpy()
+
+    def user_states(self, sequences: Sequence[np.ndarray | None], batch_size: int = 2048,
+                    device: str = "cpu") -> np.ndarray:
+        """``[len(sequences), d]`` float32 states of sequences (see :func:`user_states`)."""
+        return user_states(self.encoder(), self.vocab, sequences, batch_size,
+                           resolve_device(device))
 
     def save(self, path: Path) -> Path:
         import torch

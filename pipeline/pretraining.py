@@ -1,12 +1,20 @@
-"""The pre-training step of the train DAG: a sequence encoder for the families that start from one.
+"""The pre-training step of the train DAG, and the encoder's embedding feature views.
 
-The encoder learns from the ``user_sequence`` view as of the last validation date of the split
-(clicks up to that date: the held-out test dates are never seen). A new one is trained only when
-the newest logged encoder's data ends ``RANKLINE_PRETRAIN_EVERY_DAYS`` or more days before that
-date (or there is none, or it would end after it: a backfill); otherwise the newest is reused.
-Each encoder is logged to the train DAG run's MLflow run: ``encoder/encoder.pt`` (weights,
-vocabulary, configuration), ``encoder/item_embeddings.parquet``, the loss and hit-rate curves,
-samples per second, and the tag ``encoder_data_end``.
+A sequence encoder (:mod:`models.sequence`) learns from the ``user_sequence`` view as of the day
+before the split's first training date: it never sees a date whose rows train, validate or test a
+ranker, so its embeddings can be features of those rows without leaking their labels
+(``feature_store.embeddings``). A new one is trained only when the newest logged encoder's data
+ends ``RANKLINE_PRETRAIN_EVERY_DAYS`` or more days before that date (or there is none, or all
+end after it: a backfill); otherwise the newest is reused. Each encoder is logged to the train
+DAG run's MLflow run: ``encoder/encoder.pt`` (weights, vocabulary, configuration),
+``encoder/item_embeddings.parquet``, the loss and hit-rate curves, samples per second, and the
+tag ``encoder_data_end``.
+
+The embedding views of date D are computed with the newest encoder whose data ends by D
+(:func:`embed_dates`): by the ingest DAG for each new date, and by the pre-training step for the
+split's feature dates after it trains a new encoder. The neural families start from the encoder
+itself; every family reads ``od_encoder_score``. With ``RANKLINE_ENCODER_FEATURES=false`` the
+views are not built and an encoder is pre-trained only for a family that starts from one.
 """
 
 from __future__ import annotations
@@ -26,44 +34,105 @@ DATA_END_TAG = "encoder_data_end"
 
 
 def needs_encoder(settings: Settings) -> bool:
-    """Whether a family of ``RANKLINE_MODELS`` starts from a pre-trained encoder."""
+    """Whether the train DAG needs an encoder: for the embedding features
+    (``RANKLINE_ENCODER_FEATURES``) or for a family of ``RANKLINE_MODELS`` that starts from one."""
     from models.registry import family_class
 
-    return any(family_class(f).needs_pretrained for f in settings.model_families)
+    return settings.encoder_features or any(family_class(f).needs_pretrained
+                                            for f in settings.model_families)
 
 
-def newest_encoder(settings: Settings, end: dt.date) -> tuple[str, dt.date] | None:
-    """``(run id, data end)`` of the newest logged encoder whose data ends by ``end``."""
+def logged_encoders(settings: Settings) -> list[tuple[str, dt.date]]:
+    """``(run id, data end)`` of every logged encoder, oldest data first."""
     import mlflow
 
     from pipeline.tracking import configure
 
     runs = mlflow.search_runs([configure(settings)],
                               filter_string=f"tags.{DATA_END_TAG} != ''", output_format="list")
-    found = [(r.info.run_id, dt.date.fromisoformat(r.data.tags[DATA_END_TAG])) for r in runs]
-    found = [(run, d) for run, d in found if d <= end]
-    return max(found, key=lambda x: x[1]) if found else None
+    return sorted(((r.info.run_id, dt.date.fromisoformat(r.data.tags[DATA_END_TAG]))
+                   for r in runs), key=lambda x: (x[1], x[0]))
+
+
+def newest_encoder(settings: Settings, end: dt.date) -> tuple[str, dt.date] | None:
+    """``(run id, data end)`` of the newest logged encoder whose data ends by ``end``."""
+    return _newest(logged_encoders(settings), end)
+
+
+def _newest(encoders: list[tuple[str, dt.date]], end: dt.date) -> tuple[str, dt.date] | None:
+    found = [e for e in encoders if e[1] <= end]
+    return found[-1] if found else None
 
 
 def pretrain_encoder(settings: Settings, split: dict[str, list[str]],
                      run_id: str) -> dict[str, Any] | None:
-    """The encoder the split's families start from: reused or newly pre-trained (see module).
+    """The split's encoder, reused or newly pre-trained (see the module), and the embedding
+    views of the split's feature dates (with ``RANKLINE_ENCODER_FEATURES``).
 
-    Returns ``{"uri", "data_end", "reused"}`` (``uri``: an MLflow artifact URI), or None when no
-    family of ``RANKLINE_MODELS`` needs one.
+    Returns ``{"uri", "data_end", "reused", "embedded"}`` (``uri``: an MLflow artifact URI;
+    ``embedded``: ``{date: encoder run}`` of the views (re)computed), or None when nothing needs
+    an encoder.
     """
     if not needs_encoder(settings):
-        log.info("no family of RANKLINE_MODELS=%s starts from an encoder: nothing to pre-train",
-                 settings.models)
+        log.info("no family of RANKLINE_MODELS=%s starts from an encoder and "
+                 "RANKLINE_ENCODER_FEATURES is off: nothing to pre-train", settings.models)
         return None
-    end = dt.date.fromisoformat(split["valid"][-1])
+    end = dt.date.fromisoformat(split["train"][0]) - dt.timedelta(days=1)
     newest = newest_encoder(settings, end)
     if newest and (end - newest[1]).days < settings.pretrain_every_days:
         log.info("reusing the encoder of run %s (data up to %s; RANKLINE_PRETRAIN_EVERY_DAYS=%d)",
                  newest[0], newest[1], settings.pretrain_every_days)
-        return {"uri": f"runs:/{newest[0]}/{ARTIFACT}", "data_end": newest[1].isoformat(),
-                "reused": True}
-    return _pretrain(settings, end, run_id)
+        out = {"uri": f"runs:/{newest[0]}/{ARTIFACT}", "data_end": newest[1].isoformat(),
+               "reused": True}
+    else:
+        out = _pretrain(settings, end, run_id)
+    feature_dates = [end + dt.timedelta(days=k)
+                     for k in range((dt.date.fromisoformat(split["test"][-1]) - end).days)]
+    out["embedded"] = embed_dates(settings, feature_dates) if settings.encoder_features else {}
+    return out
+
+
+def embed_dates(settings: Settings, dates: list[dt.date]) -> dict[str, str]:
+    """Write the embedding views of each date with the newest logged encoder whose data ends by
+    that date (no encoder yet: nothing written, ``od_encoder_score`` stays NaN). A partition
+    already computed by that encoder is kept. Returns ``{date: encoder run}`` of those written."""
+    import tempfile
+
+    from feature_store.embeddings import embedding_frame, read_embeddings, write_embeddings
+    from feature_store.sequences import read_sequences
+    from models.sequence import EncoderCheckpoint
+
+    encoders = logged_encoders(settings)
+    loaded: dict[str, EncoderCheckpoint] = {}
+    written = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for date in dates:
+            chosen = _newest(encoders, date)
+            if chosen is None:
+                log.info("no encoder with data up to %s yet: no embedding features as of it",
+                         date)
+                continue
+            run = chosen[0]
+            current = read_embeddings(settings.offline_dir, date)
+            if current is not None and set(current["encoder_user"]["encoder"]) == {run}:
+                continue
+            seqs = read_sequences(settings.offline_dir, date)
+            if seqs is None:
+                raise FileNotFoundError(f"no user_sequence view as of {date}: rerun the ingest "
+                                        f"DAG for {date} (it builds the view)")
+            if run not in loaded:
+                path = encoder_path({"uri": f"runs:/{run}/{ARTIFACT}"}, Path(tmp) / run)
+                loaded[run] = EncoderCheckpoint.load(path)
+            ck = loaded[run]
+            states = ck.user_states(list(seqs["seq"]), device=settings.device)
+            item_ids, item_vecs = ck.item_embeddings()
+            write_embeddings(settings.offline_dir, date,
+                             embedding_frame("user_id", seqs["user_id"].to_numpy(), states, run),
+                             embedding_frame("item_id", item_ids, item_vecs, run))
+            written[date.isoformat()] = run
+            log.info("embedding features as of %s: %d users, %d items (encoder %s, data up to "
+                     "%s)", date, len(seqs), len(item_ids), run, chosen[1])
+    return written
 
 
 def _pretrain(settings: Settings, end: dt.date, run_id: str) -> dict[str, Any]:
@@ -72,7 +141,6 @@ def _pretrain(settings: Settings, end: dt.date, run_id: str) -> dict[str, Any]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import mlflow
-    import pandas as pd
 
     from feature_store.sequences import read_sequences
     from models.sequence import EncoderConfig, pretrain
@@ -105,9 +173,9 @@ def _pretrain(settings: Settings, end: dt.date, run_id: str) -> dict[str, Any]:
                             "pretrain_users": info["users"], "pretrain_items": info["items"]})
         path = ck.save(Path(tmp) / "encoder.pt")
         mlflow.log_artifact(str(path), "encoder")
-        emb = ck.state["items.weight"][1:].numpy()
-        table = pd.DataFrame(emb, columns=[f"e{i}" for i in range(emb.shape[1])])
-        table.insert(0, "item_id", ck.item_ids)
+        from feature_store.embeddings import embedding_frame
+
+        table = embedding_frame("item_id", *ck.item_embeddings(), run_id)
         table.to_parquet(Path(tmp) / "item_embeddings.parquet")
         mlflow.log_artifact(str(Path(tmp) / "item_embeddings.parquet"), "encoder")
         fig, ax = plt.subplots(1, 2, figsize=(10, 4))

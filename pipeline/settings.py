@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     pretrain_epochs: int = Field(default=20, ge=1, le=1000,
                                  description="Maximum pre-training epochs (early stopping on "
                                  "held-out users' next-item hit rate).")
+    encoder_features: bool = Field(
+        default=True, description="Build the pre-trained encoder's embedding feature views "
+        "(encoder_user, encoder_item) and give every family the feature od_encoder_score; "
+        "the train DAG then pre-trains an encoder whatever RANKLINE_MODELS says.")
     pretrain_every_days: int = Field(
         default=7, ge=0, le=3660,
         description="Pre-train again only when the newest encoder checkpoint's data ends this "

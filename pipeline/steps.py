@@ -45,6 +45,10 @@ def features(settings: Settings, date: dt.date, run_id: str | None = None,
     require_valid(settings, [date], f"features as of {date}")
     paths = build_features(settings.raw_dir, settings.offline_dir, date,
                            usable=lambda d: is_valid(settings, d))
+    if settings.encoder_features:
+        from pipeline.pretraining import embed_dates
+
+        embed_dates(settings, [date])  # with the newest encoder trained on data up to date
     with opened(settings, settings.online_store_path) as store:
         online = materialize_online(store, settings.offline_dir, date, keep=settings.keep_versions)
     out = {"date": date.isoformat(), "offline": paths, "online_version": online["version"],

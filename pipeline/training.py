@@ -42,22 +42,34 @@ def rows_dir(settings: Settings) -> Path:
     return settings.work_dir
 
 
-def build_training_set(settings: Settings, as_of: dt.date) -> dict[str, list[str]]:
-    """Write labelled rows for every date of the split; return the split as ISO dates."""
-    from pipeline.labels import write_rows
+def plan_split(settings: Settings, as_of: dt.date) -> dict[str, list[str]]:
+    """The split ending with ``as_of`` as ISO dates, after checking that every date it needs
+    (and the day before the first: its rows join features from the day before) is valid."""
     from pipeline.landing import require_valid
 
     split = split_dates(settings, as_of)
     need = [d for dates in split.values() for d in dates]
-    # each date's rows join features as of the day before: that day must be valid too
     require_valid(settings, [need[0] - dt.timedelta(days=1), *need],
                   f"training as of {as_of} ({need[0]}..{need[-1]}, features from the day before: "
                   f"RANKLINE_TRAIN_DAYS={settings.train_days}, RANKLINE_VALID_DAYS="
                   f"{settings.valid_days}, RANKLINE_TEST_DAYS={settings.test_days})")
-    for d in need:
+    return {k: [d.isoformat() for d in v] for k, v in split.items()}
+
+
+def write_training_rows(settings: Settings, split: dict[str, list[str]]) -> None:
+    """Write labelled rows for every date of the split (an overwrite on rerun)."""
+    from pipeline.labels import write_rows
+
+    for d in (dt.date.fromisoformat(d) for dates in split.values() for d in dates):
         write_rows(settings.raw_dir, settings.offline_dir, rows_dir(settings), d,
                    settings.negatives_per_request, settings.seed)
-    return {k: [d.isoformat() for d in v] for k, v in split.items()}
+
+
+def build_training_set(settings: Settings, as_of: dt.date) -> dict[str, list[str]]:
+    """:func:`plan_split` then :func:`write_training_rows`; return the split as ISO dates."""
+    split = plan_split(settings, as_of)
+    write_training_rows(settings, split)
+    return split
 
 
 def _read(settings: Settings, dates: list[str]) -> pd.DataFrame:

@@ -152,3 +152,75 @@ def test_online_features_match_the_offline_store(settings, ingested, backend, mo
     store.close()
     if backend == "redis":
         purge(f"redis:{prefix}")
+
+
+def _log_encoder(settings, data_end: dt.date, seed: int) -> str:
+    """An MLflow run holding an (untrained, seeded) encoder checkpoint whose data ends on
+    ``data_end``, as the pre-training step logs it."""
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+    import torch
+
+    from models.sequence import EncoderCheckpoint, EncoderConfig, build_encoder
+    from pipeline.pretraining import ARTIFACT, DATA_END_TAG
+    from pipeline.tracking import configure
+
+    torch.manual_seed(seed)
+    cfg = EncoderConfig(dim=8, layers=1, heads=1, max_len=10)
+    ids = np.arange(settings.n_items, dtype=np.int64)
+    ck = EncoderCheckpoint(build_encoder(len(ids) + 1, cfg).state_dict(), ids, cfg, {})
+    with (mlflow.start_run(experiment_id=configure(settings)) as run,
+          tempfile.TemporaryDirectory() as tmp):
+        mlflow.log_artifact(str(ck.save(Path(tmp) / "encoder.pt")), ARTIFACT.rsplit("/", 1)[0])
+        mlflow.set_tag(DATA_END_TAG, data_end.isoformat())
+    return run.info.run_id
+
+
+def test_encoder_features_use_only_encoders_and_sequences_up_to_the_day_before(settings,
+                                                                               ingested):
+    """D's rows get od_encoder_score from D-1's embedding views, computed with the newest
+    encoder trained on data up to D-1 and the sequences as of D-1: an encoder that saw D, or
+    D's clicks rewritten, change nothing in D's rows."""
+    from feature_store.definitions import ENCODER_ITEM, ENCODER_USER
+    from feature_store.embeddings import read_embeddings, vector_columns
+    from models.sequence import EncoderCheckpoint
+    from pipeline.pretraining import embed_dates
+
+    d = ingested[-1]
+    prev = d - dt.timedelta(days=1)
+    old = _log_encoder(settings, ingested[0], seed=1)
+    mid = _log_encoder(settings, prev, seed=2)
+    assert embed_dates(settings, ingested) == {ingested[0].isoformat(): old,
+                                               prev.isoformat(): mid, d.isoformat(): mid}
+    assert embed_dates(settings, ingested) == {}  # already computed by the chosen encoders
+    before = build_rows(settings.raw_dir, settings.offline_dir, d, 3, settings.seed)
+    score = before["od_encoder_score"].to_numpy()
+    known = before["user_id"].isin(read_sequences(settings.offline_dir, prev)["user_id"])
+    assert known.any() and np.isfinite(score[known.to_numpy()]).all()
+    assert np.isnan(score[~known.to_numpy()]).all()  # no history as of D-1: unknown
+
+    # the score is the chosen encoder's: its state of the D-1 sequence . the item's embedding
+    views = read_embeddings(settings.offline_dir, prev)
+    assert set(views[ENCODER_USER]["encoder"]) == {mid}
+    from mlflow.artifacts import download_artifacts
+
+    ck = EncoderCheckpoint.load(download_artifacts(f"runs:/{mid}/encoder/encoder.pt"))
+    row = before[known].iloc[0]
+    seq = read_sequences(settings.offline_dir, prev).set_index("user_id")["seq"][row["user_id"]]
+    ids, vecs = ck.item_embeddings()
+    expect = ck.user_states([seq])[0] @ vecs[np.searchsorted(ids, row["item_id"])]
+    assert row["od_encoder_score"] == pytest.approx(expect, rel=1e-4, abs=1e-5)
+    items = views[ENCODER_ITEM].set_index("item_id")[vector_columns(views[ENCODER_ITEM])]
+    np.testing.assert_allclose(items.loc[int(row["item_id"])].to_numpy(),
+                               vecs[np.searchsorted(ids, row["item_id"])])
+
+    # An encoder that saw D, and D's clicks rewritten, rebuilt as the ingest DAG would.
+    late = _log_encoder(settings, d, seed=3)
+    io.write_partition(io.read_partition(settings.raw_dir, "clicks", d).iloc[0:0],
+                       settings.raw_dir, "clicks", d)
+    build_features(settings.raw_dir, settings.offline_dir, d)
+    assert embed_dates(settings, [prev, d]) == {d.isoformat(): late}
+    after = build_rows(settings.raw_dir, settings.offline_dir, d, 3, settings.seed)
+    pd.testing.assert_frame_equal(before[model_features()], after[model_features()])
