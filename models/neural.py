@@ -123,18 +123,28 @@ class NeuralRanker(ModelFamily):
                                  "train neural_scratch)")
             ck = EncoderCheckpoint.load(data.pretrained)
             self.config, self.vocab = ck.config, ck.vocab
-            net = build_network(len(self.vocab), len(model_features()), self.config)
+            net = build_network(len(self.vocab), 2 * len(model_features()), self.config)
             net.encoder.load_state_dict(ck.state)
             return net
         seen = [np.asarray(s, dtype=np.int64) for s in train[SEQ] if s is not None and len(s)]
         self.vocab = ItemVocab(np.concatenate([train["item_id"].to_numpy(np.int64), *seen]))
-        return build_network(len(self.vocab), len(model_features()), self.config)
+        return build_network(len(self.vocab), 2 * len(model_features()), self.config)
 
     # -- data ---------------------------------------------------------------------------------
+    @staticmethod
+    def _squash(x: np.ndarray) -> np.ndarray:
+        """``sign(x) * log1p(|x|)``: counts span orders of magnitude, which a tree ignores and an
+        MLP does not (standardized raw counts leave most rows near one value)."""
+        return np.sign(x) * np.log1p(np.abs(x))
+
     def _dense(self, rows: pd.DataFrame, x: np.ndarray | None = None) -> np.ndarray:
-        """Standardized dense features of ``rows`` (``x``: their feature matrix, if at hand)."""
-        x = ((feature_matrix(rows) if x is None else x) - self.mean) / self.std
-        return np.nan_to_num(np.clip(x, -8, 8), nan=0.0).astype(np.float32)
+        """Squashed, standardized dense features of ``rows`` (``x``: their feature matrix, if
+        at hand); missing values become the mean (0), plus one 0/1 column per feature that
+        says it was missing (so the network sees 2 x the features)."""
+        x = self._squash(feature_matrix(rows) if x is None else x)
+        missing = np.isnan(x)
+        z = np.nan_to_num(np.clip((x - self.mean) / self.std, -8, 8), nan=0.0)
+        return np.concatenate([z, missing], 1).astype(np.float32)
 
     def _groups(self, rows: pd.DataFrame) -> dict[str, np.ndarray]:
         """Padded per-request arrays: row index, item rows, labels, and each request's seq."""
@@ -162,8 +172,9 @@ class NeuralRanker(ModelFamily):
         valid = data.read("valid") if data.valid_paths else None
         self.net = self.initial_network(data, train).to(device)
         x = feature_matrix(train)
-        self.mean = np.nan_to_num(np.nanmean(x, 0)).astype(np.float32)
-        self.std = np.nan_to_num(np.nanstd(x, 0), nan=1.0).astype(np.float32) + 1e-3
+        squashed = self._squash(x)
+        self.mean = np.nan_to_num(np.nanmean(squashed, 0)).astype(np.float32)
+        self.std = np.nan_to_num(np.nanstd(squashed, 0), nan=1.0).astype(np.float32) + 1e-3
         tr = self._groups(train)
         dense = torch.from_numpy(self._dense(train, x))
         gains = torch.from_numpy(2.0 ** train["label"].to_numpy(np.float32) - 1)
@@ -299,7 +310,7 @@ class NeuralRanker(ModelFamily):
                                                  "batch_groups", "patience", "seed")}
         model = cls(**params, config=EncoderConfig(**raw["config"]), device="cpu")
         model.vocab, model.mean, model.std = ItemVocab(raw["item_ids"]), raw["mean"], raw["std"]
-        model.net = build_network(len(model.vocab), len(model.mean), model.config)
+        model.net = build_network(len(model.vocab), 2 * len(model.mean), model.config)
         model.net.load_state_dict(raw["state"])
         model.net.eval()
         model.features = dict(raw["features"])

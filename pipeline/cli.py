@@ -42,7 +42,7 @@ def _airflow() -> tuple[Any, dict[str, Any]]:
 @app.command()
 def demo(
     days: Annotated[int | None, typer.Option(help="Logical dates to ingest (default: "
-                                             "RANKLINE_DEMO_DAYS, 14)")] = None,
+                                             "RANKLINE_DEMO_DAYS, 20)")] = None,
 ) -> None:
     """Run the whole pipeline as Airflow DAG runs on the embedded defaults, then summarise."""
     from pipeline.settings import DEMO_DAYS_RULE

@@ -7,7 +7,8 @@ ranker, so its embeddings can be features of those rows without leaking their la
 ends ``RANKLINE_PRETRAIN_EVERY_DAYS`` or more days before that date (or there is none, or all
 end after it: a backfill); otherwise the newest is reused. Each encoder is logged to the train
 DAG run's MLflow run: ``encoder/encoder.pt`` (weights, vocabulary, configuration),
-``encoder/item_embeddings.parquet``, the loss and hit-rate curves, samples per second, and the
+``encoder/item_embeddings.parquet``, the loss, held-out loss and hit-rate curves, samples per
+second, and the
 tag ``encoder_data_end``.
 
 The embedding views of date D are computed with the newest encoder whose data ends by D
@@ -178,12 +179,15 @@ def _pretrain(settings: Settings, end: dt.date, run_id: str) -> dict[str, Any]:
         table = embedding_frame("item_id", *ck.item_embeddings(), run_id)
         table.to_parquet(Path(tmp) / "item_embeddings.parquet")
         mlflow.log_artifact(str(Path(tmp) / "item_embeddings.parquet"), "encoder")
-        fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+        fig, ax = plt.subplots(1, 3, figsize=(14, 4))
         ax[0].plot(info["curves"]["pretrain_loss"])
         ax[0].set(xlabel="epoch", title="Pre-training loss (sampled softmax)")
-        ax[1].plot(info["curves"]["pretrain_valid_hr@10"])
-        ax[1].axvline(info["best_epoch"], color="grey", ls="--", lw=1)
-        ax[1].set(xlabel="epoch", title="Held-out users' next item: HR@10")
+        ax[1].plot(info["curves"]["pretrain_valid_loss"])
+        ax[1].set(xlabel="epoch", title="Held-out users' next item: cross-entropy")
+        ax[2].plot(info["curves"]["pretrain_valid_hr@10"])
+        ax[2].set(xlabel="epoch", title="Held-out users' next item: HR@10")
+        for a in ax[1:]:
+            a.axvline(info["best_epoch"], color="grey", ls="--", lw=1)
         fig.tight_layout()
         log_figure(fig, "plots/pretraining.png")
         mlflow.set_tag(DATA_END_TAG, end.isoformat())

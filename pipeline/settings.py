@@ -86,14 +86,14 @@ class Settings(BaseSettings):
     n_users: int = Field(default=20_000, ge=1, le=100_000_000, description="Synthetic users.")
     n_items: int = Field(default=5_000, ge=1, le=100_000_000, description="Synthetic items.")
     n_categories: int = Field(default=24, ge=1, le=100_000, description="Synthetic item categories.")
-    impressions_per_day: int = Field(default=300_000, ge=1, le=1_000_000_000,
+    impressions_per_day: int = Field(default=150_000, ge=1, le=1_000_000_000,
                                      description="Synthetic impressions a day.")
     slots_per_request: int = Field(default=20, ge=1, le=1000,
                                    description="Items shown per request (page size).")
     start_date: dt.date = Field(
         default=dt.date(2026, 1, 1), description="First logical date of the demo and of catchup."
     )
-    demo_days: int = Field(default=14, ge=1, le=3660, description="Logical dates the demo ingests.")
+    demo_days: int = Field(default=20, ge=1, le=3660, description="Logical dates the demo ingests.")
     train_days: int = Field(
         default=9, ge=1, le=3660,
         description="Dates of training rows (features as of the day before each).",
@@ -105,12 +105,11 @@ class Settings(BaseSettings):
         description="Negatives sampled per request from the match set (not shown).",
     )
     models: str = Field(
-        default="xgboost", pattern=r"^[a-z0-9_]+(,[a-z0-9_]+)*$",
+        default="xgboost,neural", pattern=r"^[a-z0-9_]+(,[a-z0-9_]+)*$",
         description="Model families trained by the train DAG (comma list, one task each); the "
         "best that passes the gate becomes the champion. Known: xgboost (gradient-boosted "
         "ranking), neural (sequence encoder pre-trained then fine-tuned), neural_scratch (the "
-        "same network from random weights: the control). The neural families are opt-in for "
-        "now: on the demo data they train at ~15k rows/s on 2 CPU cores (minutes per epoch).",
+        "same network from random weights: the control for pre-training).",
     )
     neural_epochs: int = Field(default=8, ge=1, le=1000,
                                description="Maximum epochs of the neural rankers (early stopping "

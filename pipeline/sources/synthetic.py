@@ -172,7 +172,7 @@ class SyntheticSource(DataSource):
         n_users: int = 20_000,
         n_items: int = 5_000,
         n_categories: int = 24,
-        impressions_per_day: int = 300_000,
+        impressions_per_day: int = 150_000,
         slots_per_request: int = 20,
     ) -> None:
         if n_items < n_categories or n_users < 1 or slots_per_request < 1:

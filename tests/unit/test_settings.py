@@ -38,7 +38,7 @@ def _error(**kv: str) -> str:
 
 def test_defaults_and_the_test_suite_settings_load(env):
     s = load_settings()
-    assert (s.top_k, s.candidates_per_user, s.keep_versions, s.demo_days) == (50, 300, 3, 14)
+    assert (s.top_k, s.candidates_per_user, s.keep_versions, s.demo_days) == (50, 300, 3, 20)
     env(**TINY)
     assert load_settings().top_k == 20
 
