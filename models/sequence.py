@@ -64,6 +64,10 @@ class ItemVocab:
         return out
 
 
+FULL_SOFTMAX_ITEMS = 50_000
+"""Largest vocabulary pre-trained with a full softmax by default (above it: sampled)."""
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
     """Shape of the encoder (part of every checkpoint)."""
@@ -210,12 +214,16 @@ class EncoderCheckpoint:
 
 
 def pretrain(sequences: Sequence[np.ndarray], cfg: EncoderConfig | None = None, *,
-             epochs: int = 20, batch_size: int = 256, lr: float = 2e-3, negatives: int = 128,
+             epochs: int = 20, batch_size: int = 256, lr: float = 2e-3,
+             negatives: int | None = None,
              seed: int = 0, device: str = "auto", valid_share: float = 0.1,
              patience: int = 3) -> EncoderCheckpoint:
     """Pre-train an encoder on ``sequences`` (one array of item ids per user, oldest first).
 
-    Next-item objective with a sampled softmax; the last ``valid_share`` of users (at least one)
+    Next-item objective: the cross-entropy of a softmax over the whole vocabulary when
+    ``negatives`` is None and the vocabulary has at most :data:`FULL_SOFTMAX_ITEMS` items (the
+    stronger objective, and cheap at that size), else a sampled softmax against ``negatives``
+    (default 1024) items drawn uniformly and shared by the batch. The last ``valid_share`` of users (at least one)
     are held out and their last item scored by full ranking each epoch: its cross-entropy over
     the whole vocabulary picks the epoch kept (early stopping with ``patience``; smoother than
     the hit rate @10, also logged, which on a few thousand users moves by noise). The
@@ -244,6 +252,8 @@ def pretrain(sequences: Sequence[np.ndarray], cfg: EncoderConfig | None = None, 
     v_in = torch.from_numpy(vocab.pad([s[:-1] for s in valid], cfg.max_len))
     v_target = torch.from_numpy(vocab.index(np.array([s[-1] for s in valid])))
 
+    full = negatives is None and len(vocab) - 1 <= FULL_SOFTMAX_ITEMS
+    negatives = negatives or 1024
     enc = build_encoder(len(vocab), cfg).to(device)
     opt = torch.optim.AdamW(enc.parameters(), lr=lr, weight_decay=0.01)
     amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda"
@@ -265,13 +275,17 @@ def pretrain(sequences: Sequence[np.ndarray], cfg: EncoderConfig | None = None, 
             with amp:
                 h = enc(x, first)[mask]                            # [N, d]
                 pos = y[mask]
-                neg = torch.randint(1, len(vocab), (negatives,), device=device)
                 w = enc.items.weight
-                logits = torch.cat([(h * w[pos]).sum(-1, keepdim=True), h @ w[neg].T], 1)
-                # a sampled negative equal to the target is not a negative
-                logits[:, 1:] = logits[:, 1:].masked_fill(neg[None] == pos[:, None], -1e4)
-                loss = functional.cross_entropy(logits.float(), torch.zeros(len(pos), dtype=torch.long,
-                                                                   device=device))
+                if full:  # every item but padding
+                    logits = (h @ w[1:].T).float()
+                    loss = functional.cross_entropy(logits, pos - 1)
+                else:
+                    neg = torch.randint(1, len(vocab), (negatives,), device=device)
+                    logits = torch.cat([(h * w[pos]).sum(-1, keepdim=True), h @ w[neg].T], 1)
+                    # a sampled negative equal to the target is not a negative
+                    logits[:, 1:] = logits[:, 1:].masked_fill(neg[None] == pos[:, None], -1e4)
+                    loss = functional.cross_entropy(logits.float(), torch.zeros(
+                        len(pos), dtype=torch.long, device=device))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(enc.parameters(), 1.0)
@@ -297,7 +311,8 @@ def pretrain(sequences: Sequence[np.ndarray], cfg: EncoderConfig | None = None, 
     seconds = time.perf_counter() - t0
     info = {"curves": curves, "best_epoch": best_epoch, "samples_per_s": seen / seconds,
             "seconds": seconds, "users": len(seqs), "items": len(vocab) - 1,
-            "events": int(sum(len(s) for s in seqs)), "negatives": negatives}
+            "events": int(sum(len(s) for s in seqs)),
+            "negatives": "full" if full else negatives}
     return EncoderCheckpoint(best_state, vocab.ids, cfg, info)
 
 

@@ -33,9 +33,11 @@ def planted(n_users: int, seed: int) -> list[np.ndarray]:
             for _ in range(n_users)]
 
 
-def test_pretrained_encoder_recovers_a_planted_next_item_pattern():
+@pytest.mark.parametrize("negatives", [None, 32], ids=["full-softmax", "sampled-softmax"])
+def test_pretrained_encoder_recovers_a_planted_next_item_pattern(negatives):
     ck = pretrain(planted(300, 0), EncoderConfig(dim=32, layers=1, max_len=10), epochs=12,
-                  batch_size=64, lr=5e-3, negatives=32, seed=0, patience=12)
+                  batch_size=64, lr=5e-3, negatives=negatives, seed=0, patience=12)
+    assert ck.info["negatives"] == (negatives or "full")
     enc = ck.encoder().eval()
     test = planted(200, 1)
     seqs = torch.from_numpy(ck.vocab.pad([s[:-1] for s in test], 10))
