@@ -64,6 +64,10 @@ class ItemVocab:
         return out
 
 
+class NotEnoughSequences(ValueError):
+    """No sequence to pre-train on (every one has fewer than two items)."""
+
+
 FULL_SOFTMAX_ITEMS = 50_000
 """Largest vocabulary pre-trained with a full softmax by default (above it: sampled)."""
 
@@ -223,12 +227,12 @@ def pretrain(sequences: Sequence[np.ndarray], cfg: EncoderConfig | None = None, 
     Next-item objective: the cross-entropy of a softmax over the whole vocabulary when
     ``negatives`` is None and the vocabulary has at most :data:`FULL_SOFTMAX_ITEMS` items (the
     stronger objective, and cheap at that size), else a sampled softmax against ``negatives``
-    (default 1024) items drawn uniformly and shared by the batch. The last ``valid_share`` of users (at least one)
-    are held out and their last item scored by full ranking each epoch: its cross-entropy over
-    the whole vocabulary picks the epoch kept (early stopping with ``patience``; smoother than
-    the hit rate @10, also logged, which on a few thousand users moves by noise). The
-    checkpoint's ``info`` holds the loss, held-out loss and hit-rate curves, samples per second
-    and the epoch kept.
+    (default 1024) items drawn uniformly and shared by the batch. The last ``valid_share`` of
+    users (at least one) are held out and their last item scored by full ranking each epoch:
+    its cross-entropy over the whole vocabulary picks the epoch kept (early stopping with
+    ``patience``; smoother than the hit rate @10, also logged, which on a few thousand users
+    moves by noise). The checkpoint's ``info`` holds the loss, held-out loss and hit-rate
+    curves, samples per second and the epoch kept.
     """
     import torch
     from torch.nn import functional
@@ -239,7 +243,7 @@ def pretrain(sequences: Sequence[np.ndarray], cfg: EncoderConfig | None = None, 
     rng = np.random.default_rng(seed)
     seqs = [np.asarray(s, dtype=np.int64) for s in sequences if len(s) >= 2]
     if not seqs:
-        raise ValueError("no sequence has two items or more: nothing to pre-train on")
+        raise NotEnoughSequences("no sequence has two items or more: nothing to pre-train on")
     vocab = ItemVocab(np.concatenate(seqs))
     order = rng.permutation(len(seqs))
     n_valid = max(1, int(len(seqs) * valid_share)) if len(seqs) > 1 else 0

@@ -34,11 +34,16 @@ ARTIFACT = "encoder/encoder.pt"
 DATA_END_TAG = "encoder_data_end"
 
 
+def family_class(name: str) -> type:
+    """The class of a model family (``models.registry``)."""
+    from models.registry import family_class as lookup
+
+    return lookup(name)
+
+
 def needs_encoder(settings: Settings) -> bool:
     """Whether the train DAG needs an encoder: for the embedding features
     (``RANKLINE_ENCODER_FEATURES``) or for a family of ``RANKLINE_MODELS`` that starts from one."""
-    from models.registry import family_class
-
     return settings.encoder_features or any(family_class(f).needs_pretrained
                                             for f in settings.model_families)
 
@@ -86,7 +91,21 @@ def pretrain_encoder(settings: Settings, split: dict[str, list[str]],
         out = {"uri": f"runs:/{newest[0]}/{ARTIFACT}", "data_end": newest[1].isoformat(),
                "reused": True}
     else:
-        out = _pretrain(settings, end, run_id)
+        from models.sequence import NotEnoughSequences
+
+        try:
+            out = _pretrain(settings, end, run_id)
+        except NotEnoughSequences:
+            if settings.encoder_features and not any(
+                    family_class(f).needs_pretrained for f in settings.model_families):
+                log.warning("no user has two clicks or more up to %s: no encoder to pre-train, "
+                            "so no embedding features for this split (more history before the "
+                            "training window, i.e. a later as_of date, gives one)", end)
+                return None
+            raise NotEnoughSequences(
+                f"no user has two clicks or more up to {end}, the day before the first training "
+                f"date: nothing to pre-train the encoder of {settings.models} on; train as of a "
+                "later date (more history before the window) or lower RANKLINE_TRAIN_DAYS") from None
     feature_dates = [end + dt.timedelta(days=k)
                      for k in range((dt.date.fromisoformat(split["test"][-1]) - end).days)]
     out["embedded"] = embed_dates(settings, feature_dates) if settings.encoder_features else {}
