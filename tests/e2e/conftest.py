@@ -19,9 +19,12 @@ from tests.conftest import TINY
 
 
 def cli_env(home: Path) -> dict[str, str]:
-    """This process's environment without AIRFLOW_*/RANKLINE_*, plus tiny settings under ``home``."""
+    """This process's environment without AIRFLOW_*/RANKLINE_*, plus tiny settings under ``home``.
+
+    The shared demo trains XGBoost only (deterministic, so a retrain is identical); the test of
+    the model families trains the neural ones on top of it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RANKLINE_"))}
-    return {**env, **TINY, "RANKLINE_HOME": str(home)}
+    return {**env, **TINY, "RANKLINE_HOME": str(home), "RANKLINE_MODELS": "xgboost"}
 
 
 def run_cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import httpx
+import pandas as pd
 import pytest
 
 from tests.e2e.conftest import cli_env, rankline, run_cli, serve
@@ -22,7 +23,7 @@ def test_dag_runs_are_recorded_in_airflow(demo):
     db = sqlite3.connect(home / "airflow" / "airflow.db")
     runs = db.execute("SELECT dag_id, state, COUNT(*) FROM dag_run GROUP BY dag_id, state").fetchall()
     got = {(d, s): n for d, s, n in runs}
-    assert got == {("ingest", "success"): 14, ("train", "success"): 1,
+    assert got == {("ingest", "success"): 20, ("train", "success"): 1,
                    ("hulk_refresh", "success"): 1}
 
 
@@ -46,9 +47,15 @@ def test_mlflow_runs_and_model_beats_popularity(demo):
     assert model.run_id == train["run_id"]
     assert model.tags["family"] == train["tags.promoted_family"] == "xgboost"
     info = mlflow.models.get_model_info(f"models:/rankline-ranker/{model.version}")
-    assert info.signature is not None and len(info.signature.inputs.input_names()) == 24
+    assert info.signature is not None and len(info.signature.inputs.input_names()) == 25
     assert info.metadata["family"] == "xgboost"
     assert info.metadata["features"]["i_ctr_7d"] == 1
+    # the encoder's embedding views fed od_encoder_score to the training rows (from the
+    # encoder pre-trained on the dates before the training window)
+    assert train["tags.encoder_data_end"] == "2026-01-07"
+    rows = pd.read_parquet(home / "work" / "rows" / "date=2026-01-10", columns=["od_encoder_score"])
+    assert rows["od_encoder_score"].notna().mean() > 0.5
+    assert (home / "offline" / "encoder_user" / "v1" / "date=2026-01-20").is_dir()
 
 
 def test_summary_prints_metrics_store_and_an_answer(demo):
@@ -165,7 +172,7 @@ def test_a_retrained_identical_model_is_refused_and_announces_nothing(demo):
     """The same data and seed give the same model: its difference with the champion is zero,
     inside the noise, so the gate refuses it and the model asset is not updated."""
     home, env, _ = demo
-    rankline(env, "run-dag", "train", "--date", "2026-01-14")
+    rankline(env, "run-dag", "train", "--date", "2026-01-20")  # the demo's split and encoder
     db = sqlite3.connect(home / "airflow" / "airflow.db")
     run_id = db.execute("SELECT run_id FROM dag_run WHERE dag_id='train' ORDER BY id DESC "
                         "LIMIT 1").fetchone()[0]
