@@ -106,10 +106,25 @@ def pretrain_encoder(settings: Settings, split: dict[str, list[str]],
                 f"no user has two clicks or more up to {end}, the day before the first training "
                 f"date: nothing to pre-train the encoder of {settings.models} on; train as of a "
                 "later date (more history before the window) or lower RANKLINE_TRAIN_DAYS") from None
-    feature_dates = [end + dt.timedelta(days=k)
-                     for k in range((dt.date.fromisoformat(split["test"][-1]) - end).days)]
-    out["embedded"] = embed_dates(settings, feature_dates) if settings.encoder_features else {}
+    out["embedded"] = embed_since(settings, end) if settings.encoder_features else {}
     return out
+
+
+def embed_since(settings: Settings, start: dt.date) -> dict[str, str]:
+    """:func:`embed_dates` for every date with features from ``start`` on (the split's rows
+    and the refresh's candidates join them), then the newest date's views published online
+    again when they changed, so online readers get the encoder's vectors too."""
+    from feature_store.offline import feature_dates
+
+    dates = [d for d in feature_dates(settings.offline_dir) if d >= start]
+    written = embed_dates(settings, dates)
+    if dates and dates[-1].isoformat() in written:
+        from feature_store.online import materialize_online
+        from serving.backends import opened
+
+        with opened(settings, settings.online_store_path) as store:
+            materialize_online(store, settings.offline_dir, dates[-1], keep=settings.keep_versions)
+    return written
 
 
 def embed_dates(settings: Settings, dates: list[dt.date]) -> dict[str, str]:
@@ -137,9 +152,10 @@ def embed_dates(settings: Settings, dates: list[dt.date]) -> dict[str, str]:
             if current is not None and set(current["encoder_user"]["encoder"]) == {run}:
                 continue
             seqs = read_sequences(settings.offline_dir, date)
-            if seqs is None:
-                raise FileNotFoundError(f"no user_sequence view as of {date}: rerun the ingest "
-                                        f"DAG for {date} (it builds the view)")
+            if seqs is None:  # never ingested: whoever reads its features says what to do
+                log.warning("no user_sequence view as of %s: no embedding features as of it "
+                            "(`rankline run-dag ingest --date %s` builds both)", date, date)
+                continue
             if run not in loaded:
                 path = encoder_path({"uri": f"runs:/{run}/{ARTIFACT}"}, Path(tmp) / run)
                 loaded[run] = EncoderCheckpoint.load(path)

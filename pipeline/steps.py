@@ -88,6 +88,10 @@ def refresh(settings: Settings, as_of: dt.date, champion: dict[str, str],
     """Publish every active user's top-k from the champion; log the summary to MLflow."""
     from pipeline.hulk import refresh as hulk_refresh
 
+    if settings.encoder_features:  # the champion was trained with od_encoder_score
+        from pipeline.pretraining import embed_dates
+
+        embed_dates(settings, [as_of])  # kept as it is when already computed
     meta = {"model_version": str(champion["model_version"])}
     summary = hulk_refresh(settings, as_of, champion["model_uri"], meta)
     if run_id:
