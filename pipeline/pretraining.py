@@ -216,7 +216,7 @@ def _pretrain(settings: Settings, end: dt.date, run_id: str) -> dict[str, Any]:
         mlflow.log_artifact(str(Path(tmp) / "item_embeddings.parquet"), "encoder")
         fig, ax = plt.subplots(1, 3, figsize=(14, 4))
         ax[0].plot(info["curves"]["pretrain_loss"])
-        ax[0].set(xlabel="epoch", title="Pre-training loss (sampled softmax)")
+        ax[0].set(xlabel="epoch", title="Pre-training loss (next-item cross-entropy)")
         ax[1].plot(info["curves"]["pretrain_valid_loss"])
         ax[1].set(xlabel="epoch", title="Held-out users' next item: cross-entropy")
         ax[2].plot(info["curves"]["pretrain_valid_hr@10"])
