@@ -72,13 +72,6 @@ def read_embeddings(offline_dir: Path, as_of: dt.date) -> dict[str, pd.DataFrame
     return {v: io.read_parquet(p) for v, p in paths.items()}
 
 
-def embedding_dates(offline_dir: Path) -> list[dt.date]:
-    """Dates with a partition of both views."""
-    sets = [set(io.list_dates(embedding_root(offline_dir, v), "")) for v in (ENCODER_USER,
-                                                                            ENCODER_ITEM)]
-    return sorted(set.intersection(*sets))
-
-
 def encoder_score(user_ids: np.ndarray, item_ids: np.ndarray, users: pd.DataFrame,
                   items: pd.DataFrame) -> np.ndarray:
     """The encoder's score of each (user, item) row: the dot product of their vectors; NaN

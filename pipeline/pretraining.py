@@ -8,8 +8,7 @@ ends ``RANKLINE_PRETRAIN_EVERY_DAYS`` or more days before that date (or there is
 end after it: a backfill); otherwise the newest is reused. Each encoder is logged to the train
 DAG run's MLflow run: ``encoder/encoder.pt`` (weights, vocabulary, configuration),
 ``encoder/item_embeddings.parquet``, the loss, held-out loss and hit-rate curves, samples per
-second, and the
-tag ``encoder_data_end``.
+second, and the tag ``encoder_data_end``.
 
 The embedding views of date D are computed with the newest encoder whose data ends by D
 (:func:`embed_dates`): by the ingest DAG for each new date, and by the pre-training step for the
@@ -133,7 +132,13 @@ def embed_dates(settings: Settings, dates: list[dt.date]) -> dict[str, str]:
     already computed by that encoder is kept. Returns ``{date: encoder run}`` of those written."""
     import tempfile
 
-    from feature_store.embeddings import embedding_frame, read_embeddings, write_embeddings
+    from feature_store.definitions import ENCODER_USER
+    from feature_store.embeddings import (
+        ENCODER_COLUMN,
+        embedding_frame,
+        read_embeddings,
+        write_embeddings,
+    )
     from feature_store.sequences import read_sequences
     from models.sequence import EncoderCheckpoint
 
@@ -149,7 +154,7 @@ def embed_dates(settings: Settings, dates: list[dt.date]) -> dict[str, str]:
                 continue
             run = chosen[0]
             current = read_embeddings(settings.offline_dir, date)
-            if current is not None and set(current["encoder_user"]["encoder"]) == {run}:
+            if current is not None and set(current[ENCODER_USER][ENCODER_COLUMN]) == {run}:
                 continue
             seqs = read_sequences(settings.offline_dir, date)
             if seqs is None:  # never ingested: whoever reads its features says what to do
