@@ -147,6 +147,31 @@ def user_states(enc: Any, vocab: ItemVocab, sequences: Sequence[np.ndarray | Non
     return out
 
 
+def item_scores(model: EncoderCheckpoint | Any, sequences: Sequence[np.ndarray | None],
+                vocab: ItemVocab | None = None, batch_size: int = 2048,
+                device: str = "cpu") -> np.ndarray:
+    """Next-item scores of every vocabulary row for each sequence, for full ranking (top-N).
+
+    The score is the objective's logit: the sequence's :func:`user_states` row dotted with the
+    item embeddings. ``model`` is an :class:`EncoderCheckpoint` or an encoder module (then
+    ``vocab`` is required). Returns ``[len(sequences), len(vocab)]`` float32: column ``r`` is
+    the item ``vocab.ids[r - 1]``; column 0 (padding and unknown ids) is ``-inf``.
+    """
+    if isinstance(model, EncoderCheckpoint):
+        vocab = vocab or model.vocab
+        enc = model.encoder()
+    elif vocab is None:
+        raise ValueError("item_scores of an encoder module needs its vocab")
+    else:
+        enc = model
+    device = resolve_device(device)
+    states = user_states(enc, vocab, sequences, batch_size, device)
+    weights = enc.items.weight.detach().float().cpu().numpy()
+    scores = states @ weights.T
+    scores[:, 0] = -np.inf
+    return scores
+
+
 def length_batches(lengths: np.ndarray, batch_size: int,
                    rng: np.random.Generator) -> list[np.ndarray]:
     """Index batches of about equal sequence length, in random order: a random permutation cut

@@ -54,6 +54,22 @@ def _load() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     return inter.sort_values(["timestamp", "user_id", "item_id"]), items, users
 
 
+def ratings() -> pd.DataFrame:
+    """Every ML-100K rating (``user_id``, ``item_id``, ``rating``, ``timestamp``) in the file's
+    order: a copy, for benchmarks outside the daily replay. Many ratings share a timestamp
+    (44% of users' last two); a stable sort by time keeps the file's order among them, as
+    RecBole's split does (sorting ties by item id moves rarer, higher ids to the end)."""
+    inter, _, _ = _load()
+    return inter.sort_index()[["user_id", "item_id", "rating", "timestamp"]].reset_index(drop=True)
+
+
+def dimensions() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(items, users)`` of ML-100K as loaded (items carry ``category``, the first genre's
+    code): copies."""
+    _, items, users = _load()
+    return items.copy(), users.copy()
+
+
 class MovieLensSource(DataSource):
     """MovieLens-100K, one data-set day per logical date."""
 
