@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -9,14 +11,18 @@ from feature_store.definitions import (
     ENCODER_ITEM,
     ENCODER_USER,
     ITEM,
+    ITEM_LONG,
     ON_DEMAND,
     SEQ,
     SEQUENCE_VIEW,
     USER,
     USER_CATEGORY,
+    USER_CATEGORY_LONG,
     USER_ITEM,
+    USER_LONG,
     VIEWS,
     FeatureView,
+    L,
     W,
     model_features,
 )
@@ -33,12 +39,15 @@ def compute_views(
     clicks: pd.DataFrame,
     carts: pd.DataFrame,
     purchases: pd.DataFrame,
+    older: Mapping[str, pd.DataFrame] | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Every feature view from one window of events and the latest dimension snapshots.
+    """Every feature view from the events and the latest dimension snapshots.
 
-    Returns ``{view name: DataFrame(keys + features)}``; the user and item views hold every user
-    and item of the snapshots (zero counts where there were no events), the pair views only pairs
-    with events.
+    ``impressions`` ... ``purchases`` are the events of the short window (``WINDOW_DAYS``);
+    ``older`` the ``impressions``, ``clicks`` and ``purchases`` of the long window's earlier days
+    (``LONG_WINDOW_DAYS``), None when there are none. Returns ``{view name: DataFrame(keys +
+    features)}``; the user and item views hold every user and item of the snapshots (zero counts
+    where there were no events), the pair views only pairs with events.
     """
     cat = items.set_index("item_id")["category"]
     price = items.set_index("item_id")["price"]
@@ -51,9 +60,8 @@ def compute_views(
     for ev, name in ((impressions, "impressions"), (clicks, "clicks"), (carts, "carts"),
                      (purchases, "purchases")):
         u = u.merge(_count(ev, ["user_id"], f"u_{name}_{W}"), on="user_id", how="left")
-    lp = clicks.assign(lp=np.log(price.reindex(clicks["item_id"]).to_numpy()))
-    lp = lp.groupby("user_id")["lp"].mean().rename(f"u_log_price_clicked_{W}").reset_index()
-    u = u.merge(lp, on="user_id", how="left")
+    u = u.merge(_log_price_clicked(clicks, price, f"u_log_price_clicked_{W}"), on="user_id",
+                how="left")
     u[f"u_ctr_{W}"] = (u[f"u_clicks_{W}"].fillna(0) + 1) / (u[f"u_impressions_{W}"].fillna(0) + 10)
     u["u_age_band"] = users["age_band"].to_numpy()
 
@@ -75,9 +83,7 @@ def compute_views(
     for ev, name in ((clicks, "clicks"), (purchases, "purchases")):
         uc = uc.merge(_count(with_cat(ev), ["user_id", "category"], f"uc_{name}_{W}"),
                       on=["user_id", "category"], how="outer")
-    uc = _fill(uc, USER_CATEGORY)
-    total = uc.groupby("user_id")[f"uc_clicks_{W}"].transform("sum")
-    uc[f"uc_click_share_{W}"] = np.where(total > 0, uc[f"uc_clicks_{W}"] / total.clip(lower=1), 0)
+    uc = _click_share(_fill(uc, USER_CATEGORY), W)
 
     # user x item
     ui = _count(impressions, ["user_id", "item_id"], f"ui_impressions_{W}")
@@ -85,9 +91,70 @@ def compute_views(
         ui = ui.merge(_count(ev, ["user_id", "item_id"], f"ui_{name}_{W}"),
                       on=["user_id", "item_id"], how="outer")
 
-    out = {"user": _fill(u, USER), "item": it, "user_category": uc,
-           "user_item": _fill(ui, USER_ITEM)}
+    out = {USER.name: _fill(u, USER), ITEM.name: it, USER_CATEGORY.name: uc,
+           USER_ITEM.name: _fill(ui, USER_ITEM)}
+    out |= _long_views(users, items, {"impressions": impressions, "clicks": clicks,
+                                      "purchases": purchases}, older or {}, with_cat, price)
     return {name: _typed(out[name], view) for view in VIEWS for name in [view.name]}
+
+
+def _long_views(users: pd.DataFrame, items: pd.DataFrame, recent: Mapping[str, pd.DataFrame],
+                older: Mapping[str, pd.DataFrame],
+                with_cat: Callable[[pd.DataFrame], pd.DataFrame],
+                price: pd.Series) -> dict[str, pd.DataFrame]:
+    """The ``LONG_WINDOW_DAYS`` views: counts of the recent and older events together."""
+    imp, clicks, purchases = (
+        pd.concat([recent[t], older[t]], ignore_index=True) if t in older and len(older[t])
+        else recent[t] for t in ("impressions", "clicks", "purchases"))
+    u = users[["user_id"]].copy()
+    for ev, name in ((imp, "impressions"), (clicks, "clicks"), (purchases, "purchases")):
+        u = u.merge(_count(ev, ["user_id"], f"u_{name}_{L}"), on="user_id", how="left")
+    u[f"u_impressions_{L}"] = u[f"u_impressions_{L}"].fillna(0)
+    u = _fill(u, USER_LONG)
+    u[f"u_ctr_{L}"] = (u[f"u_clicks_{L}"] + 1) / (u[f"u_impressions_{L}"] + 10)
+    u = u.merge(_log_price_clicked(clicks, price, f"u_log_price_clicked_{L}"), on="user_id",
+                how="left")
+
+    it = items[["item_id"]].copy()
+    for ev, name in ((imp, "impressions"), (clicks, "clicks"), (purchases, "purchases")):
+        it = it.merge(_count(ev, ["item_id"], f"i_{name}_{L}"), on="item_id", how="left")
+    it = _fill(it, ITEM_LONG)
+    it[f"i_ctr_{L}"] = (it[f"i_clicks_{L}"] + 1) / (it[f"i_impressions_{L}"] + 20)
+    it[f"i_cvr_{L}"] = (it[f"i_purchases_{L}"] + 0.2) / (it[f"i_clicks_{L}"] + 2)
+    expected = expected_clicks(imp, clicks)
+    it[f"i_coec_{L}"] = (it[f"i_clicks_{L}"] + 1) / (
+        expected.reindex(it["item_id"]).fillna(0).to_numpy() + 1)
+
+    uc = _count(with_cat(clicks), ["user_id", "category"], f"uc_clicks_{L}")
+    uc = uc.merge(_count(with_cat(purchases), ["user_id", "category"],
+                         f"uc_purchases_{L}"), on=["user_id", "category"], how="outer")
+    uc = _click_share(_fill(uc, USER_CATEGORY_LONG), L)
+    return {USER_LONG.name: u, ITEM_LONG.name: it, USER_CATEGORY_LONG.name: uc}
+
+
+def expected_clicks(impressions: pd.DataFrame, clicks: pd.DataFrame) -> pd.Series:
+    """Per item, the clicks its impressions would have had at the window's average CTR of each
+    position they were shown at (the denominator of clicks over expected clicks). Impressions
+    need ``event_id``, ``item_id`` and ``position``, clicks ``impression_id``."""
+    position = impressions["position"].fillna(0).to_numpy()
+    shown = pd.Series(position).value_counts()
+    clicked_at = pd.Series(position, index=impressions["event_id"].to_numpy()).reindex(
+        clicks["impression_id"].to_numpy()).dropna().value_counts()
+    ctr_at = (clicked_at.reindex(shown.index).fillna(0) / shown)
+    per_row = ctr_at.reindex(position).to_numpy()
+    return pd.Series(per_row).groupby(impressions["item_id"].to_numpy()).sum()
+
+
+def _log_price_clicked(clicks: pd.DataFrame, price: pd.Series, name: str) -> pd.DataFrame:
+    lp = clicks.assign(lp=np.log(price.reindex(clicks["item_id"]).to_numpy()))
+    return lp.groupby("user_id")["lp"].mean().rename(name).reset_index()
+
+
+def _click_share(uc: pd.DataFrame, window: str) -> pd.DataFrame:
+    total = uc.groupby("user_id")[f"uc_clicks_{window}"].transform("sum")
+    uc[f"uc_click_share_{window}"] = np.where(
+        total > 0, uc[f"uc_clicks_{window}"] / total.clip(lower=1), 0)
+    return uc
 
 
 def _fill(df: pd.DataFrame, view: FeatureView) -> pd.DataFrame:
@@ -111,9 +178,9 @@ def join_features(rows: pd.DataFrame, views: dict[str, pd.DataFrame]) -> pd.Data
     Row order and the other columns of ``rows`` are kept.
     """
     out = rows.reset_index(drop=True)
-    for view in VIEWS:
+    for view in VIEWS:  # the item view comes before the views keyed on its category
         table = views[view.name]
-        if view is USER_CATEGORY:
+        if "category" in view.keys and "category" not in out:
             out["category"] = out["i_category"].fillna(-1).astype("int64")
         out = out.merge(table, on=list(view.keys), how="left", sort=False)
         out = _fill(out, view)

@@ -2,7 +2,9 @@
 
 This module is the one source of feature names for training, batch scoring and the online store.
 A feature view groups the features of one entity; a view's partition for date D holds the values
-as of the end of D, computed from events of the ``WINDOW_DAYS`` days ending with D.
+as of the end of D, computed from events of the view's window of days ending with D: the
+``WINDOW_DAYS`` (7) days for recent behaviour, ``LONG_WINDOW_DAYS`` (28) for the slow-moving
+preferences and item quality that a week of sparse clicks estimates poorly.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 WINDOW_DAYS = 7
+LONG_WINDOW_DAYS = 28
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class FeatureView:
     name: str
     keys: tuple[str, ...]
     features: tuple[Feature, ...]
+    window_days: int = WINDOW_DAYS
+    """Days of events (ending with the partition's date) the features count."""
 
     @property
     def version(self) -> str:
@@ -44,6 +49,7 @@ class FeatureView:
 
 NAN = float("nan")
 W = f"{WINDOW_DAYS}d"
+L = f"{LONG_WINDOW_DAYS}d"
 
 USER = FeatureView("user", ("user_id",), (
     Feature(f"u_impressions_{W}", "float32", "impressions shown to the user"),
@@ -79,8 +85,35 @@ USER_ITEM = FeatureView("user_item", ("user_id", "item_id"), (
     Feature(f"ui_clicks_{W}", "float32", "user's clicks on the item"),
     Feature(f"ui_purchases_{W}", "float32", "user's purchases of the item"),
 ))
-VIEWS: tuple[FeatureView, ...] = (USER, ITEM, USER_CATEGORY, USER_ITEM)
-ONLINE_VIEWS: tuple[FeatureView, ...] = (USER, ITEM, USER_CATEGORY)
+USER_LONG = FeatureView(f"user_{L}", ("user_id",), (
+    Feature(f"u_clicks_{L}", "float32", "clicks by the user"),
+    Feature(f"u_purchases_{L}", "float32", "purchases by the user"),
+    Feature(f"u_ctr_{L}", "float32", "smoothed click-through rate (clicks+1)/(impressions+10)",
+            default=0.1),
+    Feature(f"u_log_price_clicked_{L}", "float32", "mean log price of clicked items",
+            default=NAN),
+), window_days=LONG_WINDOW_DAYS)
+ITEM_LONG = FeatureView(f"item_{L}", ("item_id",), (
+    Feature(f"i_impressions_{L}", "float32", "times the item was shown"),
+    Feature(f"i_clicks_{L}", "float32", "clicks on the item"),
+    Feature(f"i_purchases_{L}", "float32", "purchases of the item"),
+    Feature(f"i_ctr_{L}", "float32", "smoothed CTR (clicks+1)/(impressions+20)", default=0.05),
+    Feature(f"i_cvr_{L}", "float32", "smoothed purchases per click (purchases+0.2)/(clicks+2)",
+            default=0.1),
+    Feature(f"i_coec_{L}", "float32",
+            "clicks over expected clicks, (clicks+1)/(expected+1), expected: the window's CTR at "
+            "each position the item was shown at, summed (a CTR freed of position bias)",
+            default=1.0),
+), window_days=LONG_WINDOW_DAYS)
+USER_CATEGORY_LONG = FeatureView(f"user_category_{L}", ("user_id", "category"), (
+    Feature(f"uc_clicks_{L}", "float32", "user's clicks in the category"),
+    Feature(f"uc_purchases_{L}", "float32", "user's purchases in the category"),
+    Feature(f"uc_click_share_{L}", "float32", "share of the user's clicks in the category"),
+), window_days=LONG_WINDOW_DAYS)
+VIEWS: tuple[FeatureView, ...] = (USER, ITEM, USER_CATEGORY, USER_ITEM, USER_LONG, ITEM_LONG,
+                                  USER_CATEGORY_LONG)
+ONLINE_VIEWS: tuple[FeatureView, ...] = (USER, ITEM, USER_CATEGORY, USER_LONG, ITEM_LONG,
+                                         USER_CATEGORY_LONG)
 """Views materialized to the online store (user x item is too sparse to be worth it)."""
 
 ON_DEMAND: tuple[Feature, ...] = (

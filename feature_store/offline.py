@@ -16,7 +16,13 @@ import pandas as pd
 
 from feature_store import io
 from feature_store.compute import compute_views
-from feature_store.definitions import SEQUENCE_VIEW, VIEWS, WINDOW_DAYS, FeatureView
+from feature_store.definitions import (
+    LONG_WINDOW_DAYS,
+    SEQUENCE_VIEW,
+    VIEWS,
+    WINDOW_DAYS,
+    FeatureView,
+)
 from feature_store.embeddings import read_embeddings
 from feature_store.sequences import build_sequences, read_sequences
 
@@ -34,26 +40,33 @@ def build_features(
 ) -> dict[str, str]:
     """Compute every view as of the end of ``date`` and write its partition (overwriting).
 
-    Reads only raw partitions of the window ending with ``date``; with ``usable`` (the caller's
-    "did this date pass validation"), only the days it accepts: the others are logged and count
-    as days without events, as do days before the first ingested date. ``date`` itself must be
-    usable.
+    Reads only raw partitions of the windows ending with ``date`` (``WINDOW_DAYS`` and
+    ``LONG_WINDOW_DAYS``); with ``usable`` (the caller's "did this date pass validation"), only
+    the days it accepts: the others are logged and count as days without events, as do days
+    before the first ingested date. ``date`` itself must be usable.
     """
     days = io.window(date, WINDOW_DAYS)
+    present = set(io.list_dates(raw_dir, "impressions"))
+    older = [d for d in io.window(date, LONG_WINDOW_DAYS)[:-WINDOW_DAYS] if d in present]
     if usable is not None:
         if not usable(date):
             raise ValueError(f"features as of {date}: that date's raw data is not usable")
-        skipped = [d for d in days if not usable(d)]
+        skipped = [d for d in days + older if not usable(d)]
         if skipped:
             log.warning("features as of %s skip unvalidated days %s", date, skipped)
         days = [d for d in days if d not in skipped]
+        older = [d for d in older if d not in skipped]
     users = io.read_partition(raw_dir, "users", date)
     items = io.read_partition(raw_dir, "items", date)
-    ev = {t: io.read_dates(raw_dir, t, days, missing_ok=True,
-                           columns=["user_id", "item_id", *(["position"] if t == "impressions" else [])])
-          for t in ("impressions", "clicks", "add_to_cart", "purchases")}
+    columns = {"impressions": ["event_id", "user_id", "item_id", "position"],
+               "clicks": ["user_id", "item_id", "impression_id"],
+               "add_to_cart": ["user_id", "item_id"], "purchases": ["user_id", "item_id"]}
+    ev = {t: io.read_dates(raw_dir, t, days, missing_ok=True, columns=cols)
+          for t, cols in columns.items()}
+    old = {t: io.read_dates(raw_dir, t, older, missing_ok=True, columns=columns[t])
+           for t in ("impressions", "clicks", "purchases")}
     views = compute_views(users, items, ev["impressions"], ev["clicks"], ev["add_to_cart"],
-                          ev["purchases"])
+                          ev["purchases"], old)
     paths = {}
     for view in VIEWS:
         df = views[view.name]

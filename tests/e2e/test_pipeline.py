@@ -13,6 +13,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from feature_store.definitions import model_features
 from tests.e2e.conftest import cli_env, rankline, run_cli, serve
 
 pytestmark = pytest.mark.e2e
@@ -47,9 +48,10 @@ def test_mlflow_runs_and_model_beats_popularity(demo):
     assert model.run_id == train["run_id"]
     assert model.tags["family"] == train["tags.promoted_family"] == "xgboost"
     info = mlflow.models.get_model_info(f"models:/rankline-ranker/{model.version}")
-    assert info.signature is not None and len(info.signature.inputs.input_names()) == 25
+    assert info.signature is not None and len(info.signature.inputs.input_names()) == len(model_features())
     assert info.metadata["family"] == "xgboost"
     assert info.metadata["features"]["i_ctr_7d"] == 1
+    assert info.metadata["features"]["i_coec_28d"] == 1  # the 28-day views are inputs too
     # the encoder's embedding views fed od_encoder_score to the training rows (from the
     # encoder pre-trained on the dates before the training window)
     assert train["tags.encoder_data_end"] == "2026-01-07"

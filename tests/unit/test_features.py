@@ -16,8 +16,9 @@ from tests.conftest import D0
 def _tiny():
     users = pd.DataFrame({"user_id": [1, 2], "age_band": [3, 4]})
     items = pd.DataFrame({"item_id": [10, 11, 12], "category": [0, 0, 1], "price": [1.0, 2.0, 4.0]})
-    imp = pd.DataFrame({"user_id": [1, 1, 2], "item_id": [10, 12, 10], "position": [1, 2, 1]})
-    clicks = pd.DataFrame({"user_id": [1], "item_id": [10]})
+    imp = pd.DataFrame({"event_id": [100, 101, 102], "user_id": [1, 1, 2], "item_id": [10, 12, 10],
+                        "position": [1, 2, 1]})
+    clicks = pd.DataFrame({"user_id": [1], "item_id": [10], "impression_id": [100]})
     empty = clicks.iloc[0:0]
     return users, items, imp, clicks, empty
 
@@ -35,6 +36,32 @@ def test_compute_views_counts_and_defaults():
     assert uc.loc[(1, 0), f"uc_click_share_{W}"] == 1.0
     for view in VIEWS:
         assert list(v[view.name].columns) == [*view.keys, *view.names]
+
+
+def test_long_window_views_count_older_days_and_free_ctr_of_position():
+    from feature_store.definitions import L
+
+    users, items, imp, clicks, empty = _tiny()
+    older = {"impressions": pd.DataFrame({"event_id": [90], "user_id": [2], "item_id": [12],
+                                          "position": [1]}),
+             "clicks": pd.DataFrame({"user_id": [2], "item_id": [12], "impression_id": [90]}),
+             "purchases": empty}
+    v = compute_views(users, items, imp, clicks, empty, empty, older)
+    u = v[f"user_{L}"].set_index("user_id")
+    assert u.loc[2, f"u_clicks_{L}"] == 1 and v["user"].set_index("user_id").loc[2, f"u_clicks_{W}"] == 0
+    assert u.loc[1, f"u_ctr_{L}"] == pytest.approx(2 / 12)
+    uc = v[f"user_category_{L}"].set_index(["user_id", "category"])
+    assert uc.loc[(2, 1), f"uc_click_share_{L}"] == 1.0
+    # CTR at position 1: 2 of 3 impressions clicked, position 2: 0 of 1. Item 10 had its click at
+    # the top twice (expected 4/3), item 12 its click from position 1 once and position 2 once
+    # (expected 2/3): the same clicks weigh more where fewer were expected.
+    it = v[f"item_{L}"].set_index("item_id")
+    assert it.loc[10, f"i_coec_{L}"] == pytest.approx((1 + 1) / (4 / 3 + 1))
+    assert it.loc[12, f"i_coec_{L}"] == pytest.approx((1 + 1) / (2 / 3 + 1))
+    assert it.loc[11, f"i_coec_{L}"] == 1.0  # never shown: the default
+    # without older days the long views count the short window alone
+    short = compute_views(users, items, imp, clicks, empty, empty)
+    assert short[f"user_{L}"].set_index("user_id").loc[2, f"u_clicks_{L}"] == 0
 
 
 from feature_store.definitions import SEQ, SEQ_KEEP  # noqa: E402
@@ -118,7 +145,7 @@ def test_read_views_missing_date_is_clear(settings, ingested):
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_online_features_match_the_offline_store(settings, ingested, backend, monkeypatch):
-    from feature_store.definitions import USER
+    from feature_store.definitions import ONLINE_VIEWS, USER
     from feature_store.online import get_online_features, materialize_online
     from pipeline.settings import get_settings
     from serving.backends import open_store, opened
@@ -137,7 +164,7 @@ def test_online_features_match_the_offline_store(settings, ingested, backend, mo
     with opened(settings, settings.online_store_path) as online:
         out = materialize_online(online, settings.offline_dir, d, keep=settings.keep_versions)
     offline = read_views(settings.offline_dir, d)
-    assert out["keys"] == sum(len(offline[v]) for v in ("user", "item", "user_category"))
+    assert out["keys"] == sum(len(offline[v.name]) for v in ONLINE_VIEWS)
     store = open_store(settings, settings.online_store_path)
     user = offline["user"].iloc[7]
     value, info = store.get("features", f"user:{int(user['user_id'])}")
