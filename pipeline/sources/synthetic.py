@@ -3,24 +3,28 @@
 A hidden preference model decides what each user likes:
 
 ``utility(u, i, D) = 0.6 * clip(log(C * affinity[u, cat(i)]), -3, 3) + 0.7 * <z_u, z_i> / sqrt(d)
-+ quality(i) - price_sensitivity(u) * (log price(i) - 3) + 1.5 * [cat(i) == intent(u, D)]``
++ quality(i) - price_sensitivity(u) * (log price(i) - 3)
++ 1.0 * [cat(i) == cat(intent(u, D))] + 3.5 * [line(i) == intent(u, D)]``
 
-Sequential structure: each user has a shopping *intent*, a category that persists for
+Items come in product *lines* (``LINE_SIZE`` items of one category: "this brand's tents").
+Sequential structure: each user has a shopping *intent*, a product line that persists for
 ``INTENT_DAYS`` days (each user's periods start on their own day) and then moves on: with
-probability ``INTENT_FOLLOW`` to the successor of the current category (a fixed
-category -> category map of the world: "after tents, sleeping bags"), else to a category drawn
-from the user's affinity. Intent chains restart from the affinity every ``INTENT_CHAIN`` periods
-(so any date's intents are computed from a few draws, not from the start of time). A user's
-recent clicks therefore tell what they want today, and the successor map tells what they will
-want next: signal a model of interaction *sequences* can learn and a model of 7-day counts can
-only partly see.
+probability ``INTENT_FOLLOW`` to the successor of the current line (a fixed line -> line map of
+the world whose lines lie in the successor category of a fixed category -> category cycle:
+"after this tent, that sleeping bag"), else to a random line of a category drawn from the user's
+affinity. Intent chains restart from the affinity every ``INTENT_CHAIN`` periods (so any date's
+intents are computed from a few draws, not from the start of time). A user's recent clicks
+therefore tell which *items* they want today (the line, not only its category), and the
+successor map tells which items they will want next: item-level signal that a model of
+interaction *sequences* can learn (items clicked together, items that follow each other) and
+a model of 7-day category counts can only partly see.
 
 A logging policy (popular, category-affine and random items, ordered by a noisy score) fills
 each request's slots; a click happens with probability ``examine(position) *
 sigmoid(utility - 1.5)`` (position bias ``examine(p) = p ** -0.6``). The logging policy's
-category-affine slots follow the intent part of the time (as a recency-aware production policy
-would).; add-to-cart and purchase
-follow a click with probabilities that also grow with utility.
+category-affine slots follow the intent part of the time (half of those from the intent's line:
+"more like what you looked at", as a recency-aware production policy would); add-to-cart and
+purchase follow a click with probabilities that also grow with utility.
 
 The world (users, items, latent factors) depends on the seed only; each day's traffic on
 (seed, date), so the same date always yields identical partitions. The utility is never
@@ -44,8 +48,11 @@ SOURCE_MIX = (0.35, 0.45, 0.20)  # popular, category-affine, random slots of the
 INTENT_DAYS = 3  # an intent lasts this many days
 INTENT_CHAIN = 6  # intents per chain before it restarts from the user's affinity
 INTENT_FOLLOW = 0.8  # chance the next intent is the successor of the current category
-INTENT_BOOST = 1.5  # utility of an item of the intent category, over the same item otherwise
-POLICY_INTENT = 0.4  # share of the category-affine slots the logging policy fills from the intent
+INTENT_BOOST = 1.0  # utility of an item of the intent's category, over the same item otherwise
+LINE_BOOST = 3.5  # further utility of an item of the intent's product line
+LINE_SIZE = 8  # items per product line (a category's items cut into lines)
+POLICY_INTENT = 0.6  # share of the category-affine slots the logging policy fills from the intent
+POLICY_LINE = 0.8  # share of those intent slots filled from the intent's line (the rest: category)
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,12 @@ class World:
     popularity_prior: np.ndarray  # logging policy's sampling weight per item
     category_next: np.ndarray  # (n_categories,): the category an intent moves on to
     user_phase: np.ndarray  # (n_users,): day offset of the user's intent periods
+    item_line: np.ndarray  # (n_items,): the product line of each item
+    line_category: np.ndarray  # (n_lines,): the category of each line
+    line_offset: np.ndarray  # (n_categories + 1,): lines of category c are offset[c]:offset[c+1]
+    line_members: np.ndarray  # (n_lines, LINE_SIZE): item ids of each line, -1 padded
+    line_size: np.ndarray  # (n_lines,)
+    line_next: np.ndarray  # (n_lines,): the line an intent moves on to
 
 
 @lru_cache(maxsize=4)
@@ -86,6 +99,27 @@ def make_world(seed: int, n_users: int, n_items: int, n_categories: int) -> Worl
     cycle = seq_rng.permutation(n_categories)  # one cycle through every category: no fixed point
     category_next = np.empty(n_categories, dtype=np.int32)
     category_next[cycle] = np.roll(cycle, -1)
+    # product lines: each category's items, shuffled, cut into lines of LINE_SIZE
+    line_rng = np.random.default_rng([seed, 4])
+    item_line = np.empty(n_items, dtype=np.int32)
+    members, line_category, offset = [], [], [0]
+    for c in range(n_categories):
+        its = line_rng.permutation(np.flatnonzero(item_category == c))
+        for k in range(0, len(its), LINE_SIZE):
+            item_line[its[k:k + LINE_SIZE]] = len(members)
+            members.append(its[k:k + LINE_SIZE])
+            line_category.append(c)
+        offset.append(len(members))
+    offset_a = np.asarray(offset, dtype=np.int64)
+    line_cat = np.asarray(line_category, dtype=np.int32)
+    line_members = np.full((len(members), LINE_SIZE), -1, dtype=np.int64)
+    for k, m in enumerate(members):
+        line_members[k, :len(m)] = m
+    line_size = np.array([len(m) for m in members], dtype=np.int64)
+    # each line's successor: a random line of the successor category
+    nxt = category_next[line_cat]
+    line_next = (offset_a[nxt] + np.floor(line_rng.random(len(members))
+                                          * (offset_a[nxt + 1] - offset_a[nxt]))).astype(np.int32)
     return World(
         user_region=rng.choice(REGIONS, size=n_users),
         user_age_band=rng.integers(1, 7, size=n_users).astype(np.int8),
@@ -102,27 +136,42 @@ def make_world(seed: int, n_users: int, n_items: int, n_categories: int) -> Worl
         popularity_prior=prior / prior.sum(),
         category_next=category_next,
         user_phase=seq_rng.integers(0, INTENT_DAYS, size=n_users),
+        item_line=item_line,
+        line_category=line_cat,
+        line_offset=offset_a,
+        line_members=line_members,
+        line_size=line_size,
+        line_next=line_next,
     )
 
 
 @lru_cache(maxsize=8)
 def _intent_chain(seed: int, n_users: int, n_items: int, n_categories: int,
                   block: int) -> np.ndarray:
-    """``(n_users, INTENT_CHAIN)`` intents of one chain block (deterministic in seed, block)."""
+    """``(n_users, INTENT_CHAIN)`` intent lines of one chain block (deterministic in seed,
+    block)."""
     w = make_world(seed, n_users, n_items, n_categories)
     rng = np.random.default_rng([seed, 3, block])
     chain = np.empty((n_users, INTENT_CHAIN), dtype=np.int32)
-    chain[:, 0] = _sample_categories(rng, w.user_affinity)
+    chain[:, 0] = _fresh_lines(rng, w)
     for step in range(1, INTENT_CHAIN):
         follow = rng.random(n_users) < INTENT_FOLLOW
-        fresh = _sample_categories(rng, w.user_affinity)
-        chain[:, step] = np.where(follow, w.category_next[chain[:, step - 1]], fresh)
+        fresh = _fresh_lines(rng, w)
+        chain[:, step] = np.where(follow, w.line_next[chain[:, step - 1]], fresh)
     return chain
+
+
+def _fresh_lines(rng: np.random.Generator, w: World) -> np.ndarray:
+    """For every user, a random line of a category drawn from the user's affinity."""
+    cats = _sample_categories(rng, w.user_affinity)
+    lo, hi = w.line_offset[cats], w.line_offset[cats + 1]
+    return (lo + np.floor(rng.random(len(cats)) * (hi - lo))).astype(np.int32)
 
 
 def intents(seed: int, n_users: int, n_items: int, n_categories: int,
             date: dt.date) -> np.ndarray:
-    """Every user's intent category on ``date`` (see the module docstring)."""
+    """Every user's intent (a product line; its category is ``world.line_category[line]``) on
+    ``date`` (see the module docstring)."""
     w = make_world(seed, n_users, n_items, n_categories)
     period = (date.toordinal() + w.user_phase) // INTENT_DAYS
     block, step = np.divmod(period, INTENT_CHAIN)
@@ -135,8 +184,8 @@ def intents(seed: int, n_users: int, n_items: int, n_categories: int,
 
 def utility(world: World, users: np.ndarray, items: np.ndarray,
             intent: np.ndarray | None = None) -> np.ndarray:
-    """The hidden utility of each (user, item) pair, given each row's user intent category
-    (``None``: without the intent term)."""
+    """The hidden utility of each (user, item) pair, given each row's user intent line
+    (``None``: without the intent terms)."""
     n_cat = world.user_affinity.shape[1]
     aff = np.log(n_cat * world.user_affinity[users, world.item_category[items]] + 1e-12)
     dot = np.einsum("ij,ij->i", world.user_latent[users], world.item_latent[items])
@@ -147,7 +196,8 @@ def utility(world: World, users: np.ndarray, items: np.ndarray,
     )
     if intent is None:
         return base
-    return base + INTENT_BOOST * (world.item_category[items] == intent)
+    return (base + INTENT_BOOST * (world.item_category[items] == world.line_category[intent])
+            + LINE_BOOST * (world.item_line[items] == intent))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -170,7 +220,7 @@ class SyntheticSource(DataSource):
         self,
         seed: int = 7,
         n_users: int = 20_000,
-        n_items: int = 5_000,
+        n_items: int = 1_500,
         n_categories: int = 24,
         impressions_per_day: int = 150_000,
         slots_per_request: int = 20,
@@ -191,7 +241,7 @@ class SyntheticSource(DataSource):
         return make_world(self.seed, self.n_users, self.n_items, self.n_categories)
 
     def intents(self, date: dt.date) -> np.ndarray:
-        """Every user's intent category on ``date``."""
+        """Every user's intent line on ``date``."""
         return intents(self.seed, self.n_users, self.n_items, self.n_categories, date)
 
     def oracle(self, user_ids: np.ndarray, item_ids: np.ndarray,
@@ -246,12 +296,17 @@ class SyntheticSource(DataSource):
         aff = kind == 1
         cats = _sample_categories(rng, w.user_affinity[r_user[aff]])
         follows = rng.random(len(cats)) < POLICY_INTENT
-        cats[follows] = intent[r_user[aff]][follows]
+        lines = intent[r_user[aff]]
+        cats[follows] = w.line_category[lines[follows]]
         picked = np.empty(len(cats), dtype=np.int64)
         for c in np.unique(cats):
             members = w.items_by_category[c]
             sel = cats == c
             picked[sel] = members[rng.integers(0, len(members), size=int(sel.sum()))]
+        from_line = follows & (rng.random(len(cats)) < POLICY_LINE)
+        fl = lines[from_line]
+        picked[from_line] = w.line_members[
+            fl, np.floor(rng.random(len(fl)) * w.line_size[fl]).astype(np.int64)]
         item[aff] = picked
         key = r_req.astype(np.int64) * self.n_items + item
         _, first = np.unique(key, return_index=True)

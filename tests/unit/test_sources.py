@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.sources.base import RAW_SCHEMAS, id_base
-from pipeline.sources.synthetic import INTENT_BOOST, SyntheticSource
+from pipeline.sources.synthetic import INTENT_BOOST, LINE_BOOST, LINE_SIZE, SyntheticSource
 from tests.conftest import D0
 
 
@@ -38,17 +38,30 @@ def test_ground_truth_is_not_in_raw_data(source):
     assert source.oracle(u, u, np.full(3, id_base(D0))).shape == (3,)
 
 
+def test_lines_partition_each_category():
+    w = SyntheticSource(seed=3, n_users=10, n_items=400, n_categories=12).world
+    # every item in exactly one line, a line within one category, at most LINE_SIZE items
+    members = w.line_members[w.line_members >= 0]
+    assert np.array_equal(np.sort(members), np.arange(400))
+    assert np.array_equal(w.item_line[w.line_members[:, 0]], np.arange(len(w.line_size)))
+    assert (w.item_category[w.line_members[:, 0]] == w.line_category).all()
+    assert (w.line_size <= LINE_SIZE).all() and (w.line_size >= 1).all()
+    # a line's successor lies in the successor category
+    assert (w.line_category[w.line_next] == w.category_next[w.line_category]).all()
+
+
 def test_intents_persist_then_follow_the_successor_map():
     src = SyntheticSource(seed=3, n_users=4000, n_items=400, n_categories=12)
     w = src.world
     days = [D0 + dt.timedelta(days=k) for k in range(12)]
-    intent = np.stack([src.intents(d) for d in days])  # (days, users)
+    intent = np.stack([src.intents(d) for d in days])  # (days, users): product lines
     changed = intent[1:] != intent[:-1]
     # An intent lasts INTENT_DAYS days: it changes on about a third of the user-days...
     assert 0.2 < changed.mean() < 0.4
-    # ...and when it moves on, it mostly moves to the successor of the category it leaves.
-    followed = intent[1:] == w.category_next[intent[:-1]]
-    assert followed[changed].mean() > 0.6
+    # ...and when it moves on, it mostly moves to the successor of the line it leaves (80% of
+    # moves within a chain; a chain restarts every INTENT_CHAIN periods): 5/6 * 0.8 ~ 0.67.
+    followed = intent[1:] == w.line_next[intent[:-1]]
+    assert 0.55 < followed[changed].mean() < 0.75
     assert np.array_equal(src.intents(D0), intent[0])  # deterministic in (seed, date)
 
 
@@ -57,16 +70,23 @@ def test_oracle_knows_the_intent_and_clicks_follow_it(source):
     imp = f["impressions"].to_pandas()
     clicked = imp["event_id"].isin(f["clicks"].to_pandas()["impression_id"])
     users, items = imp["user_id"].to_numpy(), imp["item_id"].to_numpy()
-    in_intent = source.world.item_category[items] == source.intents(D0)[users]
-    assert clicked[in_intent].mean() > 2 * clicked[~in_intent].mean()
+    w, line = source.world, source.intents(D0)[users]
+    in_line = w.item_line[items] == line
+    in_cat = (w.item_category[items] == w.line_category[line]) & ~in_line
+    other = ~in_line & ~in_cat
+    # the intent's line is clicked most, its category's other items more than the rest
+    assert in_line.sum() > 100
+    assert clicked[in_line].mean() > 1.5 * clicked[in_cat].mean()
+    assert clicked[in_cat].mean() > 1.2 * clicked[other].mean()
     # The same pairs on a date where the intent differs: the oracle's utility moves with it.
     later = D0 + dt.timedelta(days=9)
     today = source.oracle(users, items, np.full(len(users), id_base(D0)))
     then = source.oracle(users, items, np.full(len(users), id_base(later)))
-    moved = in_intent != (source.world.item_category[items] == source.intents(later)[users])
-    assert moved.any()
-    assert np.allclose(np.abs(today - then)[moved], INTENT_BOOST)
-    assert np.allclose(today[~moved], then[~moved])
+    line2 = source.intents(later)[users]
+    boost = lambda ln: (INTENT_BOOST * (w.item_category[items] == w.line_category[ln])  # noqa: E731
+                        + LINE_BOOST * (w.item_line[items] == ln))
+    assert (boost(line) != boost(line2)).any()
+    assert np.allclose(today - then, boost(line) - boost(line2))
 
 
 def test_position_bias_top_positions_clicked_more(source):
