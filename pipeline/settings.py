@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     )
     seed: int = Field(default=7, ge=0, le=2**31 - 1, description="Seed of the synthetic marketplace.")
     n_users: int = Field(default=20_000, ge=1, le=100_000_000, description="Synthetic users.")
-    n_items: int = Field(default=5_000, ge=1, le=100_000_000, description="Synthetic items.")
+    n_items: int = Field(default=1_500, ge=1, le=100_000_000, description="Synthetic items.")
     n_categories: int = Field(default=24, ge=1, le=100_000, description="Synthetic item categories.")
     impressions_per_day: int = Field(default=150_000, ge=1, le=1_000_000_000,
                                      description="Synthetic impressions a day.")
@@ -128,7 +128,7 @@ class Settings(BaseSettings):
                          description="Items of a user's history the sequence encoder reads.")
     pretrain_epochs: int = Field(default=20, ge=1, le=1000,
                                  description="Maximum pre-training epochs (early stopping on "
-                                 "held-out users' next-item hit rate).")
+                                 "held-out users' next-item cross-entropy, patience 6).")
     encoder_features: bool = Field(
         default=True, description="Build the pre-trained encoder's embedding feature views "
         "(encoder_user, encoder_item) and give every family the feature od_encoder_score; "
