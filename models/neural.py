@@ -76,6 +76,8 @@ class NeuralRanker(ModelFamily):
     family = "neural"
     needs_pretrained = True
     init: ClassVar[str] = "pretrained"
+    blind: ClassVar[tuple[str, ...]] = ()
+    """Model features this family treats as always missing."""
 
     def __init__(self, *, epochs: int = 8, lr: float = 2e-3, finetune: str = "lower_lr",
                  lr_scale: float = 0.1, batch_groups: int = 128, patience: int = 2,
@@ -141,10 +143,17 @@ class NeuralRanker(ModelFamily):
         """Squashed, standardized dense features of ``rows`` (``x``: their feature matrix, if
         at hand); missing values become the mean (0), plus one 0/1 column per feature that
         says it was missing (so the network sees 2 x the features)."""
-        x = self._squash(feature_matrix(rows) if x is None else x)
+        x = self._squash(self._features(rows) if x is None else x)
         missing = np.isnan(x)
         z = np.nan_to_num(np.clip((x - self.mean) / self.std, -8, 8), nan=0.0)
         return np.concatenate([z, missing], 1).astype(np.float32)
+
+    def _features(self, rows: pd.DataFrame) -> np.ndarray:
+        """The model feature matrix of ``rows``, the :attr:`blind` columns set to missing."""
+        x = feature_matrix(rows)
+        if self.blind:
+            x[:, [model_features().index(name) for name in self.blind]] = np.nan
+        return x
 
     def _groups(self, rows: pd.DataFrame) -> dict[str, np.ndarray]:
         """Padded per-request arrays: row index, item rows, labels, and each request's seq."""
@@ -171,7 +180,7 @@ class NeuralRanker(ModelFamily):
         train = data.read("train")
         valid = data.read("valid") if data.valid_paths else None
         self.net = self.initial_network(data, train).to(device)
-        x = feature_matrix(train)
+        x = self._features(train)
         squashed = self._squash(x)
         self.mean = np.nan_to_num(np.nanmean(squashed, 0)).astype(np.float32)
         self.std = np.nan_to_num(np.nanstd(squashed, 0), nan=1.0).astype(np.float32) + 1e-3
@@ -332,11 +341,14 @@ class NeuralRanker(ModelFamily):
 
 
 class NeuralScratchRanker(NeuralRanker):
-    """The control: the same network and training, from random weights."""
+    """The control: the same network and training, from random weights, and blind to the
+    pre-trained encoder's score feature, so nothing of pre-training reaches it (with the
+    feature, the "scratch" network would learn from the encoder after all)."""
 
     family = "neural_scratch"
     needs_pretrained = False
     init: ClassVar[str] = "scratch"
+    blind: ClassVar[tuple[str, ...]] = ("od_encoder_score",)
 
 
 class NeuralPyfunc(mlflow.pyfunc.PythonModel):

@@ -95,3 +95,22 @@ def test_vocab_pads_left_and_maps_unknown_to_zero():
     assert vocab.index(np.array([5, 7, 9, 6])).tolist() == [1, 2, 3, 0]
     assert vocab.pad([[9, 5], [], None, [5, 7, 9, 5]], 3).tolist() == [
         [0, 3, 1], [0, 0, 0], [0, 0, 0], [2, 3, 1]]
+
+
+def test_scratch_control_is_blind_to_the_encoder_score(tmp_path: Path):
+    """neural_scratch, the control of pre-training, must not learn from the pre-trained
+    encoder's score feature; neural does read it."""
+    from models.neural import NeuralScratchRanker
+
+    data_dir = tmp_path / "rows"
+    data_dir.mkdir()
+    tiny_rows(40, 1).to_parquet(data_dir / "p.parquet")
+    rows = tiny_rows(10, 2)
+    moved = rows.assign(od_encoder_score=rows["od_encoder_score"] * 50 + 3)
+    scratch = NeuralScratchRanker(epochs=1)
+    scratch.fit(TrainingSet((data_dir,)))
+    np.testing.assert_array_equal(scratch.score(rows), scratch.score(moved))
+    ck = pretrain(planted(60, 4), EncoderConfig(dim=16, layers=1, max_len=12), epochs=1)
+    tuned = NeuralRanker(epochs=1)
+    tuned.fit(TrainingSet((data_dir,), pretrained=ck.save(tmp_path / "e.pt")))
+    assert not np.array_equal(tuned.score(rows), tuned.score(moved))
