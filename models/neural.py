@@ -19,6 +19,7 @@ import contextlib
 import logging
 import tempfile
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
@@ -182,8 +183,10 @@ class NeuralRanker(ModelFamily):
         self.net = self.initial_network(data, train).to(device)
         x = self._features(train)
         squashed = self._squash(x)
-        self.mean = np.nan_to_num(np.nanmean(squashed, 0)).astype(np.float32)
-        self.std = np.nan_to_num(np.nanstd(squashed, 0), nan=1.0).astype(np.float32) + 1e-3
+        with warnings.catch_warnings():  # an all-missing column (a blind one): mean 0, std 1
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self.mean = np.nan_to_num(np.nanmean(squashed, 0)).astype(np.float32)
+            self.std = np.nan_to_num(np.nanstd(squashed, 0), nan=1.0).astype(np.float32) + 1e-3
         tr = self._groups(train)
         dense = torch.from_numpy(self._dense(train, x))
         gains = torch.from_numpy(2.0 ** train["label"].to_numpy(np.float32) - 1)
