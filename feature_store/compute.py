@@ -12,6 +12,7 @@ from feature_store.definitions import (
     ENCODER_USER,
     ITEM,
     ITEM_LONG,
+    LONG_WINDOW_DAYS,
     ON_DEMAND,
     SEQ,
     SEQUENCE_VIEW,
@@ -40,14 +41,19 @@ def compute_views(
     carts: pd.DataFrame,
     purchases: pd.DataFrame,
     older: Mapping[str, pd.DataFrame] | None = None,
+    long_days: int | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Every feature view from the events and the latest dimension snapshots.
 
     ``impressions`` ... ``purchases`` are the events of the short window (``WINDOW_DAYS``);
     ``older`` the ``impressions``, ``clicks`` and ``purchases`` of the long window's earlier days
-    (``LONG_WINDOW_DAYS``), None when there are none. Returns ``{view name: DataFrame(keys +
-    features)}``; the user and item views hold every user and item of the snapshots (zero counts
-    where there were no events), the pair views only pairs with events.
+    (``LONG_WINDOW_DAYS``), None when there are none; ``long_days`` how many days of that window
+    had events to read (None: all of them): the 28-day counts of a shorter history are scaled
+    up to 28 days, so that they mean the same in a deployment's first weeks as later (rows
+    trained then and scored later would otherwise see counts of different spans). Returns
+    ``{view name: DataFrame(keys + features)}``; the user and item views hold every user and
+    item of the snapshots (zero counts where there were no events), the pair views only pairs
+    with events.
     """
     cat = items.set_index("item_id")["category"]
     price = items.set_index("item_id")["price"]
@@ -94,15 +100,17 @@ def compute_views(
     out = {USER.name: _fill(u, USER), ITEM.name: it, USER_CATEGORY.name: uc,
            USER_ITEM.name: _fill(ui, USER_ITEM)}
     out |= _long_views(users, items, {"impressions": impressions, "clicks": clicks,
-                                      "purchases": purchases}, older or {}, with_cat, price)
+                                      "purchases": purchases}, older or {}, with_cat, price,
+                      LONG_WINDOW_DAYS / long_days if long_days else 1.0)
     return {name: _typed(out[name], view) for view in VIEWS for name in [view.name]}
 
 
 def _long_views(users: pd.DataFrame, items: pd.DataFrame, recent: Mapping[str, pd.DataFrame],
                 older: Mapping[str, pd.DataFrame],
                 with_cat: Callable[[pd.DataFrame], pd.DataFrame],
-                price: pd.Series) -> dict[str, pd.DataFrame]:
-    """The ``LONG_WINDOW_DAYS`` views: counts of the recent and older events together."""
+                price: pd.Series, scale: float) -> dict[str, pd.DataFrame]:
+    """The ``LONG_WINDOW_DAYS`` views: counts of the recent and older events together, times
+    ``scale`` (rates are computed from the raw counts)."""
     imp, clicks, purchases = (
         pd.concat([recent[t], older[t]], ignore_index=True) if t in older and len(older[t])
         else recent[t] for t in ("impressions", "clicks", "purchases"))
@@ -129,19 +137,30 @@ def _long_views(users: pd.DataFrame, items: pd.DataFrame, recent: Mapping[str, p
     uc = uc.merge(_count(with_cat(purchases), ["user_id", "category"],
                          f"uc_purchases_{L}"), on=["user_id", "category"], how="outer")
     uc = _click_share(_fill(uc, USER_CATEGORY_LONG), L)
+    for df, kind, names in ((u, "u", ("clicks", "purchases")),
+                            (it, "i", ("impressions", "clicks", "purchases")),
+                            (uc, "uc", ("clicks", "purchases"))):
+        for name in names:
+            df[f"{kind}_{name}_{L}"] *= scale
     return {USER_LONG.name: u, ITEM_LONG.name: it, USER_CATEGORY_LONG.name: uc}
 
 
 def expected_clicks(impressions: pd.DataFrame, clicks: pd.DataFrame) -> pd.Series:
     """Per item, the clicks its impressions would have had at the window's average CTR of each
     position they were shown at (the denominator of clicks over expected clicks). Impressions
-    need ``event_id``, ``item_id`` and ``position``, clicks ``impression_id``."""
-    position = impressions["position"].fillna(0).to_numpy()
-    shown = pd.Series(position).value_counts()
-    clicked_at = pd.Series(position, index=impressions["event_id"].to_numpy()).reindex(
-        clicks["impression_id"].to_numpy()).dropna().value_counts()
-    ctr_at = (clicked_at.reindex(shown.index).fillna(0) / shown)
-    per_row = ctr_at.reindex(position).to_numpy()
+    need ``event_id``, ``item_id`` and ``position``, clicks ``impression_id``; with a ``date``
+    column on both (as :func:`feature_store.io.read_dates` adds), a click is matched to the
+    impression of its own date, since event ids need only be unique within a date (a click
+    logged on a later date than its impression is not counted)."""
+    keys = ["date"] if "date" in impressions and "date" in clicks else []
+    position = impressions["position"].fillna(0)
+    shown = position.value_counts()
+    clicked_at = clicks[[*keys, "impression_id"]].merge(
+        impressions[[*keys, "event_id", "position"]].rename(columns={"event_id": "impression_id"}),
+        on=[*keys, "impression_id"], how="inner", validate="many_to_one",
+    )["position"].fillna(0).value_counts()
+    ctr_at = clicked_at.reindex(shown.index).fillna(0) / shown
+    per_row = ctr_at.reindex(position.to_numpy()).to_numpy()
     return pd.Series(per_row).groupby(impressions["item_id"].to_numpy()).sum()
 
 
@@ -178,12 +197,11 @@ def join_features(rows: pd.DataFrame, views: dict[str, pd.DataFrame]) -> pd.Data
     Row order and the other columns of ``rows`` are kept.
     """
     out = rows.reset_index(drop=True)
-    for view in VIEWS:  # the item view comes before the views keyed on its category
-        table = views[view.name]
-        if "category" in view.keys and "category" not in out:
-            out["category"] = out["i_category"].fillna(-1).astype("int64")
-        out = out.merge(table, on=list(view.keys), how="left", sort=False)
+    for view in VIEWS:
+        out = out.merge(views[view.name], on=list(view.keys), how="left", sort=False)
         out = _fill(out, view)
+        if view is ITEM:  # the key of the views keyed on the item's category, which follow it
+            out["category"] = out["i_category"].fillna(-1).astype("int64")
     out = out.drop(columns=["category"])
     out[ON_DEMAND[0].name] = (out["i_log_price"] - out[f"u_log_price_clicked_{W}"]).astype(
         "float32")

@@ -4,7 +4,10 @@ This module is the one source of feature names for training, batch scoring and t
 A feature view groups the features of one entity; a view's partition for date D holds the values
 as of the end of D, computed from events of the view's window of days ending with D: the
 ``WINDOW_DAYS`` (7) days for recent behaviour, ``LONG_WINDOW_DAYS`` (28) for the slow-moving
-preferences and item quality that a week of sparse clicks estimates poorly.
+preferences and item quality that a week of sparse clicks estimates poorly (the views named
+``*_28d``; ``feature_store.offline`` reads both windows). Until a deployment has 28 days of history, the
+28-day counts are scaled up from the days it has (``compute_views``), so they mean the same
+then as later.
 """
 
 from __future__ import annotations
@@ -33,8 +36,6 @@ class FeatureView:
     name: str
     keys: tuple[str, ...]
     features: tuple[Feature, ...]
-    window_days: int = WINDOW_DAYS
-    """Days of events (ending with the partition's date) the features count."""
 
     @property
     def version(self) -> str:
@@ -92,7 +93,7 @@ USER_LONG = FeatureView(f"user_{L}", ("user_id",), (
             default=0.1),
     Feature(f"u_log_price_clicked_{L}", "float32", "mean log price of clicked items",
             default=NAN),
-), window_days=LONG_WINDOW_DAYS)
+))
 ITEM_LONG = FeatureView(f"item_{L}", ("item_id",), (
     Feature(f"i_impressions_{L}", "float32", "times the item was shown"),
     Feature(f"i_clicks_{L}", "float32", "clicks on the item"),
@@ -102,14 +103,15 @@ ITEM_LONG = FeatureView(f"item_{L}", ("item_id",), (
             default=0.1),
     Feature(f"i_coec_{L}", "float32",
             "clicks over expected clicks, (clicks+1)/(expected+1), expected: the window's CTR at "
-            "each position the item was shown at, summed (a CTR freed of position bias)",
+            "each position the item was shown at, summed (a CTR freed of position bias; for "
+            "sources whose position is only the order of a day's events it means less)",
             default=1.0),
-), window_days=LONG_WINDOW_DAYS)
+))
 USER_CATEGORY_LONG = FeatureView(f"user_category_{L}", ("user_id", "category"), (
     Feature(f"uc_clicks_{L}", "float32", "user's clicks in the category"),
     Feature(f"uc_purchases_{L}", "float32", "user's purchases in the category"),
     Feature(f"uc_click_share_{L}", "float32", "share of the user's clicks in the category"),
-), window_days=LONG_WINDOW_DAYS)
+))
 VIEWS: tuple[FeatureView, ...] = (USER, ITEM, USER_CATEGORY, USER_ITEM, USER_LONG, ITEM_LONG,
                                   USER_CATEGORY_LONG)
 ONLINE_VIEWS: tuple[FeatureView, ...] = (USER, ITEM, USER_CATEGORY, USER_LONG, ITEM_LONG,

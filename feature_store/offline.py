@@ -65,8 +65,9 @@ def build_features(
           for t, cols in columns.items()}
     old = {t: io.read_dates(raw_dir, t, older, missing_ok=True, columns=columns[t])
            for t in ("impressions", "clicks", "purchases")}
+    covered = len([d for d in days if d in present]) + len(older)
     views = compute_views(users, items, ev["impressions"], ev["clicks"], ev["add_to_cart"],
-                          ev["purchases"], old)
+                          ev["purchases"], old, long_days=max(covered, 1))
     paths = {}
     for view in VIEWS:
         df = views[view.name]

@@ -22,7 +22,7 @@ a model of 7-day category counts can only partly see.
 A logging policy (popular, category-affine and random items, ordered by a noisy score) fills
 each request's slots; a click happens with probability ``examine(position) *
 sigmoid(utility - 1.5)`` (position bias ``examine(p) = p ** -0.6``). The logging policy's
-category-affine slots follow the intent part of the time (half of those from the intent's line:
+category-affine slots follow the intent part of the time (most of those from the intent's line:
 "more like what you looked at", as a recency-aware production policy would); add-to-cart and
 purchase follow a click with probabilities that also grow with utility.
 
@@ -47,7 +47,7 @@ LATENT_DIM = 8
 SOURCE_MIX = (0.35, 0.45, 0.20)  # popular, category-affine, random slots of the logging policy
 INTENT_DAYS = 3  # an intent lasts this many days
 INTENT_CHAIN = 6  # intents per chain before it restarts from the user's affinity
-INTENT_FOLLOW = 0.8  # chance the next intent is the successor of the current category
+INTENT_FOLLOW = 0.8  # chance the next intent is the successor of the current line
 INTENT_BOOST = 1.0  # utility of an item of the intent's category, over the same item otherwise
 LINE_BOOST = 3.5  # further utility of an item of the intent's product line
 LINE_SIZE = 8  # items per product line (a category's items cut into lines)

@@ -62,6 +62,29 @@ def test_long_window_views_count_older_days_and_free_ctr_of_position():
     # without older days the long views count the short window alone
     short = compute_views(users, items, imp, clicks, empty, empty)
     assert short[f"user_{L}"].set_index("user_id").loc[2, f"u_clicks_{L}"] == 0
+    # a history of 7 days: the 28-day counts are scaled to 28 days, the rates are not
+    scaled = compute_views(users, items, imp, clicks, empty, empty, older, long_days=7)
+    su = scaled[f"user_{L}"].set_index("user_id")
+    assert su.loc[2, f"u_clicks_{L}"] == 4 and su.loc[1, f"u_ctr_{L}"] == u.loc[1, f"u_ctr_{L}"]
+    sit = scaled[f"item_{L}"].set_index("item_id")
+    assert sit.loc[10, f"i_impressions_{L}"] == 8
+    assert sit.loc[10, f"i_coec_{L}"] == it.loc[10, f"i_coec_{L}"]
+
+
+def test_expected_clicks_match_each_click_to_its_own_dates_impression():
+    """Event ids need only be unique within a date: the same id on two dates is two impressions."""
+    from feature_store.compute import expected_clicks
+
+    d1, d2 = dt.date(2026, 1, 1), dt.date(2026, 1, 2)
+    imp = pd.DataFrame({"date": [d1, d1, d2, d2], "event_id": [1, 2, 1, 2],
+                        "item_id": [10, 11, 11, 10], "position": [2, 1, 1, 2]})
+    clicks = pd.DataFrame({"date": [d2], "impression_id": [1]})  # d2's id 1: position 1
+    # CTR at position 1: 1 of 2 shown, at position 2: 0 of 2. Item 11 was shown at position 1
+    # on both dates, item 10 at position 2 (matched by id alone, the click would be d1's, at 2).
+    assert expected_clicks(imp, clicks).to_dict() == {10: 0.0, 11: 1.0}
+    # without dates, ids are taken as unique
+    assert expected_clicks(imp.drop(columns="date").iloc[:2],
+                           pd.DataFrame({"impression_id": [1]})).to_dict() == {10: 1.0, 11: 0.0}
 
 
 from feature_store.definitions import SEQ, SEQ_KEEP  # noqa: E402
