@@ -148,18 +148,22 @@ def _long_views(users: pd.DataFrame, items: pd.DataFrame, recent: Mapping[str, p
 def expected_clicks(impressions: pd.DataFrame, clicks: pd.DataFrame) -> pd.Series:
     """Per item, the clicks its impressions would have had at the window's average CTR of each
     position they were shown at (the denominator of clicks over expected clicks). Impressions
-    need ``event_id``, ``item_id`` and ``position``, clicks ``impression_id``; with a ``date``
-    column on both (as :func:`feature_store.io.read_dates` adds), a click is matched to the
-    impression of its own date, since event ids need only be unique within a date (a click
-    logged on a later date than its impression is not counted)."""
-    keys = ["date"] if "date" in impressions and "date" in clicks else []
+    need ``event_id``, ``item_id`` and ``position``, clicks ``impression_id``. Event ids need
+    only be unique within a date: when they repeat across the window's dates, a click is matched
+    to the impression of its own date (both need the ``date`` column that
+    :func:`feature_store.io.read_dates` adds), else by id alone (the fast path)."""
     position = impressions["position"].fillna(0)
     shown = position.value_counts()
-    clicked_at = clicks[[*keys, "impression_id"]].merge(
-        impressions[[*keys, "event_id", "position"]].rename(columns={"event_id": "impression_id"}),
-        on=[*keys, "impression_id"], how="inner", validate="many_to_one",
-    )["position"].fillna(0).value_counts()
-    ctr_at = clicked_at.reindex(shown.index).fillna(0) / shown
+    ids = impressions["event_id"]
+    if ids.is_unique or "date" not in impressions or "date" not in clicks:
+        by_id = pd.Series(position.to_numpy(), index=ids.to_numpy())
+        at = by_id.reindex(clicks["impression_id"].to_numpy()).dropna()
+    else:
+        at = clicks[["date", "impression_id"]].merge(
+            impressions[["date", "event_id", "position"]].rename(
+                columns={"event_id": "impression_id"}),
+            on=["date", "impression_id"], how="inner", validate="many_to_one")["position"]
+    ctr_at = at.fillna(0).value_counts().reindex(shown.index).fillna(0) / shown
     per_row = ctr_at.reindex(position.to_numpy()).to_numpy()
     return pd.Series(per_row).groupby(impressions["item_id"].to_numpy()).sum()
 
