@@ -33,6 +33,39 @@ def _count(df: pd.DataFrame, keys: list[str], name: str) -> pd.DataFrame:
     return df.groupby(keys, sort=False).size().rename(name).astype("float32").reset_index()
 
 
+def _entity_counts(entities: pd.DataFrame, key: str, events: Mapping[str, pd.DataFrame],
+                   prefix: str, window: str) -> pd.DataFrame:
+    """``entities`` (one row per ``key``) with a ``<prefix>_<event>_<window>`` count column per
+    event table (NaN where the entity had none)."""
+    for name, ev in events.items():
+        entities = entities.merge(_count(ev, [key], f"{prefix}_{name}_{window}"), on=key,
+                                  how="left")
+    return entities
+
+
+def _pair_counts(events: Mapping[str, pd.DataFrame], keys: list[str], prefix: str,
+                 window: str) -> pd.DataFrame:
+    """One row per key pair with any event, a ``<prefix>_<event>_<window>`` count per table."""
+    out = None
+    for name, ev in events.items():
+        counts = _count(ev, keys, f"{prefix}_{name}_{window}")
+        out = counts if out is None else out.merge(counts, on=keys, how="outer")
+    return out
+
+
+def _item_rates(it: pd.DataFrame, window: str) -> pd.DataFrame:
+    """Smoothed CTR and purchases per click of the item counts of ``window``."""
+    it[f"i_ctr_{window}"] = (it[f"i_clicks_{window}"] + 1) / (it[f"i_impressions_{window}"] + 20)
+    it[f"i_cvr_{window}"] = (it[f"i_purchases_{window}"] + 0.2) / (it[f"i_clicks_{window}"] + 2)
+    return it
+
+
+def _user_ctr(u: pd.DataFrame, window: str) -> pd.DataFrame:
+    u[f"u_ctr_{window}"] = ((u[f"u_clicks_{window}"].fillna(0) + 1)
+                            / (u[f"u_impressions_{window}"].fillna(0) + 10))
+    return u
+
+
 def compute_views(
     users: pd.DataFrame,
     items: pd.DataFrame,
@@ -61,41 +94,33 @@ def compute_views(
     def with_cat(df: pd.DataFrame) -> pd.DataFrame:
         return df.assign(category=cat.reindex(df["item_id"]).to_numpy())
 
+    events = {"impressions": impressions, "clicks": clicks, "carts": carts,
+              "purchases": purchases}
+    engaged = {"clicks": clicks, "purchases": purchases}
+
     # user
-    u = users[["user_id"]].copy()
-    for ev, name in ((impressions, "impressions"), (clicks, "clicks"), (carts, "carts"),
-                     (purchases, "purchases")):
-        u = u.merge(_count(ev, ["user_id"], f"u_{name}_{W}"), on="user_id", how="left")
+    u = _entity_counts(users[["user_id"]].copy(), "user_id", events, "u", W)
     u = u.merge(_log_price_clicked(clicks, price, f"u_log_price_clicked_{W}"), on="user_id",
                 how="left")
-    u[f"u_ctr_{W}"] = (u[f"u_clicks_{W}"].fillna(0) + 1) / (u[f"u_impressions_{W}"].fillna(0) + 10)
+    u = _user_ctr(u, W)
     u["u_age_band"] = users["age_band"].to_numpy()
 
     # item
-    it = items[["item_id"]].copy()
-    for ev, name in ((impressions, "impressions"), (clicks, "clicks"), (carts, "carts"),
-                     (purchases, "purchases")):
-        it = it.merge(_count(ev, ["item_id"], f"i_{name}_{W}"), on="item_id", how="left")
+    it = _entity_counts(items[["item_id"]].copy(), "item_id", events, "i", W)
     pos = impressions.groupby("item_id")["position"].mean().rename(f"i_mean_position_{W}")
     it = it.merge(pos.reset_index(), on="item_id", how="left")
-    it = _fill(it, ITEM)
-    it[f"i_ctr_{W}"] = (it[f"i_clicks_{W}"] + 1) / (it[f"i_impressions_{W}"] + 20)
-    it[f"i_cvr_{W}"] = (it[f"i_purchases_{W}"] + 0.2) / (it[f"i_clicks_{W}"] + 2)
+    it = _item_rates(_fill(it, ITEM), W)
     it["i_log_price"] = np.log(items["price"].to_numpy())
     it["i_category"] = items["category"].to_numpy()
 
     # user x category
-    uc = _count(with_cat(impressions), ["user_id", "category"], f"uc_impressions_{W}")
-    for ev, name in ((clicks, "clicks"), (purchases, "purchases")):
-        uc = uc.merge(_count(with_cat(ev), ["user_id", "category"], f"uc_{name}_{W}"),
-                      on=["user_id", "category"], how="outer")
+    uc = _pair_counts({"impressions": with_cat(impressions)}
+                      | {k: with_cat(v) for k, v in engaged.items()},
+                      ["user_id", "category"], "uc", W)
     uc = _click_share(_fill(uc, USER_CATEGORY), W)
 
     # user x item
-    ui = _count(impressions, ["user_id", "item_id"], f"ui_impressions_{W}")
-    for ev, name in ((clicks, "clicks"), (purchases, "purchases")):
-        ui = ui.merge(_count(ev, ["user_id", "item_id"], f"ui_{name}_{W}"),
-                      on=["user_id", "item_id"], how="outer")
+    ui = _pair_counts({"impressions": impressions} | engaged, ["user_id", "item_id"], "ui", W)
 
     out = {USER.name: _fill(u, USER), ITEM.name: it, USER_CATEGORY.name: uc,
            USER_ITEM.name: _fill(ui, USER_ITEM)}
@@ -114,28 +139,20 @@ def _long_views(users: pd.DataFrame, items: pd.DataFrame, recent: Mapping[str, p
     imp, clicks, purchases = (
         pd.concat([recent[t], older[t]], ignore_index=True) if t in older and len(older[t])
         else recent[t] for t in ("impressions", "clicks", "purchases"))
-    u = users[["user_id"]].copy()
-    for ev, name in ((imp, "impressions"), (clicks, "clicks"), (purchases, "purchases")):
-        u = u.merge(_count(ev, ["user_id"], f"u_{name}_{L}"), on="user_id", how="left")
-    u[f"u_impressions_{L}"] = u[f"u_impressions_{L}"].fillna(0)
+    events = {"impressions": imp, "clicks": clicks, "purchases": purchases}
+    u = _user_ctr(_entity_counts(users[["user_id"]].copy(), "user_id", events, "u", L), L)
     u = _fill(u, USER_LONG)
-    u[f"u_ctr_{L}"] = (u[f"u_clicks_{L}"] + 1) / (u[f"u_impressions_{L}"] + 10)
     u = u.merge(_log_price_clicked(clicks, price, f"u_log_price_clicked_{L}"), on="user_id",
                 how="left")
 
-    it = items[["item_id"]].copy()
-    for ev, name in ((imp, "impressions"), (clicks, "clicks"), (purchases, "purchases")):
-        it = it.merge(_count(ev, ["item_id"], f"i_{name}_{L}"), on="item_id", how="left")
-    it = _fill(it, ITEM_LONG)
-    it[f"i_ctr_{L}"] = (it[f"i_clicks_{L}"] + 1) / (it[f"i_impressions_{L}"] + 20)
-    it[f"i_cvr_{L}"] = (it[f"i_purchases_{L}"] + 0.2) / (it[f"i_clicks_{L}"] + 2)
+    it = _item_rates(_fill(_entity_counts(items[["item_id"]].copy(), "item_id", events, "i", L),
+                           ITEM_LONG), L)
     expected = expected_clicks(imp, clicks)
     it[f"i_coec_{L}"] = (it[f"i_clicks_{L}"] + 1) / (
         expected.reindex(it["item_id"]).fillna(0).to_numpy() + 1)
 
-    uc = _count(with_cat(clicks), ["user_id", "category"], f"uc_clicks_{L}")
-    uc = uc.merge(_count(with_cat(purchases), ["user_id", "category"],
-                         f"uc_purchases_{L}"), on=["user_id", "category"], how="outer")
+    uc = _pair_counts({"clicks": with_cat(clicks), "purchases": with_cat(purchases)},
+                      ["user_id", "category"], "uc", L)
     uc = _click_share(_fill(uc, USER_CATEGORY_LONG), L)
     for df, kind, names in ((u, "u", ("clicks", "purchases")),
                             (it, "i", ("impressions", "clicks", "purchases")),
