@@ -177,9 +177,8 @@ def train(enc, vocab, seqs: list[np.ndarray], *, epochs: int, lr: float, batch_s
     ``valid_fn(enc)`` (validation NDCG@10) is best. ``last``: only the last ``last`` targets of
     each row count. ``start_valid``: the untrained state's value, as epoch 0 (fine-tuning)."""
     import torch
-    from torch.nn import functional
 
-    from models.sequence import length_batches, trim
+    from models.sequence import next_item_epoch
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -195,22 +194,7 @@ def train(enc, vocab, seqs: list[np.ndarray], *, epochs: int, lr: float, batch_s
     best, best_epoch, bad = (-np.inf, 0, 0) if start_valid is None else (start_valid, 0, 0)
     t0 = time.perf_counter()
     for epoch in range(1, epochs + 1):
-        enc.train()
-        total, n = 0.0, 0
-        for batch in length_batches(lengths, batch_size, rng):
-            idx = torch.from_numpy(batch)
-            first = trim(x_all[idx])
-            x, y = x_all[idx, first:], y_all[idx, first:]
-            mask = y > 0
-            if not mask.any():
-                continue
-            h = enc(x, first)[mask]
-            loss = functional.cross_entropy(h @ enc.items.weight[1:].T, y[mask] - 1)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(enc.parameters(), 1.0)
-            opt.step()
-            total, n = total + float(loss.detach()), n + 1
+        loss, _ = next_item_epoch(enc, opt, x_all, y_all, lengths, batch_size, rng)
         v = valid_fn(enc)
         curve.append(v)
         if v > best:
@@ -219,7 +203,7 @@ def train(enc, vocab, seqs: list[np.ndarray], *, epochs: int, lr: float, batch_s
         else:
             bad += 1
         logging.getLogger("bench").debug("%s epoch %d loss %.4f valid %.4f", name, epoch,
-                                         total / max(n, 1), v)
+                                         loss, v)
         if bad >= patience:
             break
     stage(f"  {name}: {len(curve)} epochs in {time.perf_counter() - t0:.0f}s, kept epoch "

@@ -263,7 +263,6 @@ def pretrain(sequences: Sequence[np.ndarray], cfg: EncoderConfig | None = None, 
     curves, samples per second and the epoch kept.
     """
     import torch
-    from torch.nn import functional
 
     cfg = cfg or EncoderConfig()
     device = resolve_device(device)
@@ -288,47 +287,17 @@ def pretrain(sequences: Sequence[np.ndarray], cfg: EncoderConfig | None = None, 
     negatives = negatives or 1024
     enc = build_encoder(len(vocab), cfg).to(device)
     opt = torch.optim.AdamW(enc.parameters(), lr=lr, weight_decay=0.01)
-    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda"
-           else contextlib.nullcontext())
     curves: dict[str, list[float]] = {"pretrain_loss": [], "pretrain_valid_loss": [],
                                       "pretrain_valid_hr@10": []}
     best, best_state, best_epoch, bad = np.inf, None, 0, 0
     t0, seen = time.perf_counter(), 0
     for epoch in range(epochs):
-        enc.train()
-        total, batches = 0.0, 0
-        for batch in length_batches(lengths, batch_size, rng):
-            idx = torch.from_numpy(batch)
-            first = trim(x_all[idx])  # short histories: cut the all-padding columns
-            x, y = x_all[idx, first:].to(device), y_all[idx, first:].to(device)
-            mask = y > 0
-            if not mask.any():
-                continue
-            with amp:
-                h = enc(x, first)[mask]                            # [N, d]
-                pos = y[mask]
-                w = enc.items.weight
-                if full:  # every item but padding
-                    logits = (h @ w[1:].T).float()
-                    loss = functional.cross_entropy(logits, pos - 1)
-                else:
-                    neg = torch.randint(1, len(vocab), (negatives,), device=device)
-                    logits = torch.cat([(h * w[pos]).sum(-1, keepdim=True), h @ w[neg].T], 1)
-                    # a sampled negative equal to the target is not a negative
-                    logits[:, 1:] = logits[:, 1:].masked_fill(neg[None] == pos[:, None], -1e4)
-                    loss = functional.cross_entropy(logits.float(), torch.zeros(
-                        len(pos), dtype=torch.long, device=device))
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(enc.parameters(), 1.0)
-            opt.step()
-            total += float(loss.detach())
-            batches += 1
-            seen += int(mask.sum())
+        loss, targets = next_item_epoch(enc, opt, x_all, y_all, lengths, batch_size, rng,
+                                        negatives=None if full else negatives, device=device)
+        seen += targets
         # no held-out user (one sequence): the training loss decides
-        v_loss, hr = (_held_out(enc, v_in, v_target, device) if n_valid
-                      else (total / max(batches, 1), 0.0))
-        curves["pretrain_loss"].append(total / max(batches, 1))
+        v_loss, hr = _held_out(enc, v_in, v_target, device) if n_valid else (loss, 0.0)
+        curves["pretrain_loss"].append(loss)
         curves["pretrain_valid_loss"].append(v_loss)
         curves["pretrain_valid_hr@10"].append(hr)
         log.info("pretrain epoch %d: loss %.4f, held-out loss %.4f, HR@10 %.4f, %.0f samples/s",
@@ -346,6 +315,52 @@ def pretrain(sequences: Sequence[np.ndarray], cfg: EncoderConfig | None = None, 
             "events": int(sum(len(s) for s in seqs)),
             "negatives": "full" if full else negatives}
     return EncoderCheckpoint(best_state, vocab.ids, cfg, info)
+
+
+def next_item_epoch(enc: Any, opt: Any, x_all: Any, y_all: Any, lengths: np.ndarray,
+                    batch_size: int, rng: np.random.Generator, *, negatives: int | None = None,
+                    device: str = "cpu") -> tuple[float, int]:
+    """One training epoch of the next-item objective: ``x_all`` ``[n, L]`` left-padded inputs,
+    ``y_all`` the next item at each position (0: no target), batched by :func:`length_batches`
+    of ``lengths``. A softmax over the whole vocabulary when ``negatives`` is None, else against
+    ``negatives`` uniform samples shared by the batch; bf16 autocast on CUDA. Returns the mean
+    batch loss and the number of targets trained on."""
+    import torch
+    from torch.nn import functional
+
+    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda"
+           else contextlib.nullcontext())
+    enc.train()
+    total, batches, seen = 0.0, 0, 0
+    for batch in length_batches(lengths, batch_size, rng):
+        idx = torch.from_numpy(batch)
+        first = trim(x_all[idx])  # short histories: cut the all-padding columns
+        x, y = x_all[idx, first:].to(device), y_all[idx, first:].to(device)
+        mask = y > 0
+        if not mask.any():
+            continue
+        with amp:
+            h = enc(x, first)[mask]                            # [N, d]
+            pos = y[mask]
+            w = enc.items.weight
+            if negatives is None:  # every item but padding
+                logits = (h @ w[1:].T).float()
+                loss = functional.cross_entropy(logits, pos - 1)
+            else:
+                neg = torch.randint(1, len(w), (negatives,), device=device)
+                logits = torch.cat([(h * w[pos]).sum(-1, keepdim=True), h @ w[neg].T], 1)
+                # a sampled negative equal to the target is not a negative
+                logits[:, 1:] = logits[:, 1:].masked_fill(neg[None] == pos[:, None], -1e4)
+                loss = functional.cross_entropy(logits.float(), torch.zeros(
+                    len(pos), dtype=torch.long, device=device))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(enc.parameters(), 1.0)
+        opt.step()
+        total += float(loss.detach())
+        batches += 1
+        seen += int(mask.sum())
+    return total / max(batches, 1), seen
 
 
 def _held_out(enc: Any, seq: Any, target: Any, device: str, k: int = 10) -> tuple[float, float]:
