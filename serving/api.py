@@ -14,6 +14,12 @@ The store client is synchronous, so every store call runs in a worker thread and
 stays free for other requests; a call that takes longer than ``timeout_s``
 (``RANKLINE_STORE_TIMEOUT_S``) is answered 503. So are an unreachable, missing or corrupt store,
 on the recommendations and on ``/healthz`` alike, with a message that names no credentials.
+
+``/docs`` works without internet: FastAPI's stock page loads Swagger UI from a CDN, so the app is
+built by ``fastapi_offline``, whose wheel ships Swagger UI 5 (needed for FastAPI's OpenAPI 3.1
+spec) and serves it from ``/static-offline-docs``. ``/redoc`` is off: ReDoc's bundle always loads
+its sidebar logo from cdn.redoc.ly, and ``/docs`` covers the same spec. The online validator badge
+is off too (``validatorUrl: None``), so the docs page asks no outside host for anything.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import anyio.lowlevel
 import anyio.to_thread
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Security
 from fastapi.security import APIKeyHeader
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 
 from serving.client import MAX_K, USER_ID, RecsClient
@@ -82,8 +89,10 @@ _KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False,
 def create_app(client: RecsClient, api_key: str = "", timeout_s: float = 2.0) -> FastAPI:
     """The FastAPI app over a client (shared by all requests); ``api_key`` turns on the check;
     a store call that takes longer than ``timeout_s`` seconds is answered 503."""
-    app = FastAPI(title="rankline serving", version="1",
-                  description="Top-k recommendations published by the nightly hulk refresh.")
+    # /docs from the installed package, not a CDN; no /redoc (see the module docstring)
+    app = FastAPIOffline(title="rankline serving", version="1", redoc_url=None,
+                         swagger_ui_parameters={"validatorUrl": None},
+                         description="Top-k recommendations published by the nightly hulk refresh.")
 
     async def off_loop(fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` in a worker thread, given up (503) after ``timeout_s`` (waiting for a

@@ -1,3 +1,4 @@
+import re
 import threading
 import time
 
@@ -210,3 +211,23 @@ def test_client_connects_by_url(tmp_path):
     with pytest.raises(ValueError, match="unsupported") as err:
         RecsClient.connect("mysql://app:hunter2@db/x")
     assert "hunter2" not in str(err.value)
+
+
+@pytest.mark.parametrize("api_key", ["", "s3cret"])
+def test_docs_work_offline_from_packaged_assets(tmp_path, api_key):
+    # the stock /docs loads Swagger UI from cdn.jsdelivr.net: blank on a machine without internet
+    c = TestClient(create_app(RecsClient(SQLiteStore(tmp_path / "s.db")), api_key=api_key))
+    r = c.get("/docs")  # open without a key, like /openapi.json: the page is how one tries the key
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "http://" not in r.text and "https://" not in r.text, r.text  # no outside host at all
+    assert '"validatorUrl": null' in r.text  # no badge image from validator.swagger.io
+    assets = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", r.text)
+    assert len(assets) >= 3, assets  # Swagger UI's JS and CSS, and the favicon
+    for url in assets:
+        assert url.startswith("/") and not url.startswith("//"), url
+        got = c.get(url)
+        assert got.status_code == 200 and got.content, url
+    assert any(u.endswith(".js") for u in assets) and any(u.endswith(".css") for u in assets)
+    assert c.get("/redoc").status_code == 404  # ReDoc fetches its logo from a CDN: switched off
+    spec = c.get("/openapi.json")
+    assert spec.status_code == 200 and "/v1/recommendations/{user_id}" in spec.json()["paths"]
