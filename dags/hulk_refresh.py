@@ -20,15 +20,17 @@ from pipeline.dag_support import (
     dag_id="hulk_refresh",
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable("0 3 * * *", timezone="UTC"), assets=[MODEL]),
+    # Every param may be null: Airflow's trigger form requires a field whose type lacks "null".
     params={
-        **as_of_param("Features date to score with (default: newest)"),
-        "rollback": Param(False, type="boolean",
+        **as_of_param("Features date to score with (default: newest validated features)"),
+        "rollback": Param(False, type=["null", "boolean"],
                           description="Instead of publishing: serve an older kept version again"),
         "rollback_to": Param(None, type=["null", "integer"], minimum=1,
                              description="Version to roll back to (default: the previous one)"),
-        "reason": Param("", type="string", description="Why (recorded with a rollback)"),
+        "reason": Param(None, type=["null", "string"],
+                        description="Why (recorded with a rollback)"),
     },
-    **dag_kwargs("serving"),
+    **dag_kwargs("serving"),  # catchup=False: at most the latest missed 03:00 runs
 )
 def hulk_refresh() -> None:
     """### Hulk refresh: every user's top-k, published atomically
@@ -41,11 +43,18 @@ def hulk_refresh() -> None:
     atomic: readers see the old or the new version, never a mix; older versions are kept for
     rollback. Unknown users get the cold-start list published with the same version.
 
+    **Which features**: `as_of` when given; after `train`, the date the new champion was
+    evaluated on; otherwise (the nightly run) the newest date with validated features, whatever
+    the run's logical date, so a late or missed `ingest` day never fails the refresh. With
+    `catchup=False`, unpausing the DAG runs the latest 03:00 at once (never older missed ones),
+    on those newest features. With no features at all the run fails at once saying so.
+
     **Rollback**: trigger with `rollback: true` (and optionally `rollback_to`, `reason`) to
     switch back to a kept version instead of publishing; the switch is instant and logged to
     MLflow with who (the triggering user), when and why. Same as `rankline store rollback`.
-    A conf key the DAG does not declare, or `rollback_to` / `reason` without `rollback: true`,
-    fails the run in its first task, before anything is published.
+    Every field of the trigger form is optional: a plain refresh needs none. A conf key the DAG
+    does not declare, or `rollback_to` / `reason` without `rollback: true`, fails the run in
+    its first task, before anything is published.
     """
 
     @task.branch

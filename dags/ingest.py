@@ -6,14 +6,23 @@ import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from pipeline.dag_support import FEATURES, check_conf, dag_kwargs, fail_fast, mlflow_run, settings
+from pipeline.dag_support import (
+    FEATURES,
+    check_conf,
+    dag_kwargs,
+    fail_fast,
+    ingest_start_date,
+    mlflow_run,
+    settings,
+)
 
 
 @dag(
     dag_id="ingest",
     # Keyed on the data interval: the run for ds=D starts once day D is over.
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    **dag_kwargs("ingest", catchup=True),
+    # Catch-up bounded to the last RANKLINE_CATCHUP_DAYS days through the start date.
+    **dag_kwargs("ingest", catchup=True, start_date=ingest_start_date()),
 )
 def ingest() -> None:
     """### Ingest: acquire → validate → features, one logical date per run
@@ -30,8 +39,16 @@ def ingest() -> None:
 
     The features task writes user, item, user×category and user×item features as of the end
     of `ds` to the offline store, materializes them to the online store, and updates the
-    `rankline_features` asset, which triggers the `train` DAG. Reruns and backfills overwrite
-    their own partition (`airflow backfill create --dag-id ingest --from-date … --to-date …`).
+    `rankline_features` asset (the date in its extra; `train` runs on its own daily schedule).
+    Reruns and backfills overwrite their own partition.
+
+    **Catch-up is bounded**: the start date is the later of `RANKLINE_START_DATE` and today
+    minus `RANKLINE_CATCHUP_DAYS` (default 3; 0: no past day), computed when the file is
+    parsed. Unpausing the DAG, or restarting the scheduler after an outage, runs at most those
+    last days, not every day since `RANKLINE_START_DATE`. Older dates: `airflow backfill create
+    --dag-id ingest --from-date … --to-date …` (backfill runs ignore the start date) or
+    `rankline run-dag ingest --date …`. Not a manual trigger with an older logical date: Airflow
+    gives such a run no task instances, and it succeeds having done nothing.
     """
 
     @task

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
 
 from pipeline.dag_support import (
-    FEATURES,
     MODEL,
     as_of_date,
     as_of_param,
@@ -19,18 +18,26 @@ from pipeline.dag_support import (
 
 @dag(
     dag_id="train",
-    schedule=[FEATURES],
-    params=as_of_param("Last date of the split (default: newest features)"),
+    # Daily after ingest's midnight run, not on the rankline_features asset: one training a
+    # day however many dates ingest caught up. catchup=False (dag_kwargs): no missed day reruns.
+    schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC"),
+    params=as_of_param("Last date of the split (default: newest validated features)"),
     **dag_kwargs("train"),
 )
 def train() -> None:
     """### Train: training set → train → evaluate and promote
 
-    Runs when the `rankline_features` asset is updated (or by hand, with `as_of`). For the
-    date D it works on: labels from the funnel (purchase 3 > add-to-cart 2 > click 1 > ignored 0)
-    plus negatives sampled from the match set, joined with features as of the day before each
-    row's date (point-in-time); a time-based split (train, validation for early stopping, the
-    last dates held out for test).
+    Runs **daily at 02:00 UTC**, after `ingest`'s midnight run, as of the newest date with
+    validated features (or by hand, with `as_of`). One training a day, however many dates
+    `ingest` caught up or backfilled since: it is not scheduled on the `rankline_features`
+    asset, which fired one training per ingested date. With `catchup=False`, unpausing it
+    runs the latest 02:00 at once, never the older missed ones; with no features at all the
+    run fails at once saying so.
+
+    For the date D it works on: labels from the funnel (purchase 3 > add-to-cart 2 > click 1 >
+    ignored 0) plus negatives sampled from the match set, joined with features as of the day
+    before each row's date (point-in-time); a time-based split (train, validation for early
+    stopping, the last dates held out for test).
 
     `split` checks the dates the split needs. `pretrain` gives the split its sequence encoder:
     the newest one logged, or a new one pre-trained on users' click sequences up to the day
@@ -113,5 +120,3 @@ def train() -> None:
     promoted(result) >> announce_champion(result)
 
 train_dag = train()
-
-

@@ -9,10 +9,13 @@ import contextlib
 import datetime as dt
 import logging
 import os
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 FEATURES = Asset(name="rankline_features", uri="file:///rankline/offline/features")
 """Updated by ``ingest`` when a date's features are written; the extra holds the date."""
@@ -68,6 +71,44 @@ def start_date() -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
 
+CATCHUP_DAYS = 3
+"""Default of ``RANKLINE_CATCHUP_DAYS`` (the setting's default, read here without pydantic)."""
+
+
+def catchup_days() -> int:
+    """``RANKLINE_CATCHUP_DAYS``: how many past days the scheduler's ``ingest`` catches up."""
+    raw = os.environ.get("RANKLINE_CATCHUP_DAYS", str(CATCHUP_DAYS))
+    try:
+        days = int(raw)
+    except ValueError:
+        days = -1
+    if not 0 <= days <= 3660:
+        raise ValueError(f"RANKLINE_CATCHUP_DAYS={raw}: must be an integer >= 0 and <= 3660 "
+                         "(days of ingest's catch-up under the scheduler)")
+    return days
+
+
+def catchup_start(first: dt.datetime, days: int, today: dt.date) -> dt.datetime:
+    """The start date that bounds a daily DAG's catch-up to the last ``days`` days before
+    ``today`` (midnight UTC), never before ``first``; ``days=0``: from ``today`` on."""
+    bound = today - dt.timedelta(days=days)
+    return max(first, dt.datetime(bound.year, bound.month, bound.day, tzinfo=dt.UTC))
+
+
+def ingest_start_date(today: dt.date | None = None) -> dt.datetime:
+    """``ingest``'s start date: ``RANKLINE_START_DATE``, or today minus ``RANKLINE_CATCHUP_DAYS``
+    when that is later.
+
+    Derived from today's date at parse time on purpose: the start date is the only bound
+    Airflow puts on how far back ``catchup=True`` reaches, at unpause and after an outage
+    alike (the next run is the later of the day after the last run and the start date). It is
+    truncated to the day (the DAG changes once a day, not on every parse) and names no data:
+    each run still works on its own data interval. Backfill runs ignore it.
+    """
+    today = today or dt.datetime.now(dt.UTC).date()
+    return catchup_start(start_date(), catchup_days(), today)
+
+
 def settings():  # noqa: ANN201 - pipeline.settings.Settings, imported lazily
     """The rankline settings (imported inside tasks only); invalid settings fail the task at
     once, without retries (the same environment would fail the same way)."""
@@ -104,8 +145,9 @@ def check_conf(context: dict[str, Any], requires: dict[str, str] | None = None) 
     """Fail the run at once when its conf has a key the DAG does not declare, or a key given
     without the one it ``requires`` (``{"rollback_to": "rollback"}``: only with rollback: true).
 
-    A key counts as given when its value differs from the param's default: the Airflow UI
-    sends every param with its default.
+    A key counts as given when its value differs from the param's default and is not empty
+    (``None`` or ``""``): the Airflow UI sends every param with its default, and an emptied
+    text field as ``null``.
     """
     conf = dict(getattr(context.get("dag_run"), "conf", None) or {})
     declared = context["dag"].params
@@ -114,7 +156,8 @@ def check_conf(context: dict[str, Any], requires: dict[str, str] | None = None) 
     if unknown := sorted(set(conf) - set(defaults)):
         problems.append(f"unknown conf key(s) {unknown}; {context['dag'].dag_id} takes "
                         f"{sorted(defaults) or 'no params'}")
-    given = {k: v for k, v in conf.items() if k in defaults and v != defaults[k]}
+    given = {k: v for k, v in conf.items()
+             if k in defaults and v != defaults[k] and v is not None and v != ""}
     params = context.get("params") or {}
     for key, needs in (requires or {}).items():
         if key in given and not params.get(needs):
@@ -131,27 +174,56 @@ def _default(params: Any, key: str) -> Any:
     return getter(key).value if getter else params[key]
 
 
-def as_of_date(context: dict[str, Any]) -> dt.date:
-    """The date a run works on: ``params.as_of``, else the newest triggering feature date,
-    else the run's logical date, else the newest date with features."""
-    param = (context.get("params") or {}).get("as_of")
-    if param:
-        return dt.date.fromisoformat(str(param))
-    dates = []
-    for events in (context.get("triggering_asset_events") or {}).values():
-        for ev in events:
-            day = (ev.extra or {}).get("date") or (ev.extra or {}).get("as_of")
-            if day:
-                dates.append(dt.date.fromisoformat(day))
-    if dates:
-        return max(dates)
-    logical = context.get("logical_date")
-    if logical is not None and context["dag_run"].run_type == "scheduled":
-        return (logical - dt.timedelta(days=1)).date() if context["dag"].dag_id == "hulk_refresh" \
-            else logical.date()
-    from pipeline.steps import latest_feature_date
+class NoFeatures(LookupError):
+    """No date has validated features yet: nothing to train or refresh with."""
 
-    return latest_feature_date(settings())
+
+def pick_as_of(as_of: str | None, event_dates: Iterable[str],
+               newest: Callable[[], dt.date]) -> dt.date:
+    """The date a run works on: ``as_of`` when given, else the newest of ``event_dates`` (the
+    dates its triggering asset events carry), else ``newest()`` (the newest features date).
+
+    A run's logical date plays no part: it says when the run was due, not which features
+    exist (the refresh Airflow fires at unpause for the latest 03:00 asked for a date that was
+    never ingested and failed).
+    """
+    if as_of:
+        return dt.date.fromisoformat(str(as_of))
+    if dates := [dt.date.fromisoformat(d) for d in event_dates if d]:
+        return max(dates)
+    return newest()
+
+
+def newest_features_date(settings: Settings) -> dt.date:
+    """The newest date with every feature view built and validated raw data.
+
+    Raises:
+        NoFeatures: there is none (ingest has not run yet); the message says what to do.
+    """
+    from feature_store.offline import feature_dates
+    from pipeline.landing import is_valid
+
+    dates = [d for d in feature_dates(settings.offline_dir) if is_valid(settings, d)]
+    if not dates:
+        raise NoFeatures(f"no validated features under {settings.offline_dir}: run the ingest "
+                         "DAG first (unpause it, airflow backfill create --dag-id ingest, or "
+                         "rankline run-dag ingest --date YYYY-MM-DD)")
+    return dates[-1]
+
+
+def as_of_date(context: dict[str, Any]) -> dt.date:
+    """The date a run works on (:func:`pick_as_of`): ``params.as_of``, else the newest date of
+    its triggering asset events, else the newest validated features date; with no features at
+    all the task fails at once, without retries."""
+    events = [(ev.extra or {}).get("date") or (ev.extra or {}).get("as_of")
+              for evs in (context.get("triggering_asset_events") or {}).values() for ev in evs]
+    try:
+        return pick_as_of((context.get("params") or {}).get("as_of"), events,
+                          lambda: newest_features_date(settings()))
+    except NoFeatures as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(str(exc)) from None
 
 
 def mlflow_run(context: dict[str, Any]) -> str:

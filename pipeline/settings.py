@@ -93,6 +93,13 @@ class Settings(BaseSettings):
     start_date: dt.date = Field(
         default=dt.date(2026, 1, 1), description="First logical date of the demo and of catchup."
     )
+    catchup_days: int = Field(
+        default=3, ge=0, le=3660,
+        description="Days of ingest's catch-up under the scheduler: its start date is the "
+        "later of RANKLINE_START_DATE and today minus this many days (read when the DAG is "
+        "parsed), so unpausing it or restarting after an outage runs at most the last N days "
+        "(0: none, from today on); older dates by airflow backfill create or rankline run-dag.",
+    )
     demo_days: int = Field(default=20, ge=1, le=3660, description="Logical dates the demo ingests.")
     train_days: int = Field(
         default=9, ge=1, le=3660,

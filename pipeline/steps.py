@@ -161,13 +161,3 @@ def rollback(settings: Settings, to: int | None = None, why: str = "", by: str |
     log.warning("%s rolled back from version %s to %s by %s: %s", namespace, prev, info.version,
                 by, why)
     return {**record, "mlflow_run_id": run_id}
-
-
-def latest_feature_date(settings: Settings) -> dt.date:
-    """The newest date with every feature view built; a clear error when there is none."""
-    from feature_store.offline import feature_dates
-
-    dates = feature_dates(settings.offline_dir)
-    if not dates:
-        raise RuntimeError(f"no features under {settings.offline_dir}: run the ingest DAG first")
-    return dates[-1]

@@ -3,6 +3,7 @@ and follows the project's policy (tags, retries with backoff, a docstring shown 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -108,7 +109,7 @@ def support(tmp_path_factory):
         yield dag_support, AirflowFailException
 
 
-REFRESH_PARAMS = {"as_of": None, "rollback": False, "rollback_to": None, "reason": ""}
+REFRESH_PARAMS = {"as_of": None, "rollback": False, "rollback_to": None, "reason": None}
 REQUIRES = {"rollback_to": "rollback", "reason": "rollback"}
 
 
@@ -143,6 +144,7 @@ def test_check_conf_rejects(support, conf, needle, reliability):
     {"rollback": True},
     {"as_of": "2026-01-14"},
     REFRESH_PARAMS,  # what the UI sends: every param with its default
+    {**REFRESH_PARAMS, "reason": ""},  # an emptied text field (the API may send "")
 ])
 def test_check_conf_accepts(support, conf):
     dag_support, _ = support
@@ -161,9 +163,9 @@ def test_check_conf_reads_real_airflow_params(support):
     from airflow.sdk.definitions.param import ParamsDict
 
     dag_support, fail = support
-    declared = ParamsDict({"rollback": Param(False, type="boolean"),
+    declared = ParamsDict({"rollback": Param(False, type=["null", "boolean"]),
                            "rollback_to": Param(None, type=["null", "integer"]),
-                           "reason": Param("", type="string")})
+                           "reason": Param(None, type=["null", "string"])})
     dag_support.check_conf(_context({"rollback": False, "rollback_to": None}, declared), REQUIRES)
     with pytest.raises(fail, match="rollback_to=3 only makes sense"):
         dag_support.check_conf(_context({"rollback_to": 3}, declared), requires=REQUIRES)
@@ -180,6 +182,195 @@ def test_bad_settings_fail_the_task_without_retries(support, monkeypatch):
             dag_support.settings()
     finally:
         get_settings.cache_clear()
+
+
+# --- scheduling: bounded catch-up, one training a day, nothing floods at unpause -----------
+
+@pytest.fixture
+def load(support, monkeypatch):
+    """Parse every DAG in-process under ``RANKLINE_*`` variables given as keywords."""
+    from pipeline.airflow_env import load_dags
+
+    def parse(**env: str) -> dict:
+        for key in ("RANKLINE_START_DATE", "RANKLINE_CATCHUP_DAYS"):
+            monkeypatch.delenv(key, raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        return load_dags()
+
+    return parse
+
+
+def _due(dag, last: tuple[dt.date, dt.date] | None = None, days_ahead: int = 0) -> list:
+    """The runs the scheduler creates for ``dag`` from now on, up to ``days_ahead`` days from
+    now: its own logic (the serialized DAG's timetable and time restriction), after a last
+    automated run over ``last`` (start, end) or none."""
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.timetables.base import DagRunInfo
+
+    ser = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=days_ahead)
+    info = DagRunInfo.interval(*(_midnight(d) for d in last)) if last else None
+    runs = []
+    while (info := ser.next_dagrun_info(last_automated_run_info=info)) and info.run_after <= until:
+        runs.append(info)
+        assert len(runs) < 400, f"{dag.dag_id} floods"
+    return runs
+
+
+def _midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize("first, days, today, start", [
+    (dt.date(2026, 1, 1), 3, dt.date(2026, 12, 2), dt.date(2026, 11, 29)),
+    (dt.date(2026, 1, 1), 0, dt.date(2026, 12, 2), dt.date(2026, 12, 2)),
+    (dt.date(2026, 11, 30), 3, dt.date(2026, 12, 2), dt.date(2026, 11, 30)),  # never before it
+    (dt.date(2027, 1, 1), 3, dt.date(2026, 12, 2), dt.date(2027, 1, 1)),
+])
+def test_catchup_start(support, first, days, today, start):
+    dag_support, _ = support
+    assert dag_support.catchup_start(_midnight(first), days, today) == _midnight(start)
+
+
+def test_ingest_catches_up_only_the_last_days(load):
+    today = dt.datetime.now(dt.UTC).date()
+    ingest = load(RANKLINE_START_DATE="2020-01-01", RANKLINE_CATCHUP_DAYS="3")["ingest"]
+    assert ingest.catchup and ingest.start_date == _midnight(today - dt.timedelta(days=3))
+    assert all(t.start_date == ingest.start_date for t in ingest.tasks)
+    want = [_midnight(today - dt.timedelta(days=n)) for n in (3, 2, 1)]
+    assert [r.logical_date for r in _due(ingest)] == want  # unpaused for the first time
+    month_ago = today - dt.timedelta(days=30)  # the scheduler was down for a month
+    assert [r.logical_date for r in _due(ingest, (month_ago, month_ago + dt.timedelta(days=1)))
+            ] == want
+    assert _due(load(RANKLINE_START_DATE="2020-01-01", RANKLINE_CATCHUP_DAYS="0")["ingest"]) == []
+    assert len(_due(load()["ingest"])) <= 3  # the defaults
+
+
+def test_backfill_still_reaches_any_older_date(load):
+    """``airflow backfill create`` lists its runs with this call, from ``--from-date`` on,
+    whatever the start date (and Airflow gives backfill runs every task instance)."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    ingest = load(RANKLINE_START_DATE="2026-01-01", RANKLINE_CATCHUP_DAYS="0")["ingest"]
+    ser = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(ingest))
+    infos = list(ser.iter_dagrun_infos_between(_midnight(dt.date(2026, 1, 15)),
+                                               _midnight(dt.date(2026, 1, 20))))
+    assert [i.logical_date.date().day for i in infos] == [15, 16, 17, 18, 19, 20]
+
+
+def test_run_dag_reaches_dates_before_the_start_date(load):
+    """``dag.test()`` makes manual runs, which get no task instance before a task's start
+    date: ``reach`` lowers the start date of that parsed copy (``rankline demo``, run-dag)."""
+    from pipeline.airflow_env import reach
+
+    ingest = load(RANKLINE_CATCHUP_DAYS="3")["ingest"]
+    bound = ingest.start_date
+    reach(ingest, bound + dt.timedelta(days=1))
+    assert ingest.start_date == bound
+    old = _midnight(dt.date(2025, 12, 31))
+    reach(ingest, old)
+    assert ingest.start_date == old and {t.start_date for t in ingest.tasks} == {old}
+
+
+@pytest.mark.parametrize("value", ["-1", "3661", "three", ""])
+def test_a_bad_catchup_days_fails_the_parse_like_the_setting(support, monkeypatch, value):
+    from pipeline.settings import Settings
+
+    dag_support, _ = support
+    monkeypatch.setenv("RANKLINE_CATCHUP_DAYS", value)
+    with pytest.raises(ValueError, match=f"RANKLINE_CATCHUP_DAYS={value}: must be an integer "
+                                         ">= 0 and <= 3660"):
+        dag_support.catchup_days()
+    assert Settings.model_fields["catchup_days"].default == dag_support.CATCHUP_DAYS
+
+
+def test_train_runs_once_a_day_not_once_per_features_event(load):
+    from airflow.sdk import CronTriggerTimetable
+
+    train = load(RANKLINE_START_DATE="2020-01-01")["train"]
+    assert isinstance(train.timetable, CronTriggerTimetable)  # no asset in its schedule
+    assert not train.catchup
+    assert len(_due(train)) == 1  # unpaused: the latest 02:00 once, not one per missed day
+    assert len(_due(train, days_ahead=10)) == 11  # then one a day
+
+
+def test_the_refresh_fires_at_most_once_at_unpause(load):
+    refresh = load(RANKLINE_START_DATE="2020-01-01")["hulk_refresh"]
+    assert not refresh.catchup
+    assert len(_due(refresh)) == 1
+    week_ago = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=7)  # after an outage too
+    assert len(_due(refresh, (week_ago, week_ago))) == 1
+
+
+def test_every_param_is_optional_in_the_trigger_form(load):
+    """Airflow 3's trigger form requires a field whose schema type lacks "null" (and blocks
+    the button while it is empty); each param must also accept "no value"."""
+    for dag in load().values():
+        assert dag.params.validate() is not None  # the defaults, as a scheduled run uses them
+        for name in dag.params:
+            param = dag.params.get_param(name)
+            assert "null" in param.schema["type"], f"{dag.dag_id}.{name} is required in the form"
+            param.resolve(None)  # a field left empty validates
+    assert set(load()["hulk_refresh"].params) == {"as_of", "rollback", "rollback_to", "reason"}
+
+
+def test_pick_as_of(support):
+    dag_support, _ = support
+
+    def newest() -> dt.date:
+        return dt.date(2026, 3, 1)
+
+    def unused() -> dt.date:
+        raise AssertionError("the features were read though the date was given")
+
+    assert dag_support.pick_as_of("2026-01-14", ["2026-02-01"], unused) == dt.date(2026, 1, 14)
+    assert dag_support.pick_as_of(None, ["2026-02-01", None, "2026-02-03"], unused) == \
+        dt.date(2026, 2, 3)
+    assert dag_support.pick_as_of(None, [], newest) == dt.date(2026, 3, 1)
+    assert dag_support.pick_as_of("", [], newest) == dt.date(2026, 3, 1)
+
+
+def _scheduled_refresh(logical: dt.datetime) -> dict:
+    from types import SimpleNamespace
+
+    return {"params": dict(REFRESH_PARAMS), "triggering_asset_events": {},
+            "logical_date": logical, "dag": SimpleNamespace(dag_id="hulk_refresh"),
+            "dag_run": SimpleNamespace(run_type="scheduled", conf={})}
+
+
+def test_a_scheduled_refresh_uses_the_newest_validated_features(support, settings, ingested):
+    """The run Airflow fires at unpause for the latest 03:00 asks for no particular date: it
+    gets the newest date with features and validated data, not one derived from its logical
+    date (which had no features and failed three times)."""
+    from pipeline.landing import SUCCESS, report_dir
+
+    dag_support, _ = support
+    for day in ingested[:2]:  # the last date's features exist, its validation marker not
+        report_dir(settings, day).mkdir(parents=True, exist_ok=True)
+        (report_dir(settings, day) / SUCCESS).touch()
+    assert dag_support.newest_features_date(settings) == ingested[1]
+    logical = _midnight(ingested[-1] + dt.timedelta(days=40)) + dt.timedelta(hours=3)
+    assert dag_support.as_of_date(_scheduled_refresh(logical)) == ingested[1]
+
+
+def test_a_refresh_without_any_features_fails_at_once(support, settings):
+    dag_support, fail = support
+    with pytest.raises(fail, match="no validated features under .*: run the ingest DAG first"):
+        dag_support.as_of_date(_scheduled_refresh(_midnight(dt.date(2026, 6, 1))))
+
+
+def test_the_embedded_executor_forks_few_workers(settings, monkeypatch):
+    from pipeline import airflow_env
+
+    cores = len(os.sched_getaffinity(0))
+    slots = int(airflow_env.airflow_env(settings)["AIRFLOW__CORE__PARALLELISM"])
+    assert slots == min(airflow_env.MAX_PARALLELISM, cores) and 1 <= slots <= cores
+    for key in airflow_env.airflow_env(settings):  # restored after the test
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AIRFLOW__CORE__PARALLELISM", "7")
+    airflow_env.configure(settings)
+    assert os.environ["AIRFLOW__CORE__PARALLELISM"] == "7"  # a value already set wins
 
 
 @pytest.mark.integration

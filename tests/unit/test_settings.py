@@ -39,6 +39,7 @@ def _error(**kv: str) -> str:
 def test_defaults_and_the_test_suite_settings_load(env):
     s = load_settings()
     assert (s.top_k, s.candidates_per_user, s.keep_versions, s.demo_days) == (50, 300, 3, 20)
+    assert s.catchup_days == 3  # ingest's catch-up under the scheduler: the last 3 days
     env(**TINY)
     assert load_settings().top_k == 20
 
@@ -73,6 +74,8 @@ def test_defaults_and_the_test_suite_settings_load(env):
     ("RANKLINE_SOURCE", "kafka", "one of synthetic, movielens, parquet"),
     ("RANKLINE_STORE_BACKEND", "memcached", "one of sqlite, redis"),
     ("RANKLINE_START_DATE", "2026-13-01", "a date (YYYY-MM-DD)"),
+    ("RANKLINE_CATCHUP_DAYS", "-1", "an integer >= 0 and <= 3660"),
+    ("RANKLINE_CATCHUP_DAYS", "3661", "an integer >= 0 and <= 3660"),
 ])
 def test_a_bad_value_names_the_variable_and_the_allowed_range(env, var, value, allowed,
                                                               reliability):
