@@ -43,6 +43,9 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=21)
     ap.add_argument("--consumed", default="impressions,clicks,add_to_cart,purchases",
                     help="RANKLINE_CONSUMED of the refresh (purchases: the old behaviour)")
+    ap.add_argument("--negatives", type=int, default=None,
+                    help="RANKLINE_NEGATIVES_PER_REQUEST (default: the setting's own default)")
+    ap.add_argument("--models", default=None, help="RANKLINE_MODELS (default: the setting's)")
     ap.add_argument("--reuse", type=Path, help="a temporary folder of an earlier run: report only")
     args = ap.parse_args()
     tmp = args.reuse or Path(tempfile.mkdtemp(prefix="rankline-real-"))
@@ -58,6 +61,10 @@ def main() -> None:
         "RANKLINE_VALID_DAYS": str(args.valid), "RANKLINE_TEST_DAYS": str(args.test),
         "RANKLINE_CANDIDATES_PER_USER": "300", "RANKLINE_TOP_K": "50",
     })
+    if args.negatives is not None:
+        env["RANKLINE_NEGATIVES_PER_REQUEST"] = str(args.negatives)
+    if args.models:
+        env["RANKLINE_MODELS"] = args.models
     t0 = time.perf_counter()
     if args.reuse:
         os.environ.update(env)

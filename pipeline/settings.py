@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import os
+import types
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -54,6 +55,10 @@ class _CrossFieldProblems(ValueError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("; ".join(problems))
+
+
+FUNNEL_NEGATIVES = 5
+"""Negatives per request of a funnel log when ``RANKLINE_NEGATIVES_PER_REQUEST`` is unset."""
 
 
 class Settings(BaseSettings):
@@ -107,9 +112,14 @@ class Settings(BaseSettings):
     )
     valid_days: int = Field(default=2, ge=1, le=3660, description="Dates used for early stopping.")
     test_days: int = Field(default=2, ge=1, le=3660, description="Later held-out dates for evaluation.")
-    negatives_per_request: int = Field(
-        default=5, ge=0, le=1000,
-        description="Negatives sampled per request from the match set (not shown).",
+    negatives_per_request: int | None = Field(
+        default=None, ge=0, le=1000,
+        description="Negatives sampled per request from the match set (items not shown), label "
+        "0. Unset: 5 for funnel logs (impressions are shown items, and the refresh ranks "
+        "unshown candidates too), 0 for rating logs (source=movielens, or RANKLINE_EVENT_LABELS "
+        "in the value>= form): every row of a rating log is an explicit judgement, and an "
+        "unrated item sampled as label 0 would sit level with a 1-star rating and teach "
+        "rated-versus-unrated, which is popularity.",
     )
     models: str = Field(
         default="xgboost,neural", pattern=r"^[a-z0-9_]+(,[a-z0-9_]+)*$",
@@ -325,6 +335,16 @@ class Settings(BaseSettings):
         return max(1, len(os.sched_getaffinity(0)) - 1)
 
     @property
+    def negatives(self) -> int:
+        """The negatives sampled per request: ``RANKLINE_NEGATIVES_PER_REQUEST``, or when unset
+        0 for rating logs and :data:`FUNNEL_NEGATIVES` otherwise (see the setting)."""
+        if self.negatives_per_request is not None:
+            return self.negatives_per_request
+        ratings = self.source == "movielens" or (
+            self.source == "interactions" and self.event_label_map.needs_value)
+        return 0 if ratings else FUNNEL_NEGATIVES
+
+    @property
     def event_label_map(self) -> EventLabels:
         """``RANKLINE_EVENT_LABELS`` parsed."""
         return parse_event_labels(self.event_labels)
@@ -414,6 +434,8 @@ def _env_value(field: str) -> str | None:
 def _allowed(info: FieldInfo) -> str:
     """What a field accepts, in words: ``an integer >= 1 and <= 1000``."""
     ann = info.annotation
+    if isinstance(ann, types.UnionType):  # optional (X | None): unset means "decided for you"
+        ann = next((a for a in ann.__args__ if a is not type(None)), ann)
     kind = {int: "an integer", float: "a number", dt.date: "a date (YYYY-MM-DD)"}.get(ann)
     if kind is None and getattr(ann, "__origin__", None) is Literal:
         return "one of " + ", ".join(map(str, ann.__args__))

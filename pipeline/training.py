@@ -62,7 +62,7 @@ def write_training_rows(settings: Settings, split: dict[str, list[str]]) -> None
 
     for d in (dt.date.fromisoformat(d) for dates in split.values() for d in dates):
         write_rows(settings.raw_dir, settings.offline_dir, rows_dir(settings), d,
-                   settings.negatives_per_request, settings.seed)
+                   settings.negatives, settings.seed)
 
 
 def build_training_set(settings: Settings, as_of: dt.date) -> dict[str, list[str]]:
@@ -135,7 +135,7 @@ def train_model(settings: Settings, split: dict[str, list[str]], run_id: str,
             "train_dates": f"{split['train'][0]}..{split['train'][-1]}",
             "valid_dates": f"{split['valid'][0]}..{split['valid'][-1]}",
             "test_dates": f"{split['test'][0]}..{split['test'][-1]}",
-            "source": settings.source, "negatives_per_request": settings.negatives_per_request,
+            "source": settings.source, "negatives_per_request": settings.negatives,
         })
         if model.needs_pretrained:
             mlflow.log_param(f"{family}.encoder", encoder["uri"])

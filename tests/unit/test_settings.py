@@ -191,3 +191,17 @@ def test_cli_exits_2_with_the_message_and_no_traceback(tmp_path):
 def test_a_malformed_redis_url_is_refused_without_its_password(env, url):
     msg = _error(RANKLINE_REDIS_URL=url)
     assert "RANKLINE_REDIS_URL=" in msg and "s3cr3t" not in msg and "abc/def" not in msg
+
+
+@pytest.mark.parametrize(("given", "negatives"), [
+    ({}, 5),
+    ({"RANKLINE_SOURCE": "movielens"}, 0),
+    ({"RANKLINE_SOURCE": "interactions", "RANKLINE_SOURCE_URI": "/tmp/lake",
+      "RANKLINE_EVENT_LABELS": "value>=3:1,value>=4:2"}, 0),
+    ({"RANKLINE_SOURCE": "interactions", "RANKLINE_SOURCE_URI": "/tmp/lake"}, 5),
+    ({"RANKLINE_SOURCE": "movielens", "RANKLINE_NEGATIVES_PER_REQUEST": "3"}, 3),
+    ({"RANKLINE_NEGATIVES_PER_REQUEST": "0"}, 0),
+])
+def test_negatives_unset_mean_none_for_rating_logs(env, given, negatives):
+    env(**given)
+    assert load_settings().negatives == negatives
