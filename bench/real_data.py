@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--negatives", type=int, default=None,
                     help="RANKLINE_NEGATIVES_PER_REQUEST (default: the setting's own default)")
     ap.add_argument("--models", default=None, help="RANKLINE_MODELS (default: the setting's)")
+    ap.add_argument("--seed", type=int, default=None, help="RANKLINE_SEED (default: the setting's)")
     ap.add_argument("--reuse", type=Path, help="a temporary folder of an earlier run: report only")
     args = ap.parse_args()
     tmp = args.reuse or Path(tempfile.mkdtemp(prefix="rankline-real-"))
@@ -65,6 +66,8 @@ def main() -> None:
         env["RANKLINE_NEGATIVES_PER_REQUEST"] = str(args.negatives)
     if args.models:
         env["RANKLINE_MODELS"] = args.models
+    if args.seed is not None:
+        env["RANKLINE_SEED"] = str(args.seed)
     t0 = time.perf_counter()
     if args.reuse:
         os.environ.update(env)
