@@ -23,7 +23,9 @@ def configure(settings: Settings) -> str:
     """Point MLflow at the settings' tracking URI and make sure the experiment exists."""
     import mlflow
 
-    settings.home.mkdir(parents=True, exist_ok=True)
+    from pipeline.relocate import check_home
+
+    check_home(settings.home, settings.tracking_uri)  # a moved home: says to run rankline relocate
     mlflow.set_tracking_uri(settings.tracking_uri)
     try:
         exists = mlflow.get_experiment_by_name(settings.experiment) is not None

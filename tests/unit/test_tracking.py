@@ -34,3 +34,39 @@ def test_rollback_switches_and_is_logged_to_mlflow(settings):
     assert {k: run.data.tags[f"rollback.{k}"] for k in ("who", "why", "from_version", "model")} == {
         "who": "alice", "why": "bad model", "from_version": "2", "model": "models:/m/1"}
     assert run.data.tags["rollback.at"]
+
+
+def test_a_moved_home_is_named_and_relocate_makes_its_artifacts_readable(settings, tmp_path,
+                                                                          monkeypatch):
+    import shutil
+
+    import mlflow
+
+    from pipeline.relocate import HomeMoved, relocate
+    from pipeline.settings import get_settings
+    from pipeline.tracking import configure, dag_run
+
+    run_id = dag_run(settings, "ingest", "manual__1", "2026-01-01")
+    docs = settings.home / "validation" / "index.html"
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_text("hello", "notes/hello.txt")
+        mlflow.set_tag("data_docs", str(docs))
+    moved = tmp_path / "elsewhere" / "var"
+    moved.parent.mkdir()
+    shutil.move(settings.home, moved)
+    monkeypatch.setenv("RANKLINE_HOME", str(moved))
+    get_settings.cache_clear()
+    s = get_settings()
+    with pytest.raises(HomeMoved, match="rankline relocate"):
+        configure(s)
+    changed = relocate(s.home, s.tracking_uri)
+    assert changed["runs.artifact_uri"] >= 1 and changed["experiments.artifact_location"] == 1
+    assert changed["tags.value"] >= 1
+    configure(s)  # no longer refuses
+    run = mlflow.get_run(run_id)
+    assert run.info.artifact_uri.startswith(moved.as_uri() + "/")
+    assert run.data.tags["data_docs"] == str(moved / "validation" / "index.html")
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="notes/hello.txt",
+                                               dst_path=str(tmp_path / "dl"))
+    assert open(path).read() == "hello"
+    assert relocate(s.home, s.tracking_uri) == {}  # a second run changes nothing
