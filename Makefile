@@ -1,10 +1,11 @@
-# rankline: `make demo` runs the whole pipeline; `make test` runs the tests.
+# rankline: `make demo` runs the whole pipeline; `make test` runs the tests;
+# `make up` / `make down` start and stop Airflow, the MLflow UI and the serving API.
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint serve clean
+.PHONY: install demo test lint serve up down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,5 +26,12 @@ test: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/rankline serve
 
-clean:
+up: $(STAMP)
+	$(BIN)/rankline up
+
+down: $(STAMP)
+	$(BIN)/rankline down
+
+clean:  # stops the services first: their PID files live in var/
+	-test ! -x $(BIN)/rankline || $(BIN)/rankline down
 	rm -rf var

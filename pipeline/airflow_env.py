@@ -3,16 +3,32 @@
 :func:`configure` must run before anything imports ``airflow`` in the process: Airflow reads
 its configuration at import time. :func:`run_dag` runs one DAG run with ``dag.test()``: the run
 and its task instances are recorded in Airflow's database like any other run.
+
+**dag.test() runs and the scheduler** (reproduced by ``tests/integration/test_scheduler.py``).
+``dag.test(logical_date=D)`` makes a manual run, and Airflow gives a manual run of a
+data-interval timetable the last *complete* period before D: ``ingest``'s run of D got
+[D-1, D), where the scheduler's (and a backfill's) run of D has [D, D+1); both have logical date
+D (and ``ds`` = D, so the data was right). When the scheduler of an unpaused ``ingest`` came to
+D, it found a run of D ("run already exists; skipping dagrun creation") and computed its next
+run from that run's data interval, which ends at D: D again. It looped on D every second and
+created no run at all, for D or any later date (a ``rankline run-dag ingest`` or ``make demo``
+of a date inside the catch-up window was enough). :func:`scheduled_intervals` has ``dag.test()``
+give a run at a scheduled time the interval the scheduler gives it, so the scheduler takes it
+as its run of D and goes on to D+1 (the tasks see the interval a scheduled run would too).
+A run recorded before this fix is mended by running its date again (``dag.test()`` replaces
+the run of its logical date).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib.util
 import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +37,10 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 DAGS_FOLDER = Path(__file__).resolve().parents[1] / "dags"
+API_PORT = 8080
+"""Port of the embedded Airflow API server: the UI, and the execution API task workers call."""
+API_KEYS = ("AIRFLOW__API__HOST", "AIRFLOW__API__PORT", "AIRFLOW__CORE__EXECUTION_API_SERVER_URL")
+"""The variables that follow the API server's address."""
 MAX_PARALLELISM = 4
 """Most task slots of the embedded LocalExecutor (it forks one worker per slot, even idle)."""
 
@@ -31,8 +51,9 @@ def parallelism() -> int:
     return max(1, min(MAX_PARALLELISM, len(os.sched_getaffinity(0))))
 
 
-def airflow_env(settings: Settings) -> dict[str, str]:
-    """The ``AIRFLOW_*`` variables of the embedded deployment (values already set win)."""
+def airflow_env(settings: Settings, api_port: int = API_PORT) -> dict[str, str]:
+    """The ``AIRFLOW_*`` variables of the embedded deployment, its API server on
+    ``127.0.0.1:api_port`` (:func:`configure`: values already set win)."""
     home = (settings.home / "airflow").resolve()
     env = {
         "AIRFLOW_HOME": str(home),
@@ -44,7 +65,9 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": "8080",
+        "AIRFLOW__API__PORT": str(api_port),
+        # where the scheduler's task workers report (default: localhost:8080, maybe ::1)
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "GX_ANALYTICS_ENABLED": "False",
         "MLFLOW_ENABLE_PROACTIVE_NUDGES": "false",
@@ -98,6 +121,30 @@ def reach(dag: Any, when: dt.datetime) -> None:
             task.start_date = when
 
 
+@contextlib.contextmanager
+def scheduled_intervals(dag: Any) -> Iterator[None]:
+    """While it lasts, a run of ``dag`` made in this process at one of its scheduled logical
+    dates (``dag.test(logical_date=D)``) gets the data interval the scheduler gives D, not the
+    one Airflow infers for a manual run (the period *before* D): see the module docstring."""
+    from unittest import mock
+
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from airflow.timetables.base import TimeRestriction
+
+    cls = type(coerce_to_core_timetable(dag.timetable))
+    manual = cls.infer_manual_data_interval
+
+    def infer(self: Any, *, run_after: Any) -> Any:
+        info = self.next_dagrun_info(last_automated_data_interval=None, restriction=TimeRestriction(
+            earliest=run_after, latest=None, catchup=True))
+        if info is not None and info.logical_date == run_after:
+            return info.data_interval
+        return manual(self, run_after=run_after)
+
+    with mock.patch.object(cls, "infer_manual_data_interval", infer):
+        yield
+
+
 def run_dag(dag: Any, logical_date: dt.date | None = None,
             conf: dict[str, Any] | None = None) -> Any:
     """Run one DAG run in-process with ``dag.test()``; raise if it did not succeed."""
@@ -106,7 +153,8 @@ def run_dag(dag: Any, logical_date: dt.date | None = None,
         kwargs["logical_date"] = dt.datetime(logical_date.year, logical_date.month,
                                              logical_date.day, tzinfo=dt.UTC)
         reach(dag, kwargs["logical_date"])
-    run = dag.test(**kwargs)
+    with scheduled_intervals(dag):
+        run = dag.test(**kwargs)
     state = str(getattr(run, "state", "unknown"))
     if "success" not in state:
         raise RuntimeError(f"DAG run {dag.dag_id} {logical_date or ''} ended {state}; see the "

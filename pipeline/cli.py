@@ -10,9 +10,13 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from pipeline.airflow_env import API_PORT
+from pipeline.services import MLFLOW_PORT, SERVE_PORT, STOP_TIMEOUT_S
 
 app = typer.Typer(help="rankline: ranked recommendations from interaction logs, on Airflow.",
                   no_args_is_help=True)
@@ -211,6 +215,135 @@ def airflow_env_cmd() -> None:
 
     for k, v in airflow_env(_settings()).items():
         typer.echo(f"export {k}={v!r}")
+
+
+AIRFLOW_LOGIN = ("no login: the embedded setup uses Airflow's simple auth manager with every "
+                 "user an admin;\n             its API accepts writes from anyone who reaches it: "
+                 "keep it on 127.0.0.1")
+
+
+@app.command()
+def up(
+    airflow_port: Annotated[int, typer.Option(help="Port of the Airflow UI and API server")] = API_PORT,
+    mlflow_port: Annotated[int, typer.Option(help="Port of the MLflow UI")] = MLFLOW_PORT,
+    serve_port: Annotated[int, typer.Option(help="Port of the serving API")] = SERVE_PORT,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the services to answer")] = 180,
+) -> None:
+    """Start Airflow (API server, DAG processor, scheduler), the MLflow UI and the serving API
+    in the background on 127.0.0.1; PIDs in <home>/run, logs in <home>/logs. A service already
+    running is left alone."""
+    from pipeline import services
+
+    s = _settings()
+    home = s.home
+    todo = services.rankline_services(s, api_port=airflow_port, mlflow_port=mlflow_port,
+                                      serve_port=serve_port)
+    running = {svc.name: services.running_pid(svc.name, home) for svc in todo}
+    taken = [f"{svc.name}: port {services.HOST}:{svc.port} is taken by another program"
+             for svc in todo if running[svc.name] is None and svc.port is not None
+             and not services.port_free(svc.port)]
+    if taken:  # checked before starting anything
+        typer.echo("\n".join(taken) + "\npick others: rankline up --help", err=True)
+        raise typer.Exit(1)
+    try:
+        if services.ensure_db(todo[0].env, home):
+            typer.echo(f"created Airflow's database (airflow db migrate; "
+                       f"{services.log_file('airflow-db-migrate', home)})")
+    except RuntimeError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    for svc in todo:
+        if (pid := running[svc.name]) is not None:
+            typer.echo(f"{svc.name}: already running (pid {pid})")
+            continue
+        pid = services.start(svc.name, svc.argv, svc.env, home)
+        typer.echo(f"{svc.name}: started (pid {pid}, log {services.log_file(svc.name, home)})")
+    deadline = time.monotonic() + wait
+    pending = [svc for svc in todo if svc.port is not None]
+    while True:
+        for svc in todo:
+            if services.running_pid(svc.name, home) is None:
+                log = services.log_file(svc.name, home)
+                typer.echo(f"{svc.name} exited; the end of {log}:\n{services.tail(log)}\n"
+                           "(the others keep running: rankline down stops them)", err=True)
+                raise typer.Exit(1)
+        pending = [svc for svc in pending if not services.answers(svc.port)]
+        if not pending:
+            break
+        if time.monotonic() > deadline:
+            typer.echo(f"not answering after {wait:.0f}s: {[svc.name for svc in pending]}; "
+                       f"see their logs in {services.log_dir(home)}", err=True)
+            raise typer.Exit(1)
+        time.sleep(1)
+    urls = {svc.name: svc.url for svc in todo}
+    typer.echo(f"\nAirflow UI   {urls['airflow-api-server']}\n             {AIRFLOW_LOGIN}")
+    if "mlflow-ui" in urls:
+        typer.echo(f"MLflow UI    {urls['mlflow-ui']}")
+    else:
+        from serving.store import redact_url
+
+        typer.echo(f"MLflow       {redact_url(s.tracking_uri)} (a tracking server: its own UI)")
+    typer.echo(f"Serving API  {urls['serving-api']}/docs  (recommendations: 404 until a refresh "
+               "has published)")
+    typer.echo(f"PIDs in {services.run_dir(home)}, logs in {services.log_dir(home)}; stop with "
+               "make down (rankline down)")
+
+
+@app.command()
+def down(
+    timeout: Annotated[float, typer.Option(
+        help="Seconds to wait after SIGTERM before SIGKILL, per service")] = STOP_TIMEOUT_S,
+) -> None:
+    """Stop every service rankline up started (SIGTERM to each one's process group, SIGKILL
+    after --timeout) and remove their PID files."""
+    from pipeline import services
+
+    home = _settings().home
+    names = services.stop_order(home)
+    if not names:
+        typer.echo(f"nothing to stop (no PID file in {services.run_dir(home)})")
+    for name in names:
+        pid = services.read_pid(name, home)
+        ran = services.stop(name, home, timeout)
+        typer.echo(f"{name}: {'stopped' if ran else 'was not running'} (pid {pid})")
+
+
+@app.command()
+def status() -> None:
+    """List the services rankline up started: running or not, PID and log file."""
+    from pipeline import services
+
+    home = _settings().home
+    found = services.status(home)
+    if not found:
+        typer.echo(f"no service started (no PID file in {services.run_dir(home)})")
+    for name, pid in found.items():
+        state = f"running (pid {pid})" if pid else "not running (stale PID file)"
+        typer.echo(f"{name:<22} {state:<22} {services.log_file(name, home)}")
+
+
+@app.command("airflow", add_help_option=False,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def airflow_cmd(ctx: typer.Context) -> None:
+    """Airflow's CLI on the embedded deployment (its AIRFLOW_* variables set; the database
+    created first if missing): rankline airflow dags list."""
+    from pipeline import services
+    from pipeline.airflow_env import airflow_env
+
+    s = _settings()
+    env = {**airflow_env(s), **os.environ}
+    args = list(ctx.args)
+    if args[:1] != ["db"]:
+        try:
+            services.ensure_db(env, s.home)
+        except RuntimeError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from None
+    airflow = Path(sys.executable).with_name("airflow")
+    exe = str(airflow) if airflow.exists() else "airflow"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(exe, [exe, *args], env)
 
 
 @app.command()
