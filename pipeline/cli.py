@@ -347,6 +347,23 @@ def airflow_cmd(ctx: typer.Context) -> None:
 
 
 @app.command()
+def relocate() -> None:
+    """After moving RANKLINE_HOME (var/): rewrite the absolute paths MLflow's local database
+    keeps (artifact locations, model versions, Data Docs links) to the new place."""
+    from pipeline.relocate import recorded_home
+    from pipeline.relocate import relocate as rewrite
+
+    s = _settings()
+    old = recorded_home(s.home)
+    changed = rewrite(s.home, s.tracking_uri)
+    if not changed:
+        typer.echo(f"{s.home}: nothing to rewrite (created here, or tracking is not local)")
+        return
+    typer.echo(f"moved from {old} to {s.home}: " + ", ".join(f"{k} {v}" for k, v in
+                                                          changed.items()) + " row(s) rewritten")
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 8000,

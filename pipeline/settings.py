@@ -34,7 +34,7 @@ TEST_PREFIX = "RANKLINE_TEST_"
 """Variables of the test suite (``RANKLINE_TEST_REDIS_URL``…): not settings, never an error."""
 SECRET_FIELDS = frozenset({"api_key"})
 """Shown as ``***`` wherever settings are printed."""
-URL_FIELDS = frozenset({"redis_url", "mlflow_tracking_uri", "source_uri"})
+URL_FIELDS = frozenset({"redis_url", "mlflow_tracking_uri", "source_uri", "airflow_db_url"})
 """Shown through :func:`redact_url` (their password or token hidden)."""
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 DEMO_DAYS_RULE = "RANKLINE_TRAIN_DAYS + RANKLINE_VALID_DAYS + RANKLINE_TEST_DAYS + 1"
@@ -212,6 +212,12 @@ class Settings(BaseSettings):
         "artifacts under <home>/mlartifacts.",
     )
     experiment: str = Field(default="rankline", min_length=1, description="MLflow experiment name.")
+    airflow_db_url: str = Field(
+        default="", pattern=r"^$|^(sqlite|postgresql(\+psycopg2?)?|mysql(\+\w+)?)://",
+        description="Airflow's metadata database (SQLAlchemy URL); empty means "
+        "sqlite:///<home>/airflow/airflow.db. Production: Postgres, e.g. "
+        "postgresql+psycopg://user:password@host:5432/airflow.",
+    )
     store_backend: Literal["sqlite", "redis"] = Field(
         default="sqlite",
         description="Key-value store of served predictions and online features: the embedded "
