@@ -59,7 +59,8 @@ def airflow_env(settings: Settings, api_port: int = API_PORT) -> dict[str, str]:
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # LocalExecutor, with the tasks' libraries imported once before its workers fork
+        "AIRFLOW__CORE__EXECUTOR": "pipeline.airflow_executor.PreloadingLocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": str(parallelism()),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (settings.airflow_db_url
                                                 or f"sqlite:///{home / 'airflow.db'}"),

@@ -58,33 +58,31 @@ def demo(
         raise typer.BadParameter(
             f"{s.demo_days} dates are too few: training as of the last date needs "
             f"{DEMO_DAYS_RULE} = {s.min_demo_days}", param_hint="--days / RANKLINE_DEMO_DAYS")
-    t0 = time.perf_counter()
-    af, dags = _airflow()
-    dates = s.demo_dates()
-    for i, d in enumerate(dates, 1):
-        t = time.perf_counter()
-        af.run_dag(dags["ingest"], d)
-        done = time.perf_counter() - t0
-        typer.echo(f"[demo] ingest {d} ok ({i}/{len(dates)}, {time.perf_counter() - t:.1f}s, "
-                   f"ETA {done / i * (len(dates) - i):.0f}s)")
-    af.run_dag(dags["train"], conf={"as_of": dates[-1].isoformat()})
-    typer.echo("[demo] train ok")
-    from pipeline.tracking import champion_version
+    from pipeline.orchestrate import DemoFailed, run_demo
+    from pipeline.services import log_dir
 
-    if champion_version(s) is None:
+    t0 = time.perf_counter()
+    dates = s.demo_dates()
+    try:
+        published = run_demo(s, dates, typer.echo)
+    except DemoFailed as exc:
+        typer.echo(f"\n[demo] failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if not published:
         summary(s, dates, served=False)
         typer.echo("\nNo model beat the baselines, so there is no champion and nothing to "
                    "publish: the refresh would only serve a promoted model. To serve it anyway:"
                    " rankline model list; rankline model promote VERSION --reason '...'; "
                    "rankline run-dag hulk_refresh", err=True)
         raise typer.Exit(1)
-    af.run_dag(dags["hulk_refresh"], conf={"as_of": dates[-1].isoformat()})
-    typer.echo("[demo] hulk_refresh ok")
     wall = time.perf_counter() - t0
     summary(s, dates)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    typer.echo(f"\nDemo wall time {wall:.0f}s (pipeline, before the summary); "
-               f"peak memory {peak:.0f} MiB")
+    # the largest process: this one, or any reaped descendant (the scheduler's task processes)
+    peak = max(resource.getrusage(who).ru_maxrss for who in
+               (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
+    typer.echo(f"\nDemo wall time {wall:.0f}s (pipeline, before the summary); largest process "
+               f"{peak:.0f} MiB\nAirflow's own logs: {log_dir(s.home)}; see the runs in the "
+               "Airflow UI: make up")
 
 
 def summary(s: Any, dates: list[dt.date], served: bool = True) -> None:

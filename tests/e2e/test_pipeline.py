@@ -1,5 +1,6 @@
-"""The whole pipeline through Airflow (``dag.test()`` runs recorded in a temporary Airflow
-database) at a tiny scale, then a recommendation read over HTTP."""
+"""The whole pipeline through Airflow's scheduler (``rankline demo``: a real API server, DAG
+processor and LocalExecutor scheduler on a temporary home, ingest as a backfill, train and the
+refresh fired by the scheduler) at a tiny scale, then a recommendation read over HTTP."""
 
 from __future__ import annotations
 
@@ -20,12 +21,26 @@ pytestmark = pytest.mark.e2e
 
 
 def test_dag_runs_are_recorded_in_airflow(demo):
-    home, _, _ = demo
+    home, _, out = demo
     db = sqlite3.connect(home / "airflow" / "airflow.db")
-    runs = db.execute("SELECT dag_id, state, COUNT(*) FROM dag_run GROUP BY dag_id, state").fetchall()
-    got = {(d, s): n for d, s, n in runs}
-    assert got == {("ingest", "success"): 20, ("train", "success"): 1,
-                   ("hulk_refresh", "success"): 1}
+    runs = db.execute("SELECT dag_id, run_type, state, COUNT(*) FROM dag_run "
+                      "GROUP BY dag_id, run_type, state").fetchall()
+    got = {(d, t, s): n for d, t, s, n in runs}
+    # ingest as one backfill; train and the refresh as the scheduler fires them at unpause
+    assert got == {("ingest", "backfill", "success"): 20, ("train", "scheduled", "success"): 1,
+                   ("hulk_refresh", "scheduled", "success"): 1}, got
+    # ordinary runs: started when they ran, not at their logical date
+    age = db.execute("SELECT julianday('now') - julianday(MIN(start_date)) FROM dag_run "
+                     "WHERE dag_id = 'ingest'").fetchone()[0]
+    assert 0 <= age < 1  # days: each run started when it ran, not at its 2026-01 logical date
+    paused = dict(db.execute("SELECT dag_id, is_paused FROM dag").fetchall())
+    assert paused == {"ingest": 1, "train": 1, "hulk_refresh": 1}  # restored
+    assert "[demo] ingest 2026-01-20 ok (20/20" in out and "[demo] hulk_refresh ok" in out
+    logs = home / "airflow" / "logs" / "dag_id=ingest"
+    assert len(list(logs.glob("run_id=backfill__*/task_id=validate/attempt=1.log"))) == 20
+    from pipeline import services
+
+    assert services.status(home) == {}  # every component stopped, its PID file removed
 
 
 def test_mlflow_runs_and_model_beats_popularity(demo):
