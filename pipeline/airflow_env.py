@@ -62,6 +62,10 @@ def airflow_env(settings: Settings, api_port: int = API_PORT) -> dict[str, str]:
         # LocalExecutor, with the tasks' libraries imported once before its workers fork
         "AIRFLOW__CORE__EXECUTOR": "pipeline.airflow_executor.PreloadingLocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": str(parallelism()),
+        # the DAG files change rarely here: re-parse each every 2 minutes (default 30 s) with one
+        # parsing process, not two, so parsing does not compete with the tasks for 2 cores
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "120",
+        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (settings.airflow_db_url
                                                 or f"sqlite:///{home / 'airflow.db'}"),
         # every path option from the home: airflow.cfg's absolute copies are never read, so
@@ -80,6 +84,10 @@ def airflow_env(settings: Settings, api_port: int = API_PORT) -> dict[str, str]:
         "GX_ANALYTICS_ENABLED": "False",
         "MLFLOW_ENABLE_PROACTIVE_NUDGES": "false",
     }
+    if settings.airflow_db_url.startswith("postgresql+psycopg://"):
+        # Airflow derives its async engine's URL as postgresql+asyncpg (not installed); psycopg 3
+        # serves both
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = settings.airflow_db_url
     # The task processes read rankline settings from the environment: pass ours on.
     env["RANKLINE_HOME"] = str(settings.home.resolve())
     return env

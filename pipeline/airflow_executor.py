@@ -3,10 +3,12 @@ tasks import loaded once in the scheduler before its workers fork.
 
 Under the LocalExecutor every task runs in a process forked from a worker, itself forked from
 the scheduler, and starts by importing what it needs: pandas and pyarrow, Great Expectations
-(about 4 s here), MLflow. An ingest date is three tasks, so under the scheduler a demo date cost
-~16 s at a tiny scale where one ``dag.test()`` process spent ~2 s. Imported here, before the
-workers exist, the modules are inherited by every fork instead. torch and XGBoost are left out:
-their thread pools are not safe to fork once started, and only the training tasks need them.
+(about 4 s here), MLflow, torch (the features task embeds with the encoder). An ingest date is
+three tasks, so under the scheduler a tiny demo date cost ~16 s where one ``dag.test()`` process
+spent a few. Imported here, before the workers exist, the modules are inherited by every fork
+instead. Importing is all that happens before the fork: torch's and XGBoost's thread pools start
+at their first parallel operation, in the task (as PyTorch's own DataLoader forks its workers
+after importing torch).
 
 Selected by ``AIRFLOW__CORE__EXECUTOR`` in :func:`pipeline.airflow_env.airflow_env`; the Celery
 deployment (``docker/``) does not use it.
@@ -22,7 +24,8 @@ from airflow.executors.local_executor import LocalExecutor
 log = logging.getLogger(__name__)
 
 PRELOAD = ("pandas", "pyarrow.parquet", "pyarrow.dataset", "great_expectations", "mlflow",
-           "feature_store.compute", "pipeline.landing", "pipeline.validation")
+           "torch", "xgboost", "feature_store.compute", "pipeline.landing", "pipeline.validation",
+           "models.sequence")
 """Modules imported before the workers fork (each optional: a failure is logged, not fatal)."""
 
 

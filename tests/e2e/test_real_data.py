@@ -45,7 +45,8 @@ def movielens(tmp_path_factory):
            "RANKLINE_CANDIDATES_PER_USER": "200", "RANKLINE_TOP_K": "20"}
     out = rankline(env, "source", "export-movielens", str(tmp / "lake"), "--days", str(DAYS))
     assert f"{DAYS} date(s)" in out
-    demo = run_cli(env, "demo", check=False)
+    # in-process: this test is about the gate on real data; the scheduler path is the shared demo's
+    demo = run_cli(env, "demo", "--in-process", check=False)
     assert demo.returncode in (0, 1), demo.stderr[-4000:]
     return tmp, env, demo
 
