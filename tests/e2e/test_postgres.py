@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from tests.e2e.conftest import cli_env, digests, rankline
+from tests.e2e.conftest import cli_env, digests, run_cli
 
 pytestmark = pytest.mark.e2e
 PG = "127.0.0.1:5432"
@@ -56,17 +56,24 @@ def test_postgres_deployment_matches_sqlite_byte_for_byte(demo, databases, tmp_p
            "RANKLINE_MLFLOW_TRACKING_URI": f"postgresql+psycopg://postgres@{PG}/{mlflow_db}",
            "RANKLINE_DEMO_DAYS": "7", "RANKLINE_TRAIN_DAYS": "3", "RANKLINE_VALID_DAYS": "1",
            "RANKLINE_TEST_DAYS": "2"}
-    out = rankline(env, "demo")
-    assert "[demo] hulk_refresh ok" in out
+    # the gate may refuse a model trained on 3 dates (exit 1, nothing published): both are fine
+    # here, what this test compares is the data
+    res = run_cli(env, "demo", check=False)
+    assert res.returncode in (0, 1), res.stdout[-3000:] + res.stderr[-5000:]
+    promoted = res.returncode == 0
+    assert "[demo] train ok" in res.stdout, res.stdout[-3000:] + res.stderr[-5000:]
+    assert ("[demo] hulk_refresh ok" in res.stdout) == promoted
+    assert promoted or "No model beat the baselines" in res.stderr, res.stderr[-3000:]
     assert not (home / "airflow" / "airflow.db").exists()  # nothing went to SQLite
     assert not (home / "mlflow.db").exists()
 
     with psycopg.connect(f"postgresql://postgres@{PG}/{airflow_db}") as con:
         runs = con.execute("SELECT dag_id, run_type, state, COUNT(*) FROM dag_run "
                            "GROUP BY dag_id, run_type, state").fetchall()
-    assert {(d, t, s): n for d, t, s, n in runs} == {
-        ("ingest", "backfill", "success"): 7, ("train", "scheduled", "success"): 1,
-        ("hulk_refresh", "scheduled", "success"): 1}
+    want = {("ingest", "backfill", "success"): 7, ("train", "scheduled", "success"): 1}
+    if promoted:
+        want[("hulk_refresh", "scheduled", "success")] = 1
+    assert {(d, t, s): n for d, t, s, n in runs} == want
 
     sqlite_digests = json.loads((sqlite_home.parent / "digests.json").read_text())
     for tree in ("raw", "offline"):
@@ -79,5 +86,8 @@ def test_postgres_deployment_matches_sqlite_byte_for_byte(demo, databases, tmp_p
     import mlflow  # the runs went to MLflow's Postgres store, the model with them
 
     mlflow.set_tracking_uri(env["RANKLINE_MLFLOW_TRACKING_URI"])
-    model = mlflow.MlflowClient().get_model_version_by_alias("rankline-ranker", "champion")
-    assert model.tags["family"] == "xgboost"
+    versions = mlflow.MlflowClient().search_model_versions("name = 'rankline-ranker'")
+    assert [v.tags["family"] for v in versions] == ["xgboost"]
+    exp = mlflow.get_experiment_by_name("rankline")
+    dags = mlflow.search_runs([exp.experiment_id])["tags.airflow.dag_id"]
+    assert set(dags) == {"ingest", "train"} | ({"hulk_refresh"} if promoted else set())
