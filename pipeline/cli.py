@@ -6,7 +6,6 @@ import datetime as dt
 import logging
 import os
 import resource
-import socket
 import subprocess
 import sys
 import time
@@ -185,9 +184,9 @@ class _Served:
     def __enter__(self) -> str:
         import httpx
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        from pipeline.services import free_port
+
+        port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "pipeline.serve:app_from_settings",
              "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],

@@ -25,7 +25,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,13 +40,6 @@ POLL_S = 2.0
 
 class DemoFailed(RuntimeError):
     """A run of the demo failed; the message says which task and where its log is."""
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind((services.HOST, 0))
-        return sock.getsockname()[1]
 
 
 def _iso(day: dt.date) -> str:
@@ -229,7 +221,7 @@ def run_demo(settings: Settings, dates: list[dt.date], echo: Callable[[str], Non
     """
     from pipeline.tracking import champion_version
 
-    sched = Scheduler(settings, free_port(), echo)
+    sched = Scheduler(settings, services.free_port(), echo)
     t0 = time.monotonic()
     echo(f"[demo] starting Airflow (API server on {sched.base}, DAG processor, scheduler); "
          f"their logs: {services.log_dir(settings.home)}")

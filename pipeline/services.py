@@ -199,6 +199,13 @@ def port_free(port: int, host: str = HOST) -> bool:
     return True
 
 
+def free_port(host: str = HOST) -> int:
+    """A TCP port free on ``host`` now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
 def answers(port: int, host: str = HOST) -> bool:
     """Whether something accepts TCP connections on ``host:port``."""
     try:

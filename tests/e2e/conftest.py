@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pipeline import services
 from tests.conftest import TINY
 
 
@@ -64,9 +64,7 @@ def demo(tmp_path_factory):
 
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return services.free_port()
 
 
 @contextlib.contextmanager

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -35,9 +34,8 @@ def day(n: int) -> str:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free TCP port on 127.0.0.1."""
+    return services.free_port()
 
 
 class Deployment:
