@@ -22,7 +22,9 @@ from pipeline.dag_support import (
     # Keyed on the data interval: the run for ds=D starts once day D is over.
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     # Catch-up bounded to the last RANKLINE_CATCHUP_DAYS days through the start date.
-    **dag_kwargs("ingest", catchup=True, start_date=ingest_start_date()),
+    # Two runs at once: a date's acquire and validate overlap the previous date's features,
+    # which stay in date order (depends_on_past on `features` below).
+    **dag_kwargs("ingest", catchup=True, start_date=ingest_start_date(), max_active_runs=2),
 )
 def ingest() -> None:
     """### Ingest: acquire → validate → features, one logical date per run
@@ -42,11 +44,21 @@ def ingest() -> None:
     `rankline_features` asset (the date in its extra; `train` runs on its own daily schedule).
     Reruns and backfills overwrite their own partition.
 
+    **Two dates at a time, features in date order.** Up to two runs are active (backfills:
+    `--max-active-runs 2`); a date's acquire and validate run beside the previous date's
+    features, but `features` waits for the previous date's `features` to succeed
+    (`depends_on_past`), because its 28-day views read the dates before it. So a backfill,
+    a catch-up and day-by-day runs write byte-identical partitions. A failed date therefore
+    holds the next date's features ("depends_on_past ... not in a successful state" in its
+    task details) until it is fixed: re-ingest it with `airflow backfill create --dag-id
+    ingest --from-date D --to-date D --reprocess-behavior failed` (a backfill has run slots
+    of its own), or, to go on without that date, mark its `features` task *skipped*.
+
     **Catch-up is bounded**: the start date is the later of `RANKLINE_START_DATE` and today
     minus `RANKLINE_CATCHUP_DAYS` (default 3; 0: no past day), computed when the file is
     parsed. Unpausing the DAG, or restarting the scheduler after an outage, runs at most those
     last days, not every day since `RANKLINE_START_DATE`. Older dates: `airflow backfill create
-    --dag-id ingest --from-date … --to-date …` (backfill runs ignore the start date) or
+    --dag-id ingest --from-date … --to-date … --reprocess-behavior failed` (backfill runs ignore the start date) or
     `rankline run-dag ingest --date …`. Not a manual trigger with an older logical date: Airflow
     gives such a run no task instances, and it succeeds having done nothing.
     """
@@ -66,7 +78,7 @@ def ingest() -> None:
         with fail_fast():
             return steps.validate(settings(), dt.date.fromisoformat(ds))
 
-    @task(outlets=[FEATURES])
+    @task(outlets=[FEATURES], depends_on_past=True)
     def features(report: dict, ds: str | None = None, **context) -> dict:
         from pipeline import steps
 

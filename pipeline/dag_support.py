@@ -206,7 +206,8 @@ def newest_features_date(settings: Settings) -> dt.date:
     dates = [d for d in feature_dates(settings.offline_dir) if is_valid(settings, d)]
     if not dates:
         raise NoFeatures(f"no validated features under {settings.offline_dir}: run the ingest "
-                         "DAG first (unpause it, airflow backfill create --dag-id ingest, or "
+                         "DAG first (unpause it, airflow backfill create --dag-id ingest "
+                         "--reprocess-behavior failed, or "
                          "rankline run-dag ingest --date YYYY-MM-DD)")
     return dates[-1]
 

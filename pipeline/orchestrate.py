@@ -4,8 +4,9 @@
 LocalExecutor scheduler for the home (PIDs and logs as ``rankline up``'s), and drives them over
 Airflow's REST API, as a user would from the UI:
 
-1. ``ingest`` unpaused, its dates created as one backfill (one run at a time: each date's
-   28-day features read the dates before it), progress per finished date;
+1. ``ingest`` unpaused, its dates created as one backfill of two runs at a time (a date's
+   acquire and validate beside the previous date's features, which go in date order: each
+   date's 28-day features read the dates before it), progress per finished date;
 2. ``train`` unpaused: the scheduler fires its latest missed 02:00 run, which trains as of the
    newest validated features (the last demo date); when that run exists already (a second demo
    the same day) the demo triggers one;
@@ -144,12 +145,12 @@ class Scheduler:
         return self._send("POST", f"/dags/{dag_id}/dagRuns",
                           {"logical_date": None, "conf": conf or {}})["dag_run_id"]
 
-    def backfill(self, dag_id: str, first: dt.date, last: dt.date) -> None:
-        """One backfill of ``first``..``last``, a run at a time; dates whose run succeeded
-        already are kept, failed ones run again."""
+    def backfill(self, dag_id: str, first: dt.date, last: dt.date, runs: int = 2) -> None:
+        """One backfill of ``first``..``last``, ``runs`` runs at a time; dates whose run
+        succeeded already are kept, failed ones run again."""
         self._send("POST", "/backfills", {
             "dag_id": dag_id, "from_date": _iso(first), "to_date": _iso(last),
-            "reprocess_behavior": "failed", "max_active_runs": 1})
+            "reprocess_behavior": "failed", "max_active_runs": runs})
 
     def failure(self, dag_id: str, run_id: str) -> str:
         """Which task of a failed run failed, and where its log is."""

@@ -4,8 +4,6 @@ build on its ``var/``), the CLI in a subprocess, and the serving API on a free p
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -44,22 +42,12 @@ def rankline(env: dict[str, str], *args: str) -> str:
     return run_cli(env, *args).stdout
 
 
-def digests(root: Path) -> dict[str, str]:
-    """SHA-256 of every file under ``root``, by relative path."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory):
-    """The shared demo; its raw and feature files' digests, taken before any test changes
-    them, are in ``<home>/../digests.json`` (``tests/e2e/test_postgres.py`` compares them)."""
+    """The shared demo (through the scheduler): its home, environment and output."""
     home = tmp_path_factory.mktemp("e2e") / "var"
     env = cli_env(home)
-    out = rankline(env, "demo")
-    (home.parent / "digests.json").write_text(json.dumps(
-        {tree: digests(home / tree) for tree in ("raw", "offline")}))
-    return home, env, out
+    return home, env, rankline(env, "demo")
 
 
 def free_port() -> int:
