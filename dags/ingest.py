@@ -58,9 +58,10 @@ def ingest() -> None:
     minus `RANKLINE_CATCHUP_DAYS` (default 3; 0: no past day), computed when the file is
     parsed. Unpausing the DAG, or restarting the scheduler after an outage, runs at most those
     last days, not every day since `RANKLINE_START_DATE`. Older dates: `airflow backfill create
-    --dag-id ingest --from-date … --to-date … --reprocess-behavior failed` (backfill runs ignore the start date) or
-    `rankline run-dag ingest --date …`. Not a manual trigger with an older logical date: Airflow
-    gives such a run no task instances, and it succeeds having done nothing.
+    --dag-id ingest --from-date … --to-date … --reprocess-behavior failed` (backfill runs
+    ignore the start date) or `rankline run-dag ingest --date …`. Not a manual trigger with an
+    older logical date: Airflow gives such a run no task instances, and it succeeds having done
+    nothing.
     """
 
     @task

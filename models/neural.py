@@ -102,7 +102,7 @@ class NeuralRanker(ModelFamily):
         return cls(epochs=settings.neural_epochs, lr=settings.neural_lr,
                    finetune=settings.finetune, lr_scale=settings.finetune_lr_scale,
                    config=EncoderConfig(dim=settings.embed_dim, max_len=settings.seq_len),
-                   device=settings.device, seed=settings.seed, threads=settings.n_threads)
+                   device=settings.device, seed=settings.seed, threads=settings.family_threads)
 
     def set_threads(self, n: int | None) -> NeuralRanker:
         import torch

@@ -76,7 +76,7 @@ class XGBoostRanker(ModelFamily):
     def from_settings(cls, settings: Any) -> XGBoostRanker:
         return cls(objective=settings.objective, n_estimators=settings.n_estimators,
                    max_depth=settings.max_depth, learning_rate=settings.learning_rate,
-                   device=settings.device, seed=settings.seed, n_jobs=settings.n_threads)
+                   device=settings.device, seed=settings.seed, n_jobs=settings.family_threads)
 
     def fit(self, data: TrainingSet) -> TrainReport:
         import time

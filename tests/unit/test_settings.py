@@ -205,3 +205,19 @@ def test_a_malformed_redis_url_is_refused_without_its_password(env, url):
 def test_negatives_unset_mean_none_for_rating_logs(env, given, negatives):
     env(**given)
     assert load_settings().negatives == negatives
+
+
+@pytest.mark.parametrize(("threads", "models", "cores", "alone", "family"), [
+    (0, "xgboost,neural", 2, 2, 1),  # pre-training alone: both cores; families side by side: 1
+    (0, "xgboost", 2, 2, 2),
+    (0, "xgboost,neural,neural_scratch", 2, 2, 1),
+    (0, "xgboost,neural", 8, 8, 4),
+    (0, "xgboost,neural,neural_scratch", 8, 8, 2),
+    (0, "xgboost,neural", 1, 1, 1),
+    (3, "xgboost,neural", 8, 3, 3),  # set: every step uses it
+])
+def test_threads_auto_gives_a_lone_step_every_core_and_families_a_share(
+        monkeypatch, threads, models, cores, alone, family):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)))
+    s = Settings(threads=threads, models=models)
+    assert (s.n_threads, s.family_threads) == (alone, family)
