@@ -68,8 +68,10 @@ def hulk_refresh() -> None:
 
         params, run = context["params"], context["dag_run"]
         by = getattr(run, "triggering_user_name", None) or f"airflow:{run.run_id}"
-        return steps.rollback(settings(), params.get("rollback_to"), params.get("reason") or "",
-                              by=str(by), run_id=mlflow_run(context))
+        with fail_fast():  # no version to go back to: retrying cannot help
+            return steps.rollback(settings(), params.get("rollback_to"),
+                                  params.get("reason") or "", by=str(by),
+                                  run_id=mlflow_run(context))
 
     @task
     def champion() -> dict:

@@ -126,16 +126,17 @@ def settings():  # noqa: ANN201 - pipeline.settings.Settings, imported lazily
 def fail_fast() -> Iterator[None]:
     """Fail the task without retries on errors a retry cannot fix: data that failed
     validation, dates that did not pass it, nothing staged to validate, no champion yet, no
-    history to pre-train an encoder on."""
+    history to pre-train an encoder on, no store version to roll back to."""
     from models.sequence import NotEnoughSequences
     from pipeline.landing import NothingStaged, UnvalidatedDate
     from pipeline.steps import NoChampion
     from pipeline.validation import ValidationFailed
+    from serving.store import NoRollbackTarget
 
     try:
         yield
     except (ValidationFailed, UnvalidatedDate, NothingStaged, NoChampion,
-            NotEnoughSequences) as exc:
+            NotEnoughSequences, NoRollbackTarget) as exc:
         from airflow.sdk.exceptions import AirflowFailException
 
         raise AirflowFailException(str(exc)) from exc

@@ -45,6 +45,11 @@ class StoreError(RuntimeError):
     """A publish, read or rollback that cannot be done; the message says why."""
 
 
+class NoRollbackTarget(StoreError):
+    """A rollback has no version to switch to: none older is kept, or the one asked for is not
+    (a retry cannot change that)."""
+
+
 class StoreUnavailable(StoreError):
     """The store cannot serve now: its server is unreachable or stalled, or its file is missing
     (the API answers 503)."""
@@ -267,8 +272,9 @@ def rollback_target(live: int, states: dict[int, str], to: int | None, ns: str) 
     if to is None:
         older = [v for v in standby if v < live]
         if not older:
-            raise StoreError(f"{ns}: no kept version older than live {live}")
+            raise NoRollbackTarget(f"{ns}: no kept version older than live {live} (the kept "
+                                   "versions: rankline store versions)")
         return older[0]
     if to not in standby:
-        raise StoreError(f"{ns}: version {to} is not kept (kept: {standby}, live: {live})")
+        raise NoRollbackTarget(f"{ns}: version {to} is not kept (kept: {standby}, live: {live})")
     return to

@@ -393,3 +393,15 @@ def test_refresh_with_rollback_to_but_no_rollback_fails_first_and_publishes_noth
     assert states.pop("mode") == "failed"
     assert set(states.values()) == {"upstream_failed"}, states
     assert not (tmp_path / "var" / "serving.db").exists()
+
+
+@pytest.mark.parametrize("to", [None, 7])
+def test_a_rollback_with_no_version_to_go_back_to_fails_without_retries(to):
+    """The rollback task runs under fail_fast: "not kept" is no error a retry could fix."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipeline.dag_support import fail_fast
+    from serving.store import rollback_target
+
+    with pytest.raises(AirflowFailException, match="not kept|no kept version"), fail_fast():
+        rollback_target(1, {1: "live"}, to, "recs")
