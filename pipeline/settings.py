@@ -165,6 +165,16 @@ class Settings(BaseSettings):
     n_estimators: int = Field(default=300, ge=1, le=100_000, description="Maximum boosting rounds.")
     max_depth: int = Field(default=6, ge=1, le=20, description="Tree depth.")
     learning_rate: float = Field(default=0.1, gt=0, le=1, description="Boosting learning rate.")
+    dask_workers: int = Field(
+        default=0, ge=0, le=1024,
+        description="XGBoost on Dask: 0 trains in the task's process; N starts a LocalCluster of N "
+        "worker processes on this host for each fit (127.0.0.1, closed afterwards).",
+    )
+    dask_scheduler: str = Field(
+        default="", max_length=500,
+        description="Address of a running Dask scheduler (tcp://host:8786): XGBoost trains on "
+        "that cluster (wins over RANKLINE_DASK_WORKERS); empty: see RANKLINE_DASK_WORKERS.",
+    )
     threads: int = Field(
         default=0, ge=0, le=1024,
         description="Threads of every trainer and of the hulk scorer; 0 = auto: a step that runs "

@@ -1,0 +1,76 @@
+"""Distributed training against one process, on the same rows: XGBoost on Dask.
+
+Run after ``make demo`` (it trains on the demo's training rows in ``var/work/rows``: every date
+but the last four is training, the two before those validation, as the demo's split):
+
+    .venv/bin/python bench/distributed.py [--workers 2] [--repeat 2]
+
+XGBoost in one process (every core: the fair single-process peer) against a Dask
+``LocalCluster`` of ``--workers`` worker processes sharing the same cores, started and closed by
+each fit as the train task does; the same parameters, seed and early stopping. Prints the fit
+times (best of ``--repeat``, with and without the cluster's start), validation NDCG@10 side by
+side, rows per second against the single process's, and last the time ratio (goal: at most 1.3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+
+def split(rows: Path) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """The demo's training and validation dates among the row partitions."""
+    dates = sorted(p for p in rows.glob("date=*") if p.is_dir())
+    if len(dates) < 6:
+        raise SystemExit(f"{rows}: {len(dates)} dates of training rows; run `make demo` first")
+    return tuple(dates[:-4]), tuple(dates[-4:-2])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=Path, default=Path("var/work/rows"))
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=2, help="best of N fits each")
+    ap.add_argument("--estimators", type=int, default=300)
+    args = ap.parse_args()
+
+    from models.base import TrainingSet
+    from models.xgb import XGBoostRanker
+
+    train, valid = split(args.rows)
+    data = TrainingSet(train, valid)
+    cores = len(os.sched_getaffinity(0))
+    print(f"rows: {len(train)} training dates ({train[0].name}..{train[-1].name}), "
+          f"{len(valid)} validation dates; {cores} cores")
+    params = {"n_estimators": args.estimators, "seed": 7, "device": "cpu"}
+    results = {}
+    for name, extra in (("single", {"n_jobs": cores}),
+                        (f"dask x{args.workers}", {"n_jobs": cores, "dask_workers": args.workers})):
+        best = None
+        for _ in range(args.repeat):
+            model = XGBoostRanker(**params, **extra)
+            t0 = time.perf_counter()
+            report = model.fit(data)
+            wall = time.perf_counter() - t0
+            if best is None or wall < best[0]:
+                best = (wall, report)
+        wall, report = best
+        results[name] = (wall, report)
+        rounds = len(report.curves["valid_ndcg@10"])
+        print(f"{name:10s} fit {wall:7.1f} s (boosting {report.metrics['fit_seconds']:6.1f} s), "
+              f"{report.metrics['rows']:,} rows x {rounds} rounds, "
+              f"{report.metrics['rows_per_s']:,.0f} rows x rounds/s, best round {report.best_step}, "
+              f"valid NDCG@10 {max(report.curves['valid_ndcg@10']):.4f}")
+    (single, one), (dask, two) = results.values()
+    gap = max(two.curves["valid_ndcg@10"]) - max(one.curves["valid_ndcg@10"])
+    print(f"valid NDCG@10 dask - single: {gap:+.4f}")
+    print(f"throughput dask/single (rows x rounds per s): "
+          f"{two.metrics['rows_per_s'] / one.metrics['rows_per_s']:.2f}")
+    print(f"ratio dask/single boosting time: {two.metrics['fit_seconds'] / one.metrics['fit_seconds']:.2f}")
+    print(f"ratio dask/single time: {dask / single:.2f}")
+
+
+if __name__ == "__main__":
+    main()
