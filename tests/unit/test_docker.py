@@ -29,7 +29,7 @@ COMPOSE = DOCKER / "compose.yaml"
 DOCKERFILE = DOCKER / "Dockerfile"
 ENV_EXAMPLE = DOCKER / ".env.example"
 
-IMAGE_EXECUTABLES = {"airflow", "mlflow", "rankline"}
+IMAGE_EXECUTABLES = {"airflow", "mlflow", "rankline", "dask"}
 """What the rankline image's services may run (healthchecks also run ``python``)."""
 OTHER_IMAGE_VARIABLES = {"postgres": {"POSTGRES_USER", "POSTGRES_PASSWORD"},
                          "redis": {"REDISCLI_AUTH"}}
@@ -183,6 +183,8 @@ def test_the_stack_has_every_service(services):
     assert {"postgres", "redis", "mlflow", "serving"} <= set(services)
     assert services["serving"]["command"][:2] == ["rankline", "serve"]
     assert services["mlflow"]["command"][:2] == ["mlflow", "server"]
+    assert services["dask-scheduler"]["command"][:2] == ["dask", "scheduler"]
+    assert services["dask-worker"]["command"][:2] == ["dask", "worker"]
     gpu = [n for n, s in services.items() if "gpu" in (s.get("profiles") or [])]
     assert gpu == ["airflow-worker-gpu"]
     worker = services["airflow-worker-gpu"]
@@ -333,7 +335,7 @@ def test_host_ports_bind_loopback_only(services):
             host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).split(":")[0]
             assert host_ip == "127.0.0.1", f"{name}: {port} is published beyond 127.0.0.1"
             published += 1
-    assert published == 3  # Airflow's API server, MLflow, the serving API
+    assert published == 4  # Airflow's API server, MLflow, the serving API, Dask's dashboard
     assert not services["postgres"].get("ports") and not services["redis"].get("ports")
 
 
