@@ -52,7 +52,12 @@ def ingest() -> None:
     holds the next date's features ("depends_on_past ... not in a successful state" in its
     task details) until it is fixed: re-ingest it with `airflow backfill create --dag-id
     ingest --from-date D --to-date D --reprocess-behavior failed` (a backfill has run slots
-    of its own), or, to go on without that date, mark its `features` task *skipped*.
+    of its own; if D failed inside a backfill, cancel that one first: its later dates wait on D,
+    so it never completes, and Airflow allows one active backfill per DAG: the Backfills tab, or
+    `PUT /api/v2/backfills/{id}/cancel`), or, to go on without that date, mark its `features`
+    task *skipped*. Clearing D alone in the UI can deadlock (the two run slots are held by the
+    dates waiting on it): clear D together with the later held runs. Not `rankline run-dag`:
+    its manual run replaces D's, and the next date does not wait for manual runs.
 
     **Catch-up is bounded**: the start date is the later of `RANKLINE_START_DATE` and today
     minus `RANKLINE_CATCHUP_DAYS` (default 3; 0: no past day), computed when the file is

@@ -5,12 +5,13 @@ On Dask (``dask_workers`` > 0: a ``LocalCluster`` of that many worker processes,
 closed by the fit; or ``dask_scheduler``: a running cluster's address) every training partition
 (a date's rows) is one Dask partition, read on a worker, sorted by query, with query ids made
 unique across partitions; ``allow_group_split=True`` then keeps XGBoost on its fast path (its
-default regrouping took 532 s where sorted partitions took 14 s, DESIGN.md) and no query is ever
-split, since a query lives in one date. The fitted booster becomes an ordinary ``XGBRanker``:
-logged, loaded and scored like a single-process one."""
+default regrouping took 532 s where sorted partitions took 14 s: the team's design notes,
+measured facts) and no query is ever split, since a query lives in one date. The fitted booster
+becomes an ordinary ``XGBRanker``: logged, loaded and scored like a single-process one."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -135,7 +136,9 @@ class XGBoostRanker(ModelFamily):
                             seconds, len(X))
 
     def _report(self, res: dict, best: int | None, seconds: float, rows: int,
-                **metrics: float) -> TrainReport:
+                trained: dict[str, Any] | None = None, **metrics: float) -> TrainReport:
+        """The report of a fit; ``trained``: parameters that differ from ``self.params`` in
+        how the fit ran (the Dask workers' device and threads)."""
         from feature_store.definitions import feature_spec
 
         self.features = feature_spec()
@@ -144,15 +147,14 @@ class XGBoostRanker(ModelFamily):
         rounds = len(next(iter(curves.values()), []))
         return TrainReport(
             step="boosting round", curves=curves, best_step=best,
-            params={**{k: v for k, v in self.params.items() if v is not None},
-                    **({f"dask_{k}": v for k, v in self.dask.items() if v} if self.on_dask else {})},
+            params={k: v for k, v in {**self.params, **(trained or {})}.items() if v is not None},
             metrics={"fit_seconds": seconds, "rows": rows,
                      "rows_per_s": rows * max(rounds, 1) / max(seconds, 1e-9), **metrics},
             importance=self.feature_importance())
 
     def _fit_dask(self, data: TrainingSet) -> TrainReport:
-        """The fit on Dask: one partition per training path, the same early stopping and
-        training-curve sample as in one process."""
+        """The fit on Dask: one partition per training path, the same early stopping and the
+        same share of training queries for the training curve as in one process."""
         import time
 
         import dask.dataframe as dd
@@ -170,7 +172,7 @@ class XGBoostRanker(ModelFamily):
                 # query ids unique across partitions: each partition's offset is the number of
                 # queries before it (one cheap pass over the request_id column)
                 counts = np.array(client.gather(client.map(_count, paths, pure=False)))
-                offsets = np.concatenate([[0], np.cumsum(counts[:, 0])[:-1]]).astype(np.int64)
+                offsets = query_offsets(counts[:, 0])
                 # the training curve's sample: about TRAIN_CURVE_ROWS rows of whole queries
                 share = min(1.0, TRAIN_CURVE_ROWS / max(int(counts[:, 1].sum()), 1))
                 frames[name] = dd.from_map(_partition, paths, offsets.tolist(),
@@ -203,14 +205,20 @@ class XGBoostRanker(ModelFamily):
             ranker.fit(train[feats], train["label"], qid=train["_qid"], eval_set=evals,
                        eval_qid=qids, verbose=25)
             seconds = time.perf_counter() - t0
-            workers = len(client.scheduler_info()["workers"])
+            info = client.scheduler_info()["workers"]
+            workers = len(info)
+            trained = {"device": params["device"], "n_jobs": None,
+                       "dask_scheduler": self.dask["scheduler"] or "LocalCluster",
+                       "dask_workers": workers,
+                       "dask_threads": sum(w.get("nthreads", 0) for w in info.values())}
             booster = ranker.get_booster()
             res, best = ranker.evals_result(), getattr(ranker, "best_iteration", None)
         local = {k: v for k, v in self.params.items()
                  if k not in ("early_stopping_rounds", "early_stopping_min_delta")}
         self.model = xgboost.XGBRanker(**local)
         self.model.load_model(bytearray(booster.save_raw("ubj")))
-        return self._report(res, best, seconds, n_rows, dask_workers=workers)
+        self.set_threads(self.params["n_jobs"])  # scoring here: this task's threads
+        return self._report(res, best, seconds, n_rows, trained, dask_workers=workers)
 
     def set_threads(self, n: int | None) -> XGBoostRanker:
         """Use ``n`` threads from now on, for fitting and for scoring a loaded model.
@@ -250,8 +258,14 @@ class XGBoostRanker(ModelFamily):
         """Total gain per feature, largest first."""
         gain = self.model.get_booster().get_score(importance_type="total_gain")
         names = model_features()
-        return pd.Series({n: gain.get(f"f{i}", 0.0) for i, n in enumerate(names)}).sort_values(
-            ascending=False)
+        # keyed fN, or by name when trained on named columns (the Dask path's DataFrames)
+        return pd.Series({n: gain.get(n, gain.get(f"f{i}", 0.0)) for i, n in enumerate(names)}
+                         ).sort_values(ascending=False)
+
+
+def query_offsets(queries: np.ndarray) -> np.ndarray:
+    """Each partition's first query id: the number of queries in the partitions before it."""
+    return np.concatenate([[0], np.cumsum(queries)[:-1]]).astype(np.int64)
 
 
 def _count(path: Any) -> tuple[int, int]:
@@ -271,7 +285,7 @@ def _partition(path: Any, offset: int, sample: float, seed: int) -> pd.DataFrame
     out["label"] = rows["label"].to_numpy()
     out["_qid"] = local + offset
     n = int(local[-1]) + 1 if len(local) else 0
-    # the same sample whichever worker reads the partition: seeded by the global query ids
+    # the same sample whichever worker reads the partition: seeded by (seed, partition offset)
     keep = np.random.default_rng([seed, offset]).random(n) < sample
     out["_sample"] = keep[local] if n else np.zeros(0, dtype=bool)
     return out
@@ -294,25 +308,26 @@ class dask_client:  # noqa: N801 - used as a context manager, like a function
 
     def __init__(self, workers: int, scheduler: str, threads: int | None) -> None:
         self.workers, self.scheduler, self.threads = workers, scheduler, threads
-        self.cluster = self.client = None
+        self.stack = contextlib.ExitStack()
 
     def __enter__(self) -> Any:
         import dask
         from distributed import Client, LocalCluster
 
-        if self.scheduler:
-            self.client = Client(self.scheduler, timeout=30)
-            return self.client
-        per = max(1, (self.threads or os.cpu_count() or 1) // max(self.workers, 1))
-        with dask.config.set({"distributed.worker.daemon": False}):
-            self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=per,
-                                        processes=True, host="127.0.0.1",
-                                        dashboard_address=None, silence_logs=logging.WARNING)
-        self.client = Client(self.cluster)
-        return self.client
+        try:
+            if self.scheduler:
+                return self.stack.enter_context(Client(self.scheduler, timeout=30))
+            cores = self.threads or len(os.sched_getaffinity(0))
+            per = max(1, cores // max(self.workers, 1))
+            # for the cluster's whole life: a nanny reads it again when it restarts a worker
+            self.stack.enter_context(dask.config.set({"distributed.worker.daemon": False}))
+            cluster = self.stack.enter_context(LocalCluster(
+                n_workers=self.workers, threads_per_worker=per, processes=True,
+                host="127.0.0.1", dashboard_address=None, silence_logs=logging.WARNING))
+            return self.stack.enter_context(Client(cluster))
+        except BaseException:
+            self.stack.close()  # a client that cannot connect leaves no cluster behind
+            raise
 
     def __exit__(self, *exc: object) -> None:
-        if self.client is not None:
-            self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
+        self.stack.close()  # the client, then the cluster (each closed even if one fails)

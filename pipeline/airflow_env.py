@@ -163,7 +163,15 @@ def scheduled_intervals(dag: Any) -> Iterator[None]:
 
 def run_dag(dag: Any, logical_date: dt.date | None = None,
             conf: dict[str, Any] | None = None) -> Any:
-    """Run one DAG run in-process with ``dag.test()``; raise if it did not succeed."""
+    """Run one DAG run in-process with ``dag.test()``; raise if it did not succeed.
+
+    The date runs when asked: this parsed copy ignores ``depends_on_past`` (``ingest``'s
+    features wait for the previous scheduled or backfilled date under the scheduler; in-process
+    nothing else runs beside, and a failed earlier date would make ``dag.test()`` wait forever).
+    A failed *scheduled* date is re-ingested with a backfill (``--reprocess-behavior failed``),
+    not here: this run would replace it with a manual one the next date does not wait for."""
+    for task in dag.tasks:
+        task.depends_on_past = False
     kwargs: dict[str, Any] = {"run_conf": conf or {}}
     if logical_date is not None:
         kwargs["logical_date"] = dt.datetime(logical_date.year, logical_date.month,

@@ -152,6 +152,16 @@ class Scheduler:
             "dag_id": dag_id, "from_date": _iso(first), "to_date": _iso(last),
             "reprocess_behavior": "failed", "max_active_runs": runs})
 
+    def cancel_backfills(self, dag_id: str) -> list[int]:
+        """Cancel ``dag_id``'s unfinished backfills; their ids. With ``depends_on_past``, a
+        backfill with a failed date never completes (the later dates wait on it), and Airflow
+        refuses a new backfill of the DAG while one is active."""
+        found = self._get("/backfills", dag_id=dag_id, limit=100)["backfills"]
+        active = [b["id"] for b in found if b.get("completed_at") is None]
+        for backfill_id in active:
+            self._send("PUT", f"/backfills/{backfill_id}/cancel", {})
+        return active
+
     def failure(self, dag_id: str, run_id: str) -> str:
         """Which task of a failed run failed, and where its log is."""
         tis = self._get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
@@ -232,8 +242,14 @@ def run_demo(settings: Settings, dates: list[dt.date], echo: Callable[[str], Non
         echo(f"[demo] Airflow ready ({time.monotonic() - t0:.0f}s); ingest: backfill "
              f"{dates[0]}..{dates[-1]}")
         sched.set_paused("ingest", False)
+        if stale := sched.cancel_backfills("ingest"):  # an earlier demo's, held by a failure
+            echo(f"[demo] cancelled unfinished ingest backfill(s) {stale}")
         sched.backfill("ingest", dates[0], dates[-1])
-        _wait_dates(sched, dates, echo)
+        try:
+            _wait_dates(sched, dates, echo)
+        except DemoFailed:
+            sched.cancel_backfills("ingest")  # its later dates would wait on the failed one
+            raise
         before = getattr(champion_version(settings), "version", None)
         run_id = sched.scheduled_or_triggered("train", {"as_of": dates[-1].isoformat()})
         took = sched.wait_run("train", run_id, train_timeout)

@@ -64,6 +64,12 @@ def base_env(home: Path, **extra: str) -> dict[str, str]:
             "RANKLINE_DEMO_DAYS": str(len(DATES)), **extra}
 
 
+def dated(files: dict[str, str]) -> dict[str, str]:
+    """The files of ``DATES``' partitions (``…/date=<D>/…``)."""
+    return {k: v for k, v in files.items()
+            if any(f"date={d}" in k for d in DATES) or "date=" not in k}
+
+
 def digests(root: Path) -> dict[str, str]:
     """SHA-256 of every file under ``root``, by relative path."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -125,17 +131,17 @@ class Deployment:
             con.close()
         return [(str(d)[:10], t, s) for d, t, s in rows]
 
-    def features_order(self) -> list[str]:
-        """The logical dates of ``ingest``'s features tasks, by start time."""
+    def features_spans(self) -> list[tuple[str, str, str]]:
+        """``ingest``'s features tasks as (logical date, start, end), by start time."""
         con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
         try:
             rows = con.execute(
-                "SELECT r.logical_date FROM task_instance t JOIN dag_run r ON r.run_id = t.run_id "
-                "AND r.dag_id = t.dag_id WHERE t.dag_id = 'ingest' AND t.task_id = 'features' "
-                "ORDER BY t.start_date").fetchall()
+                "SELECT r.logical_date, t.start_date, t.end_date FROM task_instance t JOIN dag_run r "
+                "ON r.run_id = t.run_id AND r.dag_id = t.dag_id WHERE t.dag_id = 'ingest' "
+                "AND t.task_id = 'features' ORDER BY t.start_date").fetchall()
         finally:
             con.close()
-        return [str(d)[:10] for (d,) in rows]
+        return [(str(d)[:10], str(a), str(b)) for d, a, b in rows]
 
     def diagnosis(self) -> str:
         """What a failure message shows: the runs, the processes, the scheduler's log tail."""
@@ -177,7 +183,9 @@ def daily(tmp_path_factory):
                 assert services.running_pid(svc.name, dep.home), \
                     f"{svc.name} exited\n{dep.diagnosis()}"
             time.sleep(3)
-        seen["runs"], seen["features_order"] = dep.runs(), dep.features_order()
+        # only DATES: a run of a later date appears if the UTC date changes during the test
+        seen["runs"] = [r for r in dep.runs() if r[0] in DATES]
+        seen["features"] = [f for f in dep.features_spans() if f[0] in DATES]
         seen["listed"] = dep.rankline("airflow", "dags", "list-runs", "ingest", "-o", "plain")
         dep.rankline("airflow", "dags", "pause", "ingest")
         print(f"scheduler path ok in {time.monotonic() - t0:.0f}s: {seen['runs']}")
@@ -186,7 +194,7 @@ def daily(tmp_path_factory):
         leftover = {svc.name: services.running_pid(svc.name, dep.home) for svc in dep.services}
     assert not any(leftover.values()), f"still running: {leftover}"
     dep.rankline("run-dag", "train", "--date", DATES[-1])
-    seen["digests"] = {tree: digests(dep.home / tree) for tree in ("raw", "offline")}
+    seen["digests"] = {tree: dated(digests(dep.home / tree)) for tree in ("raw", "offline")}
     seen["train"] = train_run(f"sqlite:///{dep.home / 'mlflow.db'}")
     return dep, seen
 
@@ -198,7 +206,10 @@ def test_scheduler_catches_up_after_a_dag_test_run_two_at_a_time_in_date_order(d
     # the scheduler takes the dag.test() run as its run of that date and goes on to the next
     assert [(d, t) for d, t, _ in seen["runs"]] == \
         [(DATES[0], "manual")] + [(d, "scheduled") for d in DATES[1:]], dep.diagnosis()
-    assert seen["features_order"] == DATES  # depends_on_past: features in date order
+    # depends_on_past: features in date order, each after the previous date's ended
+    assert [d for d, _, _ in seen["features"]] == DATES
+    for (_, _, end), (_, start, _) in zip(seen["features"], seen["features"][1:], strict=False):
+        assert start >= end, seen["features"]
     assert "scheduled__" in seen["listed"] and "manual__" in seen["listed"], seen["listed"]
     for tree in ("raw", "offline"):
         assert any(DATES[-1] in k for k in seen["digests"][tree]), tree
@@ -240,8 +251,12 @@ def test_a_backfill_on_postgres_reproduces_the_daily_runs_byte_for_byte(daily, d
     tracking = f"postgresql+psycopg://postgres@{PG}/{mlflow_db}"
     env = base_env(home, RANKLINE_AIRFLOW_DB_URL=f"postgresql+psycopg://postgres@{PG}/{airflow_db}",
                    RANKLINE_MLFLOW_TRACKING_URI=tracking)
-    res = subprocess.run([sys.executable, "-m", "pipeline.cli", "demo"], env=env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=900)
+    try:
+        res = subprocess.run([sys.executable, "-m", "pipeline.cli", "demo"], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=900)
+    finally:  # a demo killed on timeout leaves its Airflow components: stop them by PID
+        for name in services.status(home):
+            services.stop(name, home, timeout=20)
     # the gate may refuse a model trained on one date (exit 1, nothing published): both are
     # fine here, as long as the Postgres deployment decides as the SQLite one did
     out = res.stdout[-3000:] + res.stderr[-5000:]
@@ -269,7 +284,7 @@ def test_a_backfill_on_postgres_reproduces_the_daily_runs_byte_for_byte(daily, d
     assert bf == [(2,)] and overlap >= 1
 
     for tree in ("raw", "offline"):
-        got, daily_digests = digests(home / tree), seen["digests"][tree]
+        got, daily_digests = dated(digests(home / tree)), seen["digests"][tree]
         assert got.keys() == daily_digests.keys(), f"{tree}: {got.keys() ^ daily_digests.keys()}"
         differ = [k for k in got if got[k] != daily_digests[k]]
         # the encoder's embedding views name the MLflow run of their encoder (a new id in
