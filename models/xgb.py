@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -109,12 +110,7 @@ class XGBoostRanker(ModelFamily):
         cols = ["label", *model_features()]  # not the users' sequences: big, and unused here
         train = data.read("train", cols)
         valid = data.read("valid", cols) if data.valid_paths else None
-        params = dict(self.params)
-        rounds, delta = params.pop("early_stopping_rounds"), params.pop("early_stopping_min_delta")
-        if valid is not None:
-            params["callbacks"] = [xgboost.callback.EarlyStopping(
-                rounds=rounds, min_delta=delta, metric_name="ndcg@10", data_name="validation_1",
-                maximize=True, save_best=True)]
+        params = self._fit_params(early_stopping=valid is not None)
         self.model = xgboost.XGBRanker(**params)
         X, y, qid = feature_matrix(train), train["label"].to_numpy(), query_ids(train)
         # the training curve on a sample of whole groups: NDCG over every training row each
@@ -134,6 +130,19 @@ class XGBoostRanker(ModelFamily):
         seconds = time.perf_counter() - t0
         return self._report(self.model.evals_result(), getattr(self.model, "best_iteration", None),
                             seconds, len(X))
+
+    def _fit_params(self, early_stopping: bool) -> dict[str, Any]:
+        """``XGBRanker``'s arguments: ``self.params`` with early stopping on the validation set
+        (``validation_1``: the second of the evaluation sets) as a callback, or none."""
+        import xgboost
+
+        params = dict(self.params)
+        rounds, delta = params.pop("early_stopping_rounds"), params.pop("early_stopping_min_delta")
+        if early_stopping:
+            params["callbacks"] = [xgboost.callback.EarlyStopping(
+                rounds=rounds, min_delta=delta, metric_name="ndcg@10", data_name="validation_1",
+                maximize=True, save_best=True)]
+        return params
 
     def _report(self, res: dict, best: int | None, seconds: float, rows: int,
                 trained: dict[str, Any] | None = None, **metrics: float) -> TrainReport:
@@ -165,7 +174,7 @@ class XGBoostRanker(ModelFamily):
         seed = self.params["random_state"]
         with dask_client(self.dask["workers"], self.dask["scheduler"],
                          self.params["n_jobs"]) as client:
-            frames = {}
+            frames, n_rows = {}, 0
             for name, paths in parts.items():
                 if not paths:
                     continue
@@ -177,15 +186,12 @@ class XGBoostRanker(ModelFamily):
                 share = min(1.0, TRAIN_CURVE_ROWS / max(int(counts[:, 1].sum()), 1))
                 frames[name] = dd.from_map(_partition, paths, offsets.tolist(),
                                            sample=share if name == "train" else 0.0,
-                                           seed=seed, enforce_metadata=False)
-            params = dict(self.params)
-            params.pop("n_jobs")
-            rounds, delta = params.pop("early_stopping_rounds"), params.pop("early_stopping_min_delta")
+                                           seed=seed, meta=_partition_meta(),
+                                           enforce_metadata=False)
+                n_rows = n_rows or int(counts[:, 1].sum())  # the training rows
+            params = self._fit_params(early_stopping="valid" in frames)
+            params.pop("n_jobs")  # the workers' threads
             params["device"] = _cluster_device(client, self.device)
-            if "valid" in frames:
-                params["callbacks"] = [xgboost.callback.EarlyStopping(
-                    rounds=rounds, min_delta=delta, metric_name="ndcg@10", data_name="validation_1",
-                    maximize=True, save_best=True)]
             feats = model_features()
             train = frames["train"].persist()
             sample = train[train["_sample"]]
@@ -197,28 +203,24 @@ class XGBoostRanker(ModelFamily):
                 qids.append(valid["_qid"])
             ranker = dxgb.DaskXGBRanker(**params, allow_group_split=True)
             ranker.client = client
-            n_rows = int(train.shape[0].compute())
+            info = client.scheduler_info()["workers"]
             log.info("training XGBRanker on Dask (%d workers) on %d rows x %d features in %d "
-                     "partitions (%s, device=%s)", len(client.scheduler_info()["workers"]),
-                     n_rows, len(feats), train.npartitions, params["objective"], params["device"])
+                     "partitions (%s, device=%s)", len(info), n_rows, len(feats),
+                     train.npartitions, params["objective"], params["device"])
             t0 = time.perf_counter()
             ranker.fit(train[feats], train["label"], qid=train["_qid"], eval_set=evals,
                        eval_qid=qids, verbose=25)
             seconds = time.perf_counter() - t0
-            info = client.scheduler_info()["workers"]
-            workers = len(info)
             trained = {"device": params["device"], "n_jobs": None,
                        "dask_scheduler": self.dask["scheduler"] or "LocalCluster",
-                       "dask_workers": workers,
+                       "dask_workers": len(info),
                        "dask_threads": sum(w.get("nthreads", 0) for w in info.values())}
             booster = ranker.get_booster()
             res, best = ranker.evals_result(), getattr(ranker, "best_iteration", None)
-        local = {k: v for k, v in self.params.items()
-                 if k not in ("early_stopping_rounds", "early_stopping_min_delta")}
-        self.model = xgboost.XGBRanker(**local)
+        self.model = xgboost.XGBRanker(**self._fit_params(early_stopping=False))
         self.model.load_model(bytearray(booster.save_raw("ubj")))
         self.set_threads(self.params["n_jobs"])  # scoring here: this task's threads
-        return self._report(res, best, seconds, n_rows, trained, dask_workers=workers)
+        return self._report(res, best, seconds, n_rows, trained, dask_workers=len(info))
 
     def set_threads(self, n: int | None) -> XGBoostRanker:
         """Use ``n`` threads from now on, for fitting and for scoring a loaded model.
@@ -274,6 +276,13 @@ def _count(path: Any) -> tuple[int, int]:
     return int(req.nunique()), len(req)
 
 
+def _partition_meta() -> pd.DataFrame:
+    """The columns and dtypes of :func:`_partition`'s frames, empty."""
+    cols = {f: np.float32 for f in model_features()} | {
+        "label": np.float32, "_qid": np.int64, "_sample": bool}
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})
+
+
 def _partition(path: Any, offset: int, sample: float, seed: int) -> pd.DataFrame:
     """One training partition as a Dask partition: the features as float32, the label, a
     query id unique across partitions (``offset`` + this partition's dense ids, sorted) and
@@ -282,7 +291,7 @@ def _partition(path: Any, offset: int, sample: float, seed: int) -> pd.DataFrame
     rows = rows.sort_values("request_id", kind="stable").reset_index(drop=True)
     local = query_ids(rows).astype(np.int64)
     out = rows[model_features()].astype(np.float32)
-    out["label"] = rows["label"].to_numpy()
+    out["label"] = rows["label"].to_numpy(np.float32)  # as XGBoost keeps it
     out["_qid"] = local + offset
     n = int(local[-1]) + 1 if len(local) else 0
     # the same sample whichever worker reads the partition: seeded by (seed, partition offset)
@@ -300,34 +309,23 @@ def _cluster_device(client: Any, device: str) -> str:
     return "cuda" if found == {"cuda"} else "cpu"
 
 
-class dask_client:  # noqa: N801 - used as a context manager, like a function
+@contextlib.contextmanager
+def dask_client(workers: int, scheduler: str, threads: int | None) -> Iterator[Any]:
     """A Dask client: of the cluster at ``scheduler``, or of a ``LocalCluster`` of ``workers``
     worker processes (``threads`` threads shared among them, at least one each) started here and
-    closed on exit. Worker processes are not daemonic: an Airflow task's process may not have
-    daemonic children that have children."""
+    closed on exit, also when the client cannot connect. Worker processes are not daemonic, for
+    the cluster's whole life (a nanny reads the setting again when it restarts a worker): an
+    Airflow task's process may not have daemonic children that have children."""
+    import dask
+    from distributed import Client, LocalCluster
 
-    def __init__(self, workers: int, scheduler: str, threads: int | None) -> None:
-        self.workers, self.scheduler, self.threads = workers, scheduler, threads
-        self.stack = contextlib.ExitStack()
-
-    def __enter__(self) -> Any:
-        import dask
-        from distributed import Client, LocalCluster
-
-        try:
-            if self.scheduler:
-                return self.stack.enter_context(Client(self.scheduler, timeout=30))
-            cores = self.threads or len(os.sched_getaffinity(0))
-            per = max(1, cores // max(self.workers, 1))
-            # for the cluster's whole life: a nanny reads it again when it restarts a worker
-            self.stack.enter_context(dask.config.set({"distributed.worker.daemon": False}))
-            cluster = self.stack.enter_context(LocalCluster(
-                n_workers=self.workers, threads_per_worker=per, processes=True,
-                host="127.0.0.1", dashboard_address=None, silence_logs=logging.WARNING))
-            return self.stack.enter_context(Client(cluster))
-        except BaseException:
-            self.stack.close()  # a client that cannot connect leaves no cluster behind
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stack.close()  # the client, then the cluster (each closed even if one fails)
+    if scheduler:
+        with Client(scheduler, timeout=30) as client:
+            yield client
+        return
+    per = max(1, (threads or len(os.sched_getaffinity(0))) // max(workers, 1))
+    with dask.config.set({"distributed.worker.daemon": False}), LocalCluster(
+            n_workers=workers, threads_per_worker=per, processes=True, host="127.0.0.1",
+            dashboard_address=None, silence_logs=logging.WARNING) as cluster, \
+            Client(cluster) as client:
+        yield client

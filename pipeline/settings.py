@@ -357,10 +357,8 @@ class Settings(BaseSettings):
         """The threads of one family's training, which runs beside the other families' (one
         task each): ``RANKLINE_THREADS``, or with 0 a share of the cores (cores / families, at
         least 1): two thread pools over one core ran XGBoost 4-6x slower than one thread."""
-        if self.threads:
-            return self.threads
-        cores = len(os.sched_getaffinity(0))
-        return max(1, cores // min(len(self.model_families), cores))
+        cores = self.n_threads
+        return cores if self.threads else max(1, cores // min(len(self.model_families), cores))
 
     @property
     def negatives(self) -> int:

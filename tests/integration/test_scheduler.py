@@ -20,8 +20,6 @@ import datetime as dt
 import hashlib
 import os
 import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -30,10 +28,9 @@ import pandas as pd
 import pytest
 
 from pipeline import services
-from tests.conftest import TINY
+from tests.e2e.conftest import cli_env, rankline, run_cli
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 TODAY = dt.datetime.now(dt.UTC).date()
 TIMEOUT_S = 240
 
@@ -41,11 +38,6 @@ TIMEOUT_S = 240
 def day(n: int) -> str:
     """The ISO date ``n`` days before today (UTC)."""
     return (TODAY - dt.timedelta(days=n)).isoformat()
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    return services.free_port()
 
 
 # four dates, the minimum for a split of one training, one validation and one test date
@@ -57,10 +49,8 @@ ADMIN_DSN = f"postgresql://postgres@{PG}/postgres"
 
 
 def base_env(home: Path, **extra: str) -> dict[str, str]:
-    """This process's environment without AIRFLOW_*/RANKLINE_*, plus tiny settings under
-    ``home`` with ``DATES`` as the demo's dates."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RANKLINE_"))}
-    return {**env, **TINY, **SPLIT, "RANKLINE_HOME": str(home), "RANKLINE_START_DATE": DATES[0],
+    """The e2e tier's tiny settings under ``home`` with ``DATES`` as the demo's dates."""
+    return {**cli_env(home), **SPLIT, "RANKLINE_START_DATE": DATES[0],
             "RANKLINE_DEMO_DAYS": str(len(DATES)), **extra}
 
 
@@ -99,17 +89,13 @@ class Deployment:
         # ingest's start date (and first scheduled logical date) is the first of DATES
         base = base_env(home, RANKLINE_CATCHUP_DAYS=str(len(DATES)))
         settings = Settings(home=home)
-        self.services = services.airflow_services(settings, base, free_port())
+        self.services = services.airflow_services(settings, base, services.free_port())
         self.env = self.services[0].env  # the components' environment, AIRFLOW_* included
         self.db = Path(self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///"))
 
-    def rankline(self, *args: str, timeout: float = 300) -> str:
+    def rankline(self, *args: str) -> str:
         """``rankline <args>`` in a subprocess with the components' environment."""
-        res = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=self.env,
-                             cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-        assert res.returncode == 0, \
-            f"rankline {' '.join(args)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-5000:]}"
-        return res.stdout
+        return rankline(self.env, *args)
 
     def start(self) -> None:
         for svc in self.services:
@@ -252,8 +238,7 @@ def test_a_backfill_on_postgres_reproduces_the_daily_runs_byte_for_byte(daily, d
     env = base_env(home, RANKLINE_AIRFLOW_DB_URL=f"postgresql+psycopg://postgres@{PG}/{airflow_db}",
                    RANKLINE_MLFLOW_TRACKING_URI=tracking)
     try:
-        res = subprocess.run([sys.executable, "-m", "pipeline.cli", "demo"], env=env, cwd=ROOT,
-                             capture_output=True, text=True, timeout=900)
+        res = run_cli(env, "demo", check=False)
     finally:  # a demo killed on timeout leaves its Airflow components: stop them by PID
         for name in services.status(home):
             services.stop(name, home, timeout=20)
