@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import tempfile
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,6 +32,7 @@ import pandas as pd
 from feature_store.compute import feature_matrix
 from feature_store.definitions import SEQ, model_features
 from models.base import ModelFamily, TrainingSet, TrainReport, requirements
+from models.ddp import DdpConfig, Worker
 from models.metrics import ranking_metrics
 from models.sequence import (
     EncoderCheckpoint,
@@ -42,7 +44,6 @@ from models.sequence import (
 )
 
 log = logging.getLogger(__name__)
-
 
 
 def build_network(n_items: int, n_dense: int, cfg: EncoderConfig) -> Any:
@@ -71,6 +72,39 @@ def build_network(n_items: int, n_dense: int, cfg: EncoderConfig) -> Any:
     return RankNet()
 
 
+def scoring_step(net: Any) -> Any:
+    """``net`` behind one ``forward(seq, items, dense)``: the user state and the scores in one
+    module call, which DistributedDataParallel wraps."""
+    from torch import nn
+
+    class Step(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, seq: Any, items: Any, dense: Any) -> Any:
+            return self.net(self.net.encoder.user_state(seq), items, dense)
+
+    return Step()
+
+
+@dataclass
+class LoopState:
+    """Where the training loop is after ``epoch`` epochs (what a checkpoint resumes)."""
+
+    epoch: int = 0
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    best: float = -np.inf
+    best_epoch: int = 0
+    best_state: dict[str, Any] | None = None
+    bad: int = 0
+    stopped: bool = False
+    seen: int = 0
+    seconds: float = 0.0
+    resumed_at: int = 0
+    """Epochs done when this call resumed from a checkpoint (0: it did not)."""
+
+
 class NeuralRanker(ModelFamily):
     """Sequence encoder + ranking head, fine-tuned from a pre-trained encoder."""
 
@@ -82,8 +116,8 @@ class NeuralRanker(ModelFamily):
 
     def __init__(self, *, epochs: int = 8, lr: float = 2e-3, finetune: str = "lower_lr",
                  lr_scale: float = 0.1, batch_groups: int = 128, patience: int = 2,
-                 config: EncoderConfig | None = None, device: str = "auto", seed: int = 0,
-                 threads: int | None = None) -> None:
+                 config: EncoderConfig | dict[str, Any] | None = None, device: str = "auto",
+                 seed: int = 0, threads: int | None = None, ddp: DdpConfig | None = None) -> None:
         super().__init__()
         if finetune not in ("frozen", "lower_lr"):
             raise ValueError(f"finetune must be frozen or lower_lr, not {finetune!r}")
@@ -91,7 +125,10 @@ class NeuralRanker(ModelFamily):
             "epochs": epochs, "lr": lr, "finetune": finetune, "lr_scale": lr_scale,
             "batch_groups": batch_groups, "patience": patience, "device": resolve_device(device),
             "seed": seed, "init": self.init}
-        self.config = config or EncoderConfig()
+        self.config = EncoderConfig(**config) if isinstance(config, dict) else (
+            config or EncoderConfig())
+        self.ddp = ddp or DdpConfig()
+        """How training is spread over processes (one: in this process)."""
         self.vocab: ItemVocab | None = None
         self.net: Any = None
         self.mean = self.std = np.zeros(0, dtype=np.float32)
@@ -102,7 +139,8 @@ class NeuralRanker(ModelFamily):
         return cls(epochs=settings.neural_epochs, lr=settings.neural_lr,
                    finetune=settings.finetune, lr_scale=settings.finetune_lr_scale,
                    config=EncoderConfig(dim=settings.embed_dim, max_len=settings.seq_len),
-                   device=settings.device, seed=settings.seed, threads=settings.family_threads)
+                   device=settings.device, seed=settings.seed, threads=settings.family_threads,
+                   ddp=settings.ddp)
 
     def set_threads(self, n: int | None) -> NeuralRanker:
         import torch
@@ -172,14 +210,58 @@ class NeuralRanker(ModelFamily):
 
     # -- fitting ------------------------------------------------------------------------------
     def fit(self, data: TrainingSet) -> TrainReport:
+        """Train in this process, or on torchrun workers when :attr:`ddp` says so."""
+        if self.ddp.distributed:
+            return self._fit_torchrun(data)
+        return self.train_loop(data, Worker.single(self.params["device"]))
+
+    def _spec(self) -> dict[str, Any]:
+        """What a torchrun worker needs to build this model again (see :func:`models.ddp.main`)."""
+        kwargs = {k: self.params[k] for k in ("epochs", "lr", "finetune", "lr_scale",
+                                               "batch_groups", "patience", "device", "seed")}
+        return {"family": f"{type(self).__module__}:{type(self).__qualname__}",
+                "kwargs": {**kwargs, "config": asdict(self.config)}}
+
+    def _fit_torchrun(self, data: TrainingSet) -> TrainReport:
+        import json
+
+        from models.ddp import launch
+
+        cfg = self.ddp
+        threads = max(1, (self.params["threads"] or len(os.sched_getaffinity(0))) // cfg.procs)
+        spec = {**self._spec(), "data": {k: getattr(data, k) for k in (
+            "train_paths", "valid_paths", "pretrained", "checkpoint_dir")}}
+        with contextlib.ExitStack() as stack:
+            if data.checkpoint_dir is not None:  # shared with the other hosts' workers
+                folder = Path(data.checkpoint_dir) / self.family / "torchrun"
+            else:
+                folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            job = (f"{Path(data.checkpoint_dir).name}-{self.family}" if data.checkpoint_dir
+                   else f"rankline-{self.family}")
+            launch(spec, folder, cfg, threads, job)
+            trained = type(self).from_file(folder / "model.pt")
+            raw = json.loads((folder / "report.json").read_text())
+        self.config, self.vocab, self.net = trained.config, trained.vocab, trained.net
+        self.mean, self.std, self.features = trained.mean, trained.std, trained.features
+        return TrainReport(**raw)
+
+    def train_loop(self, data: TrainingSet, worker: Worker) -> TrainReport:
+        """The training loop of one process: every rank reads the rows and draws the same
+        global batches; each trains on its :meth:`~models.ddp.Worker.shard` of each, with
+        gradients averaged by DDP. Each rank's loss is its groups' loss summed over the global
+        batch size times the world size, so the averaged gradient is the global batch's mean
+        one: N processes follow one process's trajectory at the same global batch
+        (``batch_groups``). Rank 0 scores the validation groups; its NDCG@10 decides early
+        stopping on every rank. With ``data.checkpoint_dir``, a checkpoint after every epoch
+        (:meth:`_checkpoint`), which a new call resumes."""
         import torch
 
         from feature_store.definitions import feature_spec
 
-        device = self.params["device"]
+        device = worker.device
         rng = np.random.default_rng(self.params["seed"])
         train = data.read("train")
-        valid = data.read("valid") if data.valid_paths else None
+        valid = data.read("valid") if data.valid_paths and worker.is_main else None
         self.net = self.initial_network(data, train).to(device)
         x = self._features(train)
         squashed = self._squash(x)
@@ -191,6 +273,7 @@ class NeuralRanker(ModelFamily):
         dense = torch.from_numpy(self._dense(train, x))
         gains = torch.from_numpy(2.0 ** train["label"].to_numpy(np.float32) - 1)
         items = torch.from_numpy(tr["item"])
+        del train, x, squashed
         keep = (gains[torch.from_numpy(np.where(tr["index"] < 0, 0, tr["index"]))]
                 * torch.from_numpy(tr["index"] >= 0)).sum(1) > 0  # groups with a relevant row
         group_ids = np.flatnonzero(keep.numpy())
@@ -207,63 +290,141 @@ class NeuralRanker(ModelFamily):
             scale = self.params["lr_scale"] if self.init == "pretrained" else 1.0
             groups = [{"params": head_params, "lr": lr}, {"params": enc_params, "lr": lr * scale}]
         opt = torch.optim.AdamW(groups, weight_decay=0.01)
-        amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda"
+        step = worker.wrap(scoring_step(self.net))
+        amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda")
                else contextlib.nullcontext())
+        torch.manual_seed(self.params["seed"] + worker.rank)  # dropout: its own draws per rank
 
-        curves: dict[str, list[float]] = {"train_loss": [], "valid_ndcg@10": []}
-        best, best_state, best_epoch, bad = -np.inf, None, 0, 0
-        t0, seen = time.perf_counter(), 0
+        st = LoopState(curves={"train_loss": [], "valid_ndcg@10": []})
+        ck = self._checkpoint_path(data)
+        if ck is not None:
+            st = self._resume(ck, data, worker, opt, rng) or st
+        t0 = time.perf_counter() - st.seconds
         bg = self.params["batch_groups"]
-        for epoch in range(self.params["epochs"]):
-            self.net.train()
-            total, n = 0.0, 0
+        for epoch in range(st.epoch, self.params["epochs"] if not st.stopped else st.epoch):
+            step.train()
+            loss_sum, n, seen = 0.0, 0, 0
             for batch in length_batches(seq_lengths, bg, rng):
-                g = group_ids[batch]
+                if len(batch) < worker.world:  # a share for every rank, or nobody steps
+                    continue
+                g = group_ids[worker.shard(batch)]
                 idx = torch.from_numpy(tr["index"][g])
                 valid_slot = idx >= 0
                 safe = idx.clamp(min=0)
                 seq = torch.from_numpy(tr["seq"][g]).to(device)
-                args = (items[safe].to(device), dense[safe].to(device))
                 gain = (gains[safe] * valid_slot).to(device)
                 mask = valid_slot.to(device)
                 with amp:
-                    scores = self.net(self.net.encoder.user_state(seq), *args).float()
+                    scores = step(seq, items[safe].to(device), dense[safe].to(device)).float()
                 scores = scores.masked_fill(~mask, -1e4)
                 target = gain / gain.sum(1, keepdim=True)
-                loss = -(target * torch.log_softmax(scores, 1)).sum(1).mean()
+                local = -(target * torch.log_softmax(scores, 1)).sum() / len(batch)
                 opt.zero_grad()
-                loss.backward()
+                (local * worker.world).backward()  # DDP averages over the ranks
                 torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
                 opt.step()
-                total += float(loss.detach())
+                loss_sum += float(local.detach())
                 n += 1
                 seen += int(mask.sum())
-            curves["train_loss"].append(total / max(n, 1))
+            loss_sum, seen = worker.sum([loss_sum, float(seen)])
+            st.seen += int(seen)
+            st.curves["train_loss"].append(loss_sum / max(n, 1))
             ndcg = (ranking_metrics(valid["request_id"].to_numpy(), valid["label"].to_numpy(),
                                     self.score(valid), seed=self.params["seed"])["ndcg@10"]
-                    if valid is not None else -curves["train_loss"][-1])
-            curves["valid_ndcg@10"].append(ndcg)
-            if data.checkpoint_dir is not None:
-                self._save(Path(data.checkpoint_dir) / self.family / f"epoch={epoch}.pt")
+                    if valid is not None else -st.curves["train_loss"][-1])
+            ndcg = worker.broadcast(ndcg) if data.valid_paths else ndcg
+            st.curves["valid_ndcg@10"].append(ndcg)
             log.info("%s epoch %d: loss %.4f, valid NDCG@10 %.4f, %.0f rows/s", self.family,
-                     epoch, curves["train_loss"][-1], ndcg, seen / (time.perf_counter() - t0))
-            if ndcg > best:
-                best, best_epoch, bad = ndcg, epoch, 0
-                best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+                     epoch, st.curves["train_loss"][-1], ndcg,
+                     st.seen / (time.perf_counter() - t0))
+            if ndcg > st.best:
+                st.best, st.best_epoch, st.bad = ndcg, epoch, 0
+                st.best_state = {k: v.detach().cpu().clone()
+                                 for k, v in self.net.state_dict().items()}
             else:
-                bad += 1
-                if bad >= self.params["patience"]:
-                    break
-        self.net.load_state_dict(best_state)
+                st.bad += 1
+                st.stopped = st.bad >= self.params["patience"]
+            st.epoch, st.seconds = epoch + 1, time.perf_counter() - t0
+            if ck is not None:
+                self._checkpoint(ck, data, worker, opt, rng, st)
+            if st.stopped:
+                break
+        self.net.load_state_dict(st.best_state)
         self.net.eval()
         self.features = feature_spec()
-        if valid is None:
-            curves.pop("valid_ndcg@10")
+        spread = self._rank_spread(worker)
+        if ck is not None and worker.is_main:
+            ck.unlink(missing_ok=True)  # trained: a rerun trains afresh
+        if not data.valid_paths:
+            st.curves.pop("valid_ndcg@10")
         seconds = time.perf_counter() - t0
-        return TrainReport(step="epoch", curves=curves, best_step=best_epoch,
-                           params={**self.params, **asdict(self.config)},
-                           metrics={"fit_seconds": seconds, "rows_per_s": seen / seconds,
-                                    "rows": len(train), "items": len(self.vocab) - 1})
+        metrics = {"fit_seconds": seconds, "rows_per_s": st.seen / seconds,
+                   "rows": len(dense), "items": len(self.vocab) - 1, "processes": worker.world,
+                   "resumed_at_epoch": st.resumed_at, "rank_param_spread": spread}
+        if worker.time_allreduce:
+            metrics["allreduce_seconds"] = worker.allreduce_seconds
+        return TrainReport(step="epoch", curves=st.curves, best_step=st.best_epoch,
+                           params={**self.params, **asdict(self.config)}, metrics=metrics)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def _checkpoint_path(self, data: TrainingSet) -> Path | None:
+        return (None if data.checkpoint_dir is None
+                else Path(data.checkpoint_dir) / self.family / "resume.pt")
+
+    def _fingerprint(self, data: TrainingSet) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed: the model's settings and its data."""
+        return {"spec": self._spec(), "train": [str(p) for p in data.train_paths],
+                "valid": [str(p) for p in data.valid_paths]}
+
+    def _checkpoint(self, path: Path, data: TrainingSet, worker: Worker, opt: Any,
+                    rng: np.random.Generator, st: LoopState) -> None:
+        """After an epoch: the network, the optimizer, the batch sampler's RNG, every rank's
+        torch RNG, the curves and the early-stopping state (atomically; rank 0 writes)."""
+        import torch
+
+        rngs = worker.gather(torch.get_rng_state())
+        if not worker.is_main:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"fingerprint": self._fingerprint(data), "world": worker.world,
+                    "net": {k: v.cpu() for k, v in self.net.state_dict().items()},
+                    "opt": opt.state_dict(), "rng": rng.bit_generator.state, "torch_rng": rngs,
+                    "loop": asdict(st)}, tmp)
+        os.replace(tmp, path)
+
+    def _resume(self, path: Path, data: TrainingSet, worker: Worker, opt: Any,
+                rng: np.random.Generator) -> LoopState | None:
+        """The loop state of the checkpoint at ``path``, with the network, optimizer and RNGs
+        restored from it; None (start afresh) when there is none or it is another model's."""
+        import torch
+
+        if not path.exists():
+            return None
+        raw = torch.load(path, map_location="cpu", weights_only=False)
+        if raw["fingerprint"] != self._fingerprint(data):
+            log.warning("%s: the checkpoint %s is of other settings or data: training afresh",
+                        self.family, path)
+            return None
+        self.net.load_state_dict(raw["net"])
+        opt.load_state_dict(raw["opt"])
+        rng.bit_generator.state = raw["rng"]
+        if raw["world"] == worker.world:
+            torch.set_rng_state(raw["torch_rng"][worker.rank])
+        else:  # other ranks: dropout draws cannot continue; the rest does
+            torch.manual_seed(self.params["seed"] + worker.rank + 7919 * raw["loop"]["epoch"])
+        st = LoopState(**raw["loop"])
+        st.resumed_at = st.epoch
+        log.info("%s: resuming after epoch %d from %s", self.family, st.epoch - 1, path)
+        return st
+
+    def _rank_spread(self, worker: Worker) -> float:
+        """Largest difference between the ranks' parameter digests (0: identical weights)."""
+        if worker.world == 1:
+            return 0.0
+        digest = np.array([[float(p.double().sum()), float(p.double().square().sum())]
+                           for p in self.net.state_dict().values()])
+        return float(np.max(np.ptp(np.stack(worker.gather(digest)), axis=0)))
 
     # -- scoring ------------------------------------------------------------------------------
     def score(self, rows: pd.DataFrame, batch: int = 65_536) -> np.ndarray:

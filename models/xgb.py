@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,13 +69,17 @@ class XGBoostRanker(ModelFamily):
         n_jobs: int | None = None,
         dask_workers: int = 0,
         dask_scheduler: str = "",
+        checkpoint_rounds: int = 25,
     ) -> None:
         """``n_jobs``: threads for training and scoring (None: XGBoost's default, every core).
         Early stopping: training stops when validation NDCG@10 has not improved by
         ``early_stopping_min_delta`` in ``early_stopping_rounds`` rounds, and keeps the best round
         (gains of a few 1e-4 took hundreds of rounds on the demo data). ``dask_workers`` /
-        ``dask_scheduler``: train on Dask (the module's docstring)."""
+        ``dask_scheduler``: train on Dask (the module's docstring). With a checkpoint folder in
+        the training set, a checkpoint every ``checkpoint_rounds`` rounds, which the next fit
+        of the same parameters and data resumes (:mod:`models.xgb_checkpoint`)."""
         super().__init__()
+        self.checkpoint_rounds = checkpoint_rounds
         self.dask = {"workers": dask_workers, "scheduler": dask_scheduler}
         self.device = device  # as asked: on Dask, ``auto`` is resolved on the workers
         self.params: dict[str, Any] = {
@@ -93,7 +98,8 @@ class XGBoostRanker(ModelFamily):
         return cls(objective=settings.objective, n_estimators=settings.n_estimators,
                    max_depth=settings.max_depth, learning_rate=settings.learning_rate,
                    device=settings.device, seed=settings.seed, n_jobs=settings.family_threads,
-                   dask_workers=settings.dask_workers, dask_scheduler=settings.dask_scheduler)
+                   dask_workers=settings.dask_workers, dask_scheduler=settings.dask_scheduler,
+                   checkpoint_rounds=settings.checkpoint_rounds)
 
     @property
     def on_dask(self) -> bool:
@@ -111,6 +117,7 @@ class XGBoostRanker(ModelFamily):
         train = data.read("train", cols)
         valid = data.read("valid", cols) if data.valid_paths else None
         params = self._fit_params(early_stopping=valid is not None)
+        resumed, done, before = self._resumable(params, data)
         self.model = xgboost.XGBRanker(**params)
         X, y, qid = feature_matrix(train), train["label"].to_numpy(), query_ids(train)
         # the training curve on a sample of whole groups: NDCG over every training row each
@@ -126,10 +133,13 @@ class XGBoostRanker(ModelFamily):
         log.info("training XGBRanker on %d rows x %d features (%s, device=%s)", len(X),
                  X.shape[1], params["objective"], params["device"])
         t0 = time.perf_counter()
-        self.model.fit(X, y, qid=qid, eval_set=evals, eval_qid=qids, verbose=25)
+        self.model.fit(X, y, qid=qid, eval_set=evals, eval_qid=qids, verbose=25,
+                       xgb_model=resumed)
         seconds = time.perf_counter() - t0
-        return self._report(self.model.evals_result(), getattr(self.model, "best_iteration", None),
-                            seconds, len(X))
+        self._trained(data)
+        return self._report(_joined(before, self.model.evals_result()),
+                            getattr(self.model, "best_iteration", None), seconds, len(X),
+                            resumed_at_round=done)
 
     def _fit_params(self, early_stopping: bool) -> dict[str, Any]:
         """``XGBRanker``'s arguments: ``self.params`` with early stopping on the validation set
@@ -143,6 +153,40 @@ class XGBoostRanker(ModelFamily):
                 rounds=rounds, min_delta=delta, metric_name="ndcg@10", data_name="validation_1",
                 maximize=True, save_best=True)]
         return params
+
+    def _checkpoint_path(self, data: TrainingSet) -> Any:
+        return None if data.checkpoint_dir is None else (
+            Path(data.checkpoint_dir) / self.family / "resume.pkl")
+
+    def _resumable(self, params: dict[str, Any], data: TrainingSet) -> tuple[Any, int, dict]:
+        """With a checkpoint folder: add the checkpoint callback to ``params`` (after early
+        stopping), and return ``(booster to continue, rounds done, evaluation history)`` of
+        the checkpoint there, fewer rounds left in ``params``; without: ``(None, 0, {})``."""
+        path = self._checkpoint_path(data)
+        if path is None:
+            return None, 0, {}
+        from xgboost.callback import EarlyStopping
+
+        from models.xgb_checkpoint import RoundCheckpoints, resume
+
+        callbacks = params.get("callbacks", [])
+        early = next((c for c in callbacks if isinstance(c, EarlyStopping)), None)
+        fingerprint = {"params": {k: v for k, v in self.params.items() if k != "n_jobs"},
+                       "every": self.checkpoint_rounds, "dask": bool(self.on_dask),
+                       "train": [str(p) for p in data.train_paths],
+                       "valid": [str(p) for p in data.valid_paths]}
+        booster, done, before = resume(path, fingerprint, early)
+        total = self.params["n_estimators"]
+        params["n_estimators"] = total - done
+        params["callbacks"] = [*callbacks, RoundCheckpoints(
+            path, self.checkpoint_rounds, total, fingerprint, early, before)]
+        return booster, done, before
+
+    def _trained(self, data: TrainingSet) -> None:
+        """The fit is done: its checkpoint has nothing left to resume."""
+        path = self._checkpoint_path(data)
+        if path is not None:
+            path.unlink(missing_ok=True)
 
     def _report(self, res: dict, best: int | None, seconds: float, rows: int,
                 trained: dict[str, Any] | None = None, **metrics: float) -> TrainReport:
@@ -190,6 +234,7 @@ class XGBoostRanker(ModelFamily):
                                            enforce_metadata=False)
                 n_rows = n_rows or int(counts[:, 1].sum())  # the training rows
             params = self._fit_params(early_stopping="valid" in frames)
+            resumed, done, before = self._resumable(params, data)
             params.pop("n_jobs")  # the workers' threads
             params["device"] = _cluster_device(client, self.device)
             feats = model_features()
@@ -209,7 +254,7 @@ class XGBoostRanker(ModelFamily):
                      train.npartitions, params["objective"], params["device"])
             t0 = time.perf_counter()
             ranker.fit(train[feats], train["label"], qid=train["_qid"], eval_set=evals,
-                       eval_qid=qids, verbose=25)
+                       eval_qid=qids, verbose=25, xgb_model=resumed)
             seconds = time.perf_counter() - t0
             trained = {"device": params["device"], "n_jobs": None,
                        "dask_scheduler": self.dask["scheduler"] or "LocalCluster",
@@ -217,10 +262,12 @@ class XGBoostRanker(ModelFamily):
                        "dask_threads": sum(w.get("nthreads", 0) for w in info.values())}
             booster = ranker.get_booster()
             res, best = ranker.evals_result(), getattr(ranker, "best_iteration", None)
+        self._trained(data)
         self.model = xgboost.XGBRanker(**self._fit_params(early_stopping=False))
         self.model.load_model(bytearray(booster.save_raw("ubj")))
         self.set_threads(self.params["n_jobs"])  # scoring here: this task's threads
-        return self._report(res, best, seconds, n_rows, trained, dask_workers=len(info))
+        return self._report(_joined(before, res), best, seconds, n_rows, trained,
+                            dask_workers=len(info), resumed_at_round=done)
 
     def set_threads(self, n: int | None) -> XGBoostRanker:
         """Use ``n`` threads from now on, for fitting and for scoring a loaded model.
@@ -263,6 +310,12 @@ class XGBoostRanker(ModelFamily):
         # keyed fN, or by name when trained on named columns (the Dask path's DataFrames)
         return pd.Series({n: gain.get(n, gain.get(f"f{i}", 0.0)) for i, n in enumerate(names)}
                          ).sort_values(ascending=False)
+
+
+def _joined(before: dict, res: dict) -> dict:
+    """Evaluation history: the resumed checkpoint's rounds, then this fit's."""
+    return {data: {m: [*before.get(data, {}).get(m, []), *v] for m, v in metrics.items()}
+            for data, metrics in res.items()}
 
 
 def query_offsets(queries: np.ndarray) -> np.ndarray:

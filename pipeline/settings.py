@@ -175,6 +175,29 @@ class Settings(BaseSettings):
         description="Address of a running Dask scheduler (tcp://host:8786): XGBoost trains on "
         "that cluster (wins over RANKLINE_DASK_WORKERS); empty: see RANKLINE_DASK_WORKERS.",
     )
+    checkpoint_rounds: int = Field(
+        default=25, ge=1, le=100_000,
+        description="XGBoost writes a checkpoint every N boosting rounds, which a retried train "
+        "task resumes (torch families: every epoch).")
+    ddp_procs: int = Field(
+        default=1, ge=1, le=1024,
+        description="torch training (the neural families) on N torchrun worker processes per "
+        "host, gradients all-reduced by DDP (1: in the task's process); the task's threads "
+        "are shared among them. With CUDA, one GPU per process.")
+    ddp_nnodes: int = Field(
+        default=1, ge=1, le=4096,
+        description="Hosts of torch training; above 1 each other host runs the torchrun "
+        "command the train task logs, and RANKLINE_HOME must be storage every host shares.")
+    ddp_rdzv_endpoint: str = Field(
+        default="", max_length=500, pattern=r"^$|^[^\s:]+:\d+$",
+        description="host:port of the c10d rendezvous of a several-host torch training "
+        "(a host every node reaches; the train task's host is fine).")
+    ddp_rdzv_id: str = Field(
+        default="", max_length=200, pattern=r"^[A-Za-z0-9_.-]*$",
+        description="Rendezvous id of a several-host training (empty: the training run's id).")
+    ddp_backend: Literal["auto", "nccl", "gloo"] = Field(
+        default="auto", description="torch.distributed backend: auto is NCCL when the workers "
+        "train on CUDA, gloo otherwise.")
     threads: int = Field(
         default=0, ge=0, le=1024,
         description="Threads of every trainer and of the hulk scorer; 0 = auto: a step that runs "
@@ -334,6 +357,10 @@ class Settings(BaseSettings):
         if self.source == "synthetic" and self.n_categories > self.n_items:
             out.append(f"{self._given('n_categories', 'n_items')}: {env_name('n_categories')} "
                        f"must be <= {env_name('n_items')} (every category has an item)")
+        if self.ddp_nnodes > 1 and not self.ddp_rdzv_endpoint:
+            out.append(f"{self._given('ddp_nnodes', 'ddp_rdzv_endpoint')}: training on several "
+                       f"hosts needs {env_name('ddp_rdzv_endpoint')}=host:port (a rendezvous "
+                       "every host reaches)")
         return out
 
     def _given(self, *names: str) -> str:
@@ -351,6 +378,15 @@ class Settings(BaseSettings):
         if self.threads:
             return self.threads
         return len(os.sched_getaffinity(0))
+
+    @property
+    def ddp(self) -> Any:
+        """The :class:`models.ddp.DdpConfig` of the ``RANKLINE_DDP_*`` settings."""
+        from models.ddp import DdpConfig
+
+        return DdpConfig(procs=self.ddp_procs, nnodes=self.ddp_nnodes,
+                         rdzv_endpoint=self.ddp_rdzv_endpoint, rdzv_id=self.ddp_rdzv_id,
+                         backend=self.ddp_backend)
 
     @property
     def family_threads(self) -> int:

@@ -1,0 +1,195 @@
+"""Training across processes for real: torchrun DDP workers on gloo (this machine has no GPU)
+against the same model trained in one process, and training tasks (torch and XGBoost) SIGKILLed
+mid-run, then resumed from their checkpoints to the uninterrupted run's model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="make install puts torch in the venv")
+
+from models.base import TrainingSet  # noqa: E402
+from models.ddp import DdpConfig, WorkerFailed  # noqa: E402
+from models.neural import NeuralRanker, NeuralScratchRanker  # noqa: E402
+from models.sequence import EncoderConfig  # noqa: E402
+from tests.unit.test_model_contract import tiny_rows  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+BATCH = 32
+CONFIG = {"dim": 16, "layers": 1, "heads": 2, "max_len": 12, "dropout": 0.0}
+"""No dropout: N processes draw other dropout masks than one, and the test compares steps."""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> TrainingSet:
+    root = tmp_path_factory.mktemp("rows")
+    paths = {}
+    for part, (n, seed) in {"train": (300, 1), "valid": (60, 2)}.items():
+        (root / part).mkdir()
+        rows = tiny_rows(n, seed)
+        rows.to_parquet(root / part / "part-0.parquet")
+        paths[part] = (root / part,)
+        if part == "train":  # every batch holds a group for each of 2 ranks
+            relevant = int((rows.groupby("request_id")["label"].max() > 0).sum())
+            assert relevant % BATCH != 1, relevant
+    return TrainingSet(paths["train"], paths["valid"])
+
+
+def model(procs: int, epochs: int = 3) -> NeuralScratchRanker:
+    return NeuralScratchRanker(epochs=epochs, patience=epochs, batch_groups=BATCH, lr=3e-3,
+                               config=EncoderConfig(**CONFIG), device="cpu", seed=3, threads=2,
+                               ddp=DdpConfig(procs=procs))
+
+
+def with_checkpoints(data: TrainingSet, folder: Path) -> TrainingSet:
+    return TrainingSet(data.train_paths, data.valid_paths, None, folder)
+
+
+def seen_by_the_loss(name: str, value: torch.Tensor) -> torch.Tensor:
+    """``value`` without the parts the loss has no gradient for: the last layer's bias adds one
+    constant to every score (a softmax over a group ignores it), and the attention's key bias
+    adds one constant to every key's logit. Their gradients are float noise, which Adam scales
+    to full-size steps: they follow no trajectory, in one process or in two."""
+    if name == "head.5.bias":
+        return value[:0]
+    if name.endswith("self_attn.in_proj_bias"):
+        d = CONFIG["dim"]
+        return torch.cat([value[:d], value[2 * d:]])
+    return value
+
+
+def test_two_processes_follow_one_process_at_the_same_global_batch(data, tmp_path):
+    one, two = model(1), model(2)
+    r1 = one.fit(data)
+    r2 = two.fit(with_checkpoints(data, tmp_path))
+    assert r2.metrics["processes"] == 2 and r1.metrics["processes"] == 1
+    assert r2.metrics["rank_param_spread"] == 0.0  # the ranks end with identical weights
+    np.testing.assert_allclose(r2.curves["train_loss"], r1.curves["train_loss"], rtol=1e-4)
+    assert r1.curves["train_loss"][-1] < r1.curves["train_loss"][0]
+    for (name, a), b in zip(one.net.state_dict().items(), two.net.state_dict().values(),
+                            strict=True):
+        a, b = seen_by_the_loss(name, a), seen_by_the_loss(name, b)
+        torch.testing.assert_close(b, a, atol=2e-6, rtol=1e-5, msg=name)
+    rows = tiny_rows(20, 9)
+    s1, s2 = one.score(rows), two.score(rows)
+    np.testing.assert_allclose(s2 - s2.mean(), s1 - s1.mean(), atol=1e-5)
+    assert not (tmp_path / "neural_scratch" / "resume.pt").exists()  # trained: nothing to resume
+
+
+def test_a_failing_worker_fails_the_driver_with_its_error(data):
+    bad = NeuralRanker(epochs=1, config=EncoderConfig(**CONFIG), device="cpu",
+                       ddp=DdpConfig(procs=2))  # the neural family needs an encoder: none given
+    with pytest.raises(WorkerFailed, match=r"rank\d failed: ValueError: .*pretrain task"):
+        bad.fit(data)
+
+
+TASK = """
+import json, sys
+from pathlib import Path
+from models.base import TrainingSet
+from tests.integration import test_ddp
+a = json.loads(sys.argv[1])
+data = TrainingSet((Path(a["train"]),), (Path(a["valid"]),), None, Path(a["checkpoints"]))
+getattr(test_ddp, a["build"])(*a["args"]).fit(data)
+"""
+
+
+def kill_after_checkpoint(build: str, args: list, data: TrainingSet, folder: Path,
+                          checkpoint: Path) -> int:
+    """Run ``build(*args).fit`` as a task process, SIGKILL it once ``checkpoint`` exists, and
+    check that no process it started outlives it; return how many it had started."""
+    import psutil
+
+    spec = json.dumps({"build": build, "args": args, "train": str(data.train_paths[0]),
+                       "valid": str(data.valid_paths[0]), "checkpoints": str(folder)})
+    root = Path(__file__).resolve().parents[2]
+    task = subprocess.Popen([sys.executable, "-c", TASK, spec], cwd=root,
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists():
+        assert task.poll() is None, f"the task ended ({task.returncode}) before a checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.02)
+    children = [psutil.Process(p.pid) for p in psutil.Process(task.pid).children(recursive=True)]
+    task.send_signal(signal.SIGKILL)
+    task.wait()
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"processes outlived the killed task: {alive}"
+    return len(children)
+
+
+def test_a_torch_task_killed_mid_run_resumes_to_the_uninterrupted_result(data, tmp_path):
+    epochs = 30
+    whole = model(2, epochs)
+    whole.fit(with_checkpoints(data, tmp_path / "whole"))
+
+    ck = tmp_path / "killed"
+    resume = ck / "neural_scratch" / "resume.pt"
+    started = kill_after_checkpoint("model", [2, epochs], data, ck, resume)
+    assert started >= 3  # torchrun and its 2 workers, all gone with the task
+    done = torch.load(resume, weights_only=False)["loop"]["epoch"]
+    assert 1 <= done < epochs, done
+
+    resumed = model(2, epochs)
+    report = resumed.fit(with_checkpoints(data, ck))
+    assert report.metrics["resumed_at_epoch"] >= done
+    assert len(report.curves["train_loss"]) == epochs
+    for (name, a), b in zip(whole.net.state_dict().items(), resumed.net.state_dict().values(),
+                            strict=True):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5, msg=name)
+
+
+ROUNDS = 150
+
+
+def booster(every: int) -> Any:
+    from models.xgb import XGBoostRanker
+
+    # no early stop within the rounds, but its state (best round) carried through the resume
+    return XGBoostRanker(n_estimators=ROUNDS, early_stopping_rounds=ROUNDS,
+                         early_stopping_min_delta=0.0, device="cpu", n_jobs=1,
+                         checkpoint_rounds=every, max_depth=8)
+
+
+@pytest.fixture(scope="module")
+def bigger(tmp_path_factory) -> TrainingSet:
+    """Rows enough for boosting to take seconds, so the kill lands mid-run."""
+    root = tmp_path_factory.mktemp("xgb-rows")
+    for part, (n, seed) in {"train": (8_000, 5), "valid": (300, 6)}.items():
+        (root / part).mkdir()
+        tiny_rows(n, seed).drop(columns="seq").to_parquet(root / part / "part-0.parquet")
+    return TrainingSet((root / "train",), (root / "valid",))
+
+
+def test_an_xgboost_task_killed_mid_run_resumes_to_the_uninterrupted_result(bigger, tmp_path):
+    whole = booster(10)
+    full = whole.fit(with_checkpoints(bigger, tmp_path / "whole"))
+    assert not (tmp_path / "whole" / "xgboost" / "resume.pkl").exists()
+
+    ck = tmp_path / "killed"
+    resume = ck / "xgboost" / "resume.pkl"
+    kill_after_checkpoint("booster", [10], bigger, ck, resume)
+    import pickle
+
+    done = pickle.loads(resume.read_bytes())["rounds"]
+    assert 10 <= done < ROUNDS, done
+
+    resumed = booster(10)
+    report = resumed.fit(with_checkpoints(bigger, ck))
+    assert report.metrics["resumed_at_round"] >= done
+    assert report.best_step == full.best_step
+    np.testing.assert_allclose(report.curves["valid_ndcg@10"], full.curves["valid_ndcg@10"],
+                               atol=1e-6)
+    rows = tiny_rows(50, 7)
+    np.testing.assert_allclose(resumed.score(rows), whole.score(rows), atol=1e-5)
