@@ -1,9 +1,18 @@
-"""Distributed training against one process, on the same rows: XGBoost on Dask.
+"""Distributed training against one process, on the same rows: torch DDP, then XGBoost on Dask.
 
 Run after ``make demo`` (it trains on the demo's training rows in ``var/work/rows``: every date
 but the last four is training, the two before those validation, as the demo's split):
 
-    .venv/bin/python bench/distributed.py [--workers 2] [--repeat 2]
+    .venv/bin/python bench/distributed.py [--workers 2] [--repeat 2] [--only ddp|dask]
+
+**torch DDP** (the ``neural_scratch`` family: the neural ranker without the pre-trained encoder
+it would need; the same network and loop): ``--epochs`` epochs at the same global batch in one
+process with one thread, one process with every core (the fair single-process peer), and
+``--workers`` torchrun processes of one thread each over gloo; then the same processes again
+with the gradient all-reduce timed (a blocking communication hook, so no overlap with the
+backward pass: the compute/communication split). Samples are training rows through forward,
+backward and the optimizer step (data loading and validation excluded). Scaling efficiency:
+N processes' samples/s over N x one single-thread process's.
 
 XGBoost in one process (every core: the fair single-process peer) against a Dask
 ``LocalCluster`` of ``--workers`` worker processes sharing the same cores, started and closed by
@@ -41,8 +50,53 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2, help="best of N fits each")
     ap.add_argument("--rounds", type=int, default=100, help="boosting rounds, both")
+    ap.add_argument("--epochs", type=int, default=1, help="torch epochs, every run")
+    ap.add_argument("--only", choices=["ddp", "dask"], help="run one of the two parts")
     args = ap.parse_args()
+    if args.only != "dask":
+        ddp(args)
+    if args.only != "ddp":
+        dask(args)
 
+
+def ddp(args: argparse.Namespace) -> None:
+    from models.base import TrainingSet
+    from models.ddp import DdpConfig
+    from models.neural import NeuralScratchRanker
+
+    train, valid = split(args.rows)
+    data = TrainingSet(train, valid)
+    cores = len(os.sched_getaffinity(0))
+    n = args.workers
+    runs = {"1 process x 1 thread": (1, 1, False), f"1 process x {cores} threads": (1, cores, False),
+            f"{n} processes x 1 thread": (n, n, False),
+            f"{n} processes, all-reduce timed": (n, n, True)}
+    out = {}
+    for name, (procs, threads, timed) in runs.items():
+        model = NeuralScratchRanker(epochs=args.epochs, patience=args.epochs + 1, device="cpu",
+                                    seed=7, threads=threads,
+                                    ddp=DdpConfig(procs=procs, time_allreduce=timed))
+        t0 = time.perf_counter()
+        report = model.fit(data)
+        wall = time.perf_counter() - t0
+        m = report.metrics
+        out[name] = m
+        extra = (f", all-reduce {m['allreduce_seconds']:.1f} s of {m['train_seconds']:.1f} s"
+                 if timed else "")
+        print(f"ddp {name:28s} wall {wall:6.1f} s, training {m['train_seconds']:6.1f} s, "
+              f"{m['train_rows_per_s']:9,.0f} samples/s, valid NDCG@10 "
+              f"{max(report.curves['valid_ndcg@10']):.4f}{extra}", flush=True)
+    one, best1, many, timed = out.values()
+    comm = timed["allreduce_seconds"] / timed["train_seconds"]
+    print(f"ddp scaling efficiency {n} processes vs {n} x one 1-thread process: "
+          f"{many['train_rows_per_s'] / (n * one['train_rows_per_s']):.2f}")
+    print(f"ddp samples/s {n} processes / 1 process x {cores} threads: "
+          f"{many['train_rows_per_s'] / best1['train_rows_per_s']:.2f}")
+    print(f"ddp compute/communication split: {1 - comm:.0%} compute, {comm:.0%} all-reduce "
+          f"({timed['allreduce_seconds']:.1f} s of {timed['train_seconds']:.1f} s)")
+
+
+def dask(args: argparse.Namespace) -> None:
     from models.base import TrainingSet
     from models.xgb import XGBoostRanker
 

@@ -29,6 +29,7 @@ import ctypes
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -224,26 +225,50 @@ def launch(spec: dict[str, Any], folder: Path, cfg: DdpConfig, threads: int | No
                                                        os.environ.get("PYTHONPATH")]))}
     log.info("training on %d process(es) x %d host(s): %s", cfg.procs, cfg.nnodes, " ".join(cmd))
     tail: collections.deque[str] = collections.deque(maxlen=30)
+    first: re.Match[str] | None = None  # torchrun's first observed failure: the root cause
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, preexec_fn=_die_with_parent)
     assert proc.stdout is not None
     for line in proc.stdout:
         log.info("[torchrun] %s", line.rstrip())
         tail.append(line.rstrip())
+        first = first or FAILED.search(line)
     code = proc.wait()
     if code == 0 and (folder / "model.pt").exists():
         return
-    errors = sorted(folder.glob("error-rank*.txt"))
+    raise WorkerFailed(_failure(folder, code, first, tail))
+
+
+FAILED = re.compile(r"failed \(exitcode: (-?\d+)\) local_rank: (\d+)")
+"""torchrun's line for the first worker it saw fail."""
+
+RETRY = ("The training resumes from its last epoch checkpoint when the task is retried "
+         "(Airflow's retries, or airflow tasks clear).")
+
+
+def _failure(folder: Path, code: int, first: re.Match[str] | None, tail: Any) -> str:
+    """What failed: the first failed worker's error (its traceback, which it wrote beside the
+    spec), or the signal that killed it; the other workers' errors then are consequences (a
+    peer's connection reset), named after it."""
+    errors = {int(p.stem.removeprefix("error-rank")): p.read_text()
+              for p in sorted(folder.glob("error-rank*.txt"))}
+    if first is not None and int(first[1]) < 0:
+        try:
+            how = signal.Signals(-int(first[1])).name
+        except ValueError:
+            how = f"signal {-int(first[1])}"
+        then = "".join(f"\n  then rank {r}: {t.strip().splitlines()[-1]}"
+                       for r, t in errors.items())
+        return (f"torch training worker local rank {first[2]} was killed by {how} (out of "
+                f"memory? killed by hand or by the host?); the others stopped with it.{then}\n"
+                + RETRY)
     if errors:
-        text = errors[0].read_text()
-        last = text.strip().splitlines()[-1]
-        raise WorkerFailed(f"torch training worker {errors[0].stem.removeprefix('error-')} "
-                           f"failed: {last}\n{text}")
-    raise WorkerFailed(
-        f"torchrun exited with {code} and no worker reported an error: a worker was killed "
-        "(out of memory? see the signal below) or could not start. The training resumes from "
-        "its last epoch checkpoint when the task is retried (airflow tasks clear, or Airflow's "
-        "own retries). torchrun's last lines:\n" + "\n".join(tail))
+        rank = int(first[2]) if first is not None and int(first[2]) in errors else min(errors)
+        text = errors[rank]
+        return (f"torch training worker rank {rank} failed: {text.strip().splitlines()[-1]}"
+                f"\n{text}")
+    return (f"torchrun exited with {code} and no worker reported an error: a worker could not "
+            f"start or was killed. {RETRY} torchrun's last lines:\n" + "\n".join(tail))
 
 
 def _import(path: str) -> Any:

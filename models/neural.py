@@ -9,8 +9,11 @@ Each row must carry ``seq``: the user's item ids up to the day before the row (o
 the ``user_sequence`` feature view), besides ``item_id`` and the dense model features. Loss:
 ListNet (softmax cross-entropy against the gains ``2^label - 1`` of the group); early stopping
 on the validation groups' NDCG@10; a checkpoint every epoch when the training set names a
-folder. Saved through MLflow as a pyfunc model whose artifact holds the weights, the item
-vocabulary and the dense features' standardization.
+folder (weights, optimizer, sampler and RNG state), which the next fit of the same settings and
+data resumes: an Airflow retry of a killed task continues where it stopped. Training runs in the
+calling process, or data-parallel on torchrun workers (``ddp``: :mod:`models.ddp`), the same
+loop (:meth:`NeuralRanker.train_loop`) on every rank. Saved through MLflow as a pyfunc model
+whose artifact holds the weights, the item vocabulary and the dense features' standardization.
 """
 
 from __future__ import annotations
@@ -101,6 +104,9 @@ class LoopState:
     stopped: bool = False
     seen: int = 0
     seconds: float = 0.0
+    train_seconds: float = 0.0
+    """Time in the batch loop (forward, backward, all-reduce, step): not data loading nor
+    validation."""
     resumed_at: int = 0
     """Epochs done when this call resumed from a checkpoint (0: it did not)."""
 
@@ -304,6 +310,7 @@ class NeuralRanker(ModelFamily):
         for epoch in range(st.epoch, self.params["epochs"] if not st.stopped else st.epoch):
             step.train()
             loss_sum, n, seen = 0.0, 0, 0
+            t_epoch = time.perf_counter()
             for batch in length_batches(seq_lengths, bg, rng):
                 if len(batch) < worker.world:  # a share for every rank, or nobody steps
                     continue
@@ -326,6 +333,7 @@ class NeuralRanker(ModelFamily):
                 loss_sum += float(local.detach())
                 n += 1
                 seen += int(mask.sum())
+            st.train_seconds += time.perf_counter() - t_epoch
             loss_sum, seen = worker.sum([loss_sum, float(seen)])
             st.seen += int(seen)
             st.curves["train_loss"].append(loss_sum / max(n, 1))
@@ -359,6 +367,8 @@ class NeuralRanker(ModelFamily):
             st.curves.pop("valid_ndcg@10")
         seconds = time.perf_counter() - t0
         metrics = {"fit_seconds": seconds, "rows_per_s": st.seen / seconds,
+                   "train_seconds": st.train_seconds,
+                   "train_rows_per_s": st.seen / max(st.train_seconds, 1e-9),
                    "rows": len(dense), "items": len(self.vocab) - 1, "processes": worker.world,
                    "resumed_at_epoch": st.resumed_at, "rank_param_spread": spread}
         if worker.time_allreduce:

@@ -90,7 +90,7 @@ def test_two_processes_follow_one_process_at_the_same_global_batch(data, tmp_pat
 def test_a_failing_worker_fails_the_driver_with_its_error(data):
     bad = NeuralRanker(epochs=1, config=EncoderConfig(**CONFIG), device="cpu",
                        ddp=DdpConfig(procs=2))  # the neural family needs an encoder: none given
-    with pytest.raises(WorkerFailed, match=r"rank\d failed: ValueError: .*pretrain task"):
+    with pytest.raises(WorkerFailed, match=r"rank \d failed: ValueError: .*pretrain task"):
         bad.fit(data)
 
 
@@ -106,9 +106,10 @@ getattr(test_ddp, a["build"])(*a["args"]).fit(data)
 
 
 def kill_after_checkpoint(build: str, args: list, data: TrainingSet, folder: Path,
-                          checkpoint: Path) -> int:
-    """Run ``build(*args).fit`` as a task process, SIGKILL it once ``checkpoint`` exists, and
-    check that no process it started outlives it; return how many it had started."""
+                          checkpoint: Path, after: int = 0) -> int:
+    """Run ``build(*args).fit`` as a task process, SIGKILL it once ``checkpoint`` holds more
+    than ``after`` steps, and check that no process it started outlives it; return how many
+    it had started."""
     import psutil
 
     spec = json.dumps({"build": build, "args": args, "train": str(data.train_paths[0]),
@@ -117,7 +118,7 @@ def kill_after_checkpoint(build: str, args: list, data: TrainingSet, folder: Pat
     task = subprocess.Popen([sys.executable, "-c", TASK, spec], cwd=root,
                             env={**os.environ, "PYTHONPATH": str(root)})
     deadline = time.monotonic() + 120
-    while not checkpoint.exists():
+    while steps(checkpoint) <= after:
         assert task.poll() is None, f"the task ended ({task.returncode}) before a checkpoint"
         assert time.monotonic() < deadline, "no checkpoint within 120 s"
         time.sleep(0.02)
@@ -129,17 +130,57 @@ def kill_after_checkpoint(build: str, args: list, data: TrainingSet, folder: Pat
     return len(children)
 
 
-def test_a_torch_task_killed_mid_run_resumes_to_the_uninterrupted_result(data, tmp_path):
+def steps(checkpoint: Path) -> int:
+    """Epochs (torch) or rounds (XGBoost) a checkpoint holds; 0 when there is none yet."""
+    import pickle
+
+    if not checkpoint.exists():
+        return 0
+    if checkpoint.suffix == ".pt":
+        return torch.load(checkpoint, weights_only=False)["loop"]["epoch"]
+    return pickle.loads(checkpoint.read_bytes())["rounds"]
+
+
+def test_a_torch_training_killed_twice_resumes_to_the_uninterrupted_result(data, tmp_path):
+    """First a worker is killed (the driver fails, naming the kill), then the whole task (its
+    torchrun and workers die with it); each rerun resumes the last checkpoint."""
+    import threading
+
+    import psutil
+
     epochs = 30
     whole = model(2, epochs)
     whole.fit(with_checkpoints(data, tmp_path / "whole"))
 
     ck = tmp_path / "killed"
     resume = ck / "neural_scratch" / "resume.pt"
-    started = kill_after_checkpoint("model", [2, epochs], data, ck, resume)
+    failure: list[BaseException] = []
+
+    def fit() -> None:
+        try:
+            model(2, epochs).fit(with_checkpoints(data, ck))
+        except BaseException as e:  # noqa: BLE001 - handed to the test's thread
+            failure.append(e)
+
+    run = threading.Thread(target=fit)
+    run.start()
+    deadline = time.monotonic() + 120
+    while steps(resume) < 1 and time.monotonic() < deadline and run.is_alive():
+        time.sleep(0.02)
+    rank1 = [p for p in psutil.Process().children(recursive=True)
+             if p.environ().get("RANK") == "1" and "models.ddp" in p.cmdline()]
+    assert len(rank1) == 1, rank1
+    rank1[0].send_signal(signal.SIGKILL)
+    run.join(120)
+    assert failure and isinstance(failure[0], WorkerFailed), failure
+    assert "local rank 1 was killed by SIGKILL" in str(failure[0])
+    first = steps(resume)
+    assert 1 <= first < epochs, first
+
+    started = kill_after_checkpoint("model", [2, epochs], data, ck, resume, after=first)
     assert started >= 3  # torchrun and its 2 workers, all gone with the task
-    done = torch.load(resume, weights_only=False)["loop"]["epoch"]
-    assert 1 <= done < epochs, done
+    done = steps(resume)
+    assert first < done < epochs, done
 
     resumed = model(2, epochs)
     report = resumed.fit(with_checkpoints(data, ck))
@@ -180,9 +221,7 @@ def test_an_xgboost_task_killed_mid_run_resumes_to_the_uninterrupted_result(bigg
     ck = tmp_path / "killed"
     resume = ck / "xgboost" / "resume.pkl"
     kill_after_checkpoint("booster", [10], bigger, ck, resume)
-    import pickle
-
-    done = pickle.loads(resume.read_bytes())["rounds"]
+    done = steps(resume)
     assert 10 <= done < ROUNDS, done
 
     resumed = booster(10)
