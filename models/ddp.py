@@ -173,7 +173,7 @@ class Worker:
             dist.destroy_process_group()
 
 
-def _timed_allreduce(worker: Worker, bucket: Any) -> Any:
+def _timed_allreduce(worker, bucket):  # noqa: ANN001, ANN202 - DDP checks: none or GradBucket
     """DDP communication hook: the default mean all-reduce, blocking, its time counted."""
     import torch
     import torch.distributed as dist

@@ -70,6 +70,7 @@ class XGBoostRanker(ModelFamily):
         dask_workers: int = 0,
         dask_scheduler: str = "",
         checkpoint_rounds: int = 25,
+        stream: bool = False,
     ) -> None:
         """``n_jobs``: threads for training and scoring (None: XGBoost's default, every core).
         Early stopping: training stops when validation NDCG@10 has not improved by
@@ -77,9 +78,14 @@ class XGBoostRanker(ModelFamily):
         (gains of a few 1e-4 took hundreds of rounds on the demo data). ``dask_workers`` /
         ``dask_scheduler``: train on Dask (the module's docstring). With a checkpoint folder in
         the training set, a checkpoint every ``checkpoint_rounds`` rounds, which the next fit
-        of the same parameters and data resumes (:mod:`models.xgb_checkpoint`)."""
+        of the same parameters and data resumes (:mod:`models.xgb_checkpoint`). ``stream``: in
+        one process, boost from the partitions streamed into XGBoost's external-memory matrix
+        (:mod:`models.xgb_stream`) instead of one frame of every row."""
         super().__init__()
         self.checkpoint_rounds = checkpoint_rounds
+        self.stream = stream
+        """Boost from the partitions streamed to disk pages (:mod:`models.xgb_stream`), in
+        memory bounded by one partition, not the training window."""
         self.dask = {"workers": dask_workers, "scheduler": dask_scheduler}
         self.device = device  # as asked: on Dask, ``auto`` is resolved on the workers
         self.params: dict[str, Any] = {
@@ -99,7 +105,8 @@ class XGBoostRanker(ModelFamily):
                    max_depth=settings.max_depth, learning_rate=settings.learning_rate,
                    device=settings.device, seed=settings.seed, n_jobs=settings.family_threads,
                    dask_workers=settings.dask_workers, dask_scheduler=settings.dask_scheduler,
-                   checkpoint_rounds=settings.checkpoint_rounds)
+                   checkpoint_rounds=settings.checkpoint_rounds,
+                   stream=settings.stream_rows)
 
     @property
     def on_dask(self) -> bool:
@@ -108,6 +115,8 @@ class XGBoostRanker(ModelFamily):
     def fit(self, data: TrainingSet) -> TrainReport:
         if self.on_dask:
             return self._fit_dask(data)
+        if self.stream:
+            return self._fit_stream(data)
         import time
 
         import xgboost
@@ -268,6 +277,39 @@ class XGBoostRanker(ModelFamily):
         self.set_threads(self.params["n_jobs"])  # scoring here: this task's threads
         return self._report(_joined(before, res), best, seconds, n_rows, trained,
                             dask_workers=len(info), resumed_at_round=done)
+
+    def _fit_stream(self, data: TrainingSet) -> TrainReport:
+        """The fit from streamed partitions: the same rows, query ids, training-curve sample
+        and early stopping as the Dask path's, boosted in this process."""
+        import tempfile
+        import time
+
+        import xgboost
+
+        from models.xgb_stream import train_booster
+
+        parts = {"train": list(data.train_paths), "valid": list(data.valid_paths)}
+        counts = {k: np.array([_count(p) for p in v]).reshape(-1, 2) for k, v in parts.items()}
+        offsets = {k: query_offsets(c[:, 0]).tolist() for k, c in counts.items()}
+        rows = int(counts["train"][:, 1].sum())
+        share, seed = min(1.0, TRAIN_CURVE_ROWS / max(rows, 1)), self.params["random_state"]
+        params = self._fit_params(early_stopping=bool(parts["valid"]))
+        resumed, done, before = self._resumable(params, data)
+        log.info("training XGBRanker on %d rows streamed from %d partitions (%s, device=%s)",
+                 rows, len(parts["train"]), params["objective"], params["device"])
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="rankline-xgb-") as cache:
+            booster, res, batch = train_booster(
+                params, parts, offsets, lambda p, o: _partition(p, o, share, seed), Path(cache),
+                resumed)
+        seconds = time.perf_counter() - t0
+        self._trained(data)
+        best = booster.attr("best_iteration")
+        self.model = xgboost.XGBRanker(**self._fit_params(early_stopping=False))
+        self.model.load_model(bytearray(booster.save_raw("ubj")))
+        self.set_threads(self.params["n_jobs"])
+        return self._report(_joined(before, res), None if best is None else int(best), seconds,
+                            rows, {"stream": True}, resumed_at_round=done, largest_batch=batch)
 
     def set_threads(self, n: int | None) -> XGBoostRanker:
         """Use ``n`` threads from now on, for fitting and for scoring a loaded model.

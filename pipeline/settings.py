@@ -175,6 +175,11 @@ class Settings(BaseSettings):
         description="Address of a running Dask scheduler (tcp://host:8786): XGBoost trains on "
         "that cluster (wins over RANKLINE_DASK_WORKERS); empty: see RANKLINE_DASK_WORKERS.",
     )
+    stream_rows: bool = Field(
+        default=False,
+        description="XGBoost (in the task's process) reads the training rows one date at a "
+        "time into an external-memory matrix on disk, so its memory is bounded by a date's "
+        "rows, not the training window's (false: one frame of every row, in memory).")
     checkpoint_rounds: int = Field(
         default=25, ge=1, le=100_000,
         description="XGBoost writes a checkpoint every N boosting rounds, which a retried train "

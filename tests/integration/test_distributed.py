@@ -87,3 +87,13 @@ def test_a_running_cluster_is_used_by_its_address(data):
         with Client(cluster) as client:  # still up: not ours to close
             assert len(client.scheduler_info()["workers"]) == 2
     assert report.metrics["dask_workers"] == 2 and best_valid(report) > 0.9
+
+
+def test_streamed_partitions_reach_the_in_memory_model(data):
+    """One partition at a time into XGBoost's external-memory matrix: the same queries and
+    rows, so the same model within quantization, never more than a partition in a batch."""
+    frame = XGBoostRanker(device="cpu", n_jobs=1).fit(data)
+    stream = XGBoostRanker(device="cpu", n_jobs=1, stream=True).fit(data)
+    assert stream.metrics["rows"] == frame.metrics["rows"] == 4 * 500 * 8
+    assert stream.metrics["largest_batch"] == 500 * 8  # a partition, not the set
+    assert abs(best_valid(stream) - best_valid(frame)) <= 0.005
