@@ -79,6 +79,17 @@ class TrainReport:
     """Feature importance, largest first, when the family has one."""
 
 
+def files_of(paths: tuple[Path, ...]) -> list[tuple[str, int, int]]:
+    """``(path, size, mtime_ns)`` of every file under ``paths`` (files or folders)."""
+    found = []
+    for root in map(Path, paths):
+        for f in sorted(root.rglob("*")) if root.is_dir() else [root]:
+            if f.is_file():
+                st = f.stat()
+                found.append((str(f), st.st_size, st.st_mtime_ns))
+    return found
+
+
 def requirements(*packages: str) -> list[str]:
     """Pinned pip requirements of a logged model: ``mlflow`` and ``packages`` at the versions
     installed here (stating them spares MLflow inferring them by loading the model again)."""

@@ -71,12 +71,16 @@ class WorkerFailed(RuntimeError):
     """A torchrun worker failed; the message holds its error (or the signal that killed it)."""
 
 
+try:  # looked up here: loading a library between fork and exec can deadlock a threaded parent
+    _PRCTL: Any = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+except (OSError, AttributeError):
+    _PRCTL = None
+
+
 def _die_with_parent() -> None:
     """In a child before exec: SIGKILL it when its parent dies (Linux; elsewhere a no-op)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -229,11 +233,16 @@ def launch(spec: dict[str, Any], folder: Path, cfg: DdpConfig, threads: int | No
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, preexec_fn=_die_with_parent)
     assert proc.stdout is not None
-    for line in proc.stdout:
-        log.info("[torchrun] %s", line.rstrip())
-        tail.append(line.rstrip())
-        first = first or FAILED.search(line)
-    code = proc.wait()
+    try:
+        for line in proc.stdout:
+            log.info("[torchrun] %s", line.rstrip())
+            tail.append(line.rstrip())
+            first = first or FAILED.search(line)
+        code = proc.wait()
+    except BaseException:  # interrupted (a task timeout, SIGTERM): no worker outlives us
+        proc.kill()
+        proc.wait()
+        raise
     if code == 0 and (folder / "model.pt").exists():
         return
     raise WorkerFailed(_failure(folder, code, first, tail))
@@ -300,9 +309,10 @@ def main(spec_path: str) -> None:
                            Path(d["checkpoint_dir"]) if d["checkpoint_dir"] else None)
         report = model.train_loop(data, worker)
         if worker.is_main:
-            model._save(out / "model.pt.tmp")
+            tmp = out / f"model.pt.{os.getpid()}.tmp"
+            model._save(tmp)
             (out / "report.json").write_text(json.dumps(asdict(report), default=float))
-            os.replace(out / "model.pt.tmp", out / "model.pt")
+            os.replace(tmp, out / "model.pt")
     except BaseException:
         (out / f"error-rank{rank}.txt").write_text(traceback.format_exc())
         raise

@@ -19,8 +19,10 @@ whose artifact holds the weights, the item vocabulary and the dense features' st
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -34,7 +36,7 @@ import pandas as pd
 
 from feature_store.compute import feature_matrix
 from feature_store.definitions import SEQ, model_features
-from models.base import ModelFamily, TrainingSet, TrainReport, requirements
+from models.base import ModelFamily, TrainingSet, TrainReport, files_of, requirements
 from models.ddp import DdpConfig, Worker
 from models.metrics import ranking_metrics
 from models.sequence import (
@@ -111,6 +113,81 @@ class LoopState:
     """Epochs done when this call resumed from a checkpoint (0: it did not)."""
 
 
+@dataclass
+class Prepared:
+    """A set of training rows as tensors: ``index`` ``[groups, width]`` row of each slot (-1:
+    none), ``seq`` each group's padded history, per row ``items``, ``dense``, ``gains``; the
+    groups trained on (``group_ids``, with a relevant row) and their ``seq_lengths``."""
+
+    index: np.ndarray
+    seq: np.ndarray
+    items: Any
+    dense: Any
+    gains: Any
+    group_ids: np.ndarray
+    seq_lengths: np.ndarray
+
+
+def _rng_state(device: str) -> dict[str, Any]:
+    """This process's torch RNG states: the CPU's, and the GPU's when it trains on one."""
+    import torch
+
+    cuda = device.startswith("cuda")
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if cuda else None}
+
+
+def _set_rng_state(state: dict[str, Any], device: str) -> None:
+    import torch
+
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"] is not None and device.startswith("cuda"):
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def seen_items(rows: pd.DataFrame) -> np.ndarray:
+    """Every item id in ``rows``: the rows' items and their users' histories."""
+    seen = [np.asarray(s, dtype=np.int64) for s in rows[SEQ] if s is not None and len(s)]
+    return np.unique(np.concatenate([rows["item_id"].to_numpy(np.int64), *seen]))
+
+
+def standardization(squashed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and std of ``squashed`` features, missing values ignored (an
+    all-missing column, a blind one: mean 0, std 1)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nan_to_num(np.nanmean(squashed, 0)).astype(np.float32)
+        std = np.nan_to_num(np.nanstd(squashed, 0), nan=1.0).astype(np.float32) + 1e-3
+    return mean, std
+
+
+class RowStats:
+    """:func:`standardization` and :func:`seen_items` accumulated one partition at a time."""
+
+    def __init__(self) -> None:
+        self.sum = self.sumsq = self.count = 0.0
+        self.rows = 0
+        self.seen: list[np.ndarray] = []
+
+    def add(self, squashed: np.ndarray, items: np.ndarray | None) -> None:
+        x = squashed.astype(np.float64)
+        self.sum = self.sum + np.nansum(x, 0)
+        self.sumsq = self.sumsq + np.nansum(x * x, 0)
+        self.count = self.count + (~np.isnan(x)).sum(0)
+        self.rows += len(x)
+        if items is not None:
+            self.seen = [np.unique(np.concatenate([*self.seen, items]))]
+
+    def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
+        count = np.maximum(self.count, 1)
+        mean = np.where(self.count > 0, self.sum / count, 0.0)
+        var = np.maximum(self.sumsq / count - mean ** 2, 0.0)
+        std = np.where(self.count > 0, np.sqrt(var), 1.0)
+        return mean.astype(np.float32), std.astype(np.float32) + 1e-3
+
+    def items(self) -> np.ndarray:
+        return self.seen[0] if self.seen else np.zeros(0, dtype=np.int64)
+
+
 class NeuralRanker(ModelFamily):
     """Sequence encoder + ranking head, fine-tuned from a pre-trained encoder."""
 
@@ -123,7 +200,8 @@ class NeuralRanker(ModelFamily):
     def __init__(self, *, epochs: int = 8, lr: float = 2e-3, finetune: str = "lower_lr",
                  lr_scale: float = 0.1, batch_groups: int = 128, patience: int = 2,
                  config: EncoderConfig | dict[str, Any] | None = None, device: str = "auto",
-                 seed: int = 0, threads: int | None = None, ddp: DdpConfig | None = None) -> None:
+                 seed: int = 0, threads: int | None = None, ddp: DdpConfig | None = None,
+                 stream: bool = False) -> None:
         super().__init__()
         if finetune not in ("frozen", "lower_lr"):
             raise ValueError(f"finetune must be frozen or lower_lr, not {finetune!r}")
@@ -135,6 +213,9 @@ class NeuralRanker(ModelFamily):
             config or EncoderConfig())
         self.ddp = ddp or DdpConfig()
         """How training is spread over processes (one: in this process)."""
+        self.params["stream"] = self.stream = stream
+        """Read the training rows one partition (date) at a time, every epoch, in a random
+        order, batches drawn within a partition: memory bounded by a partition's rows."""
         self.vocab: ItemVocab | None = None
         self.net: Any = None
         self.mean = self.std = np.zeros(0, dtype=np.float32)
@@ -146,7 +227,7 @@ class NeuralRanker(ModelFamily):
                    finetune=settings.finetune, lr_scale=settings.finetune_lr_scale,
                    config=EncoderConfig(dim=settings.embed_dim, max_len=settings.seq_len),
                    device=settings.device, seed=settings.seed, threads=settings.family_threads,
-                   ddp=settings.ddp)
+                   ddp=settings.ddp, stream=settings.stream_rows)
 
     def set_threads(self, n: int | None) -> NeuralRanker:
         import torch
@@ -157,9 +238,10 @@ class NeuralRanker(ModelFamily):
         return self
 
     # -- building -----------------------------------------------------------------------------
-    def initial_network(self, data: TrainingSet, train: pd.DataFrame) -> Any:
+    def initial_network(self, data: TrainingSet, train: pd.DataFrame | np.ndarray) -> Any:
         """The network before the first step: the checkpoint's encoder (``neural``) or random
-        weights over the training rows' items (``neural_scratch``)."""
+        weights over the training rows' items (``neural_scratch``; ``train``: the rows, or the
+        item ids they hold, :func:`seen_items`)."""
         import torch
 
         torch.manual_seed(self.params["seed"])
@@ -173,8 +255,7 @@ class NeuralRanker(ModelFamily):
             net = build_network(len(self.vocab), 2 * len(model_features()), self.config)
             net.encoder.load_state_dict(ck.state)
             return net
-        seen = [np.asarray(s, dtype=np.int64) for s in train[SEQ] if s is not None and len(s)]
-        self.vocab = ItemVocab(np.concatenate([train["item_id"].to_numpy(np.int64), *seen]))
+        self.vocab = ItemVocab(seen_items(train) if isinstance(train, pd.DataFrame) else train)
         return build_network(len(self.vocab), 2 * len(model_features()), self.config)
 
     # -- data ---------------------------------------------------------------------------------
@@ -218,13 +299,18 @@ class NeuralRanker(ModelFamily):
     def fit(self, data: TrainingSet) -> TrainReport:
         """Train in this process, or on torchrun workers when :attr:`ddp` says so."""
         if self.ddp.distributed:
-            return self._fit_torchrun(data)
-        return self.train_loop(data, Worker.single(self.params["device"]))
+            report = self._fit_torchrun(data)
+        else:
+            report = self.train_loop(data, Worker.single(self.params["device"]))
+        if (ck := self._checkpoint_path(data)) is not None:
+            ck.unlink(missing_ok=True)  # trained: a rerun trains afresh
+        return report
 
     def _spec(self) -> dict[str, Any]:
         """What a torchrun worker needs to build this model again (see :func:`models.ddp.main`)."""
         kwargs = {k: self.params[k] for k in ("epochs", "lr", "finetune", "lr_scale",
-                                               "batch_groups", "patience", "device", "seed")}
+                                               "batch_groups", "patience", "device", "seed",
+                                               "stream")}
         return {"family": f"{type(self).__module__}:{type(self).__qualname__}",
                 "kwargs": {**kwargs, "config": asdict(self.config)}}
 
@@ -237,11 +323,19 @@ class NeuralRanker(ModelFamily):
         threads = max(1, (self.params["threads"] or len(os.sched_getaffinity(0))) // cfg.procs)
         spec = {**self._spec(), "data": {k: getattr(data, k) for k in (
             "train_paths", "valid_paths", "pretrained", "checkpoint_dir")}}
+        if cfg.nnodes > 1 and data.checkpoint_dir is None:
+            raise ValueError("training on several hosts needs a checkpoint folder on storage "
+                             "every host shares (the train task's: RANKLINE_HOME)")
         with contextlib.ExitStack() as stack:
             if data.checkpoint_dir is not None:  # shared with the other hosts' workers
                 folder = Path(data.checkpoint_dir) / self.family / "torchrun"
+                stack.callback(shutil.rmtree, folder, ignore_errors=True)
             else:
                 folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            if data.pretrained is not None:  # where every host's workers read it
+                folder.mkdir(parents=True, exist_ok=True)
+                spec["data"]["pretrained"] = shutil.copyfile(data.pretrained,
+                                                             folder / "encoder.pt")
             job = (f"{Path(data.checkpoint_dir).name}-{self.family}" if data.checkpoint_dir
                    else f"rankline-{self.family}")
             launch(spec, folder, cfg, threads, job)
@@ -266,24 +360,23 @@ class NeuralRanker(ModelFamily):
 
         device = worker.device
         rng = np.random.default_rng(self.params["seed"])
-        train = data.read("train")
         valid = data.read("valid") if data.valid_paths and worker.is_main else None
-        self.net = self.initial_network(data, train).to(device)
-        x = self._features(train)
-        squashed = self._squash(x)
-        with warnings.catch_warnings():  # an all-missing column (a blind one): mean 0, std 1
-            warnings.simplefilter("ignore", RuntimeWarning)
-            self.mean = np.nan_to_num(np.nanmean(squashed, 0)).astype(np.float32)
-            self.std = np.nan_to_num(np.nanstd(squashed, 0), nan=1.0).astype(np.float32) + 1e-3
-        tr = self._groups(train)
-        dense = torch.from_numpy(self._dense(train, x))
-        gains = torch.from_numpy(2.0 ** train["label"].to_numpy(np.float32) - 1)
-        items = torch.from_numpy(tr["item"])
-        del train, x, squashed
-        keep = (gains[torch.from_numpy(np.where(tr["index"] < 0, 0, tr["index"]))]
-                * torch.from_numpy(tr["index"] >= 0)).sum(1) > 0  # groups with a relevant row
-        group_ids = np.flatnonzero(keep.numpy())
-        seq_lengths = (tr["seq"][group_ids] != 0).sum(1)
+        if self.stream:  # one partition at a time: statistics first, in one pass
+            stats = RowStats()
+            for path in data.train_paths:
+                stats.add(self._squash(self._features(part := pd.read_parquet(path))),
+                          seen_items(part) if self.init == "scratch" else None)
+                del part
+            self.mean, self.std, n_rows = *stats.mean_std(), stats.rows
+            self.net = self.initial_network(data, stats.items()).to(device)
+            whole = None
+        else:
+            train = data.read("train")
+            self.net = self.initial_network(data, train).to(device)
+            x = self._features(train)
+            self.mean, self.std = standardization(self._squash(x))
+            whole, n_rows = self._prepare(train, x), len(train)
+            del train, x
 
         enc_params = list(self.net.encoder.parameters())
         head_params = list(self.net.head.parameters())
@@ -311,28 +404,33 @@ class NeuralRanker(ModelFamily):
             step.train()
             loss_sum, n, seen = 0.0, 0, 0
             t_epoch = time.perf_counter()
-            for batch in length_batches(seq_lengths, bg, rng):
-                if len(batch) < worker.world:  # a share for every rank, or nobody steps
-                    continue
-                g = group_ids[worker.shard(batch)]
-                idx = torch.from_numpy(tr["index"][g])
-                valid_slot = idx >= 0
-                safe = idx.clamp(min=0)
-                seq = torch.from_numpy(tr["seq"][g]).to(device)
-                gain = (gains[safe] * valid_slot).to(device)
-                mask = valid_slot.to(device)
-                with amp:
-                    scores = step(seq, items[safe].to(device), dense[safe].to(device)).float()
-                scores = scores.masked_fill(~mask, -1e4)
-                target = gain / gain.sum(1, keepdim=True)
-                local = -(target * torch.log_softmax(scores, 1)).sum() / len(batch)
-                opt.zero_grad()
-                (local * worker.world).backward()  # DDP averages over the ranks
-                torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
-                opt.step()
-                loss_sum += float(local.detach())
-                n += 1
-                seen += int(mask.sum())
+            # every rank reads the same partitions in the same order and draws the same batches
+            for part in ([whole] if whole is not None else (
+                    self._prepare(pd.read_parquet(data.train_paths[i]))
+                    for i in rng.permutation(len(data.train_paths)))):
+                for batch in length_batches(part.seq_lengths, bg, rng):
+                    if len(batch) < worker.world:  # a share for every rank, or nobody steps
+                        continue
+                    g = part.group_ids[worker.shard(batch)]
+                    idx = torch.from_numpy(part.index[g])
+                    valid_slot = idx >= 0
+                    safe = idx.clamp(min=0)
+                    seq = torch.from_numpy(part.seq[g]).to(device)
+                    gain = (part.gains[safe] * valid_slot).to(device)
+                    mask = valid_slot.to(device)
+                    with amp:
+                        scores = step(seq, part.items[safe].to(device),
+                                      part.dense[safe].to(device)).float()
+                    scores = scores.masked_fill(~mask, -1e4)
+                    target = gain / gain.sum(1, keepdim=True)
+                    local = -(target * torch.log_softmax(scores, 1)).sum() / len(batch)
+                    opt.zero_grad()
+                    (local * worker.world).backward()  # DDP averages over the ranks
+                    torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
+                    opt.step()
+                    loss_sum += float(local.detach())
+                    n += 1
+                    seen += int(mask.sum())
             st.train_seconds += time.perf_counter() - t_epoch
             loss_sum, seen = worker.sum([loss_sum, float(seen)])
             st.seen += int(seen)
@@ -361,20 +459,32 @@ class NeuralRanker(ModelFamily):
         self.net.eval()
         self.features = feature_spec()
         spread = self._rank_spread(worker)
-        if ck is not None and worker.is_main:
-            ck.unlink(missing_ok=True)  # trained: a rerun trains afresh
         if not data.valid_paths:
             st.curves.pop("valid_ndcg@10")
         seconds = time.perf_counter() - t0
         metrics = {"fit_seconds": seconds, "rows_per_s": st.seen / seconds,
                    "train_seconds": st.train_seconds,
                    "train_rows_per_s": st.seen / max(st.train_seconds, 1e-9),
-                   "rows": len(dense), "items": len(self.vocab) - 1, "processes": worker.world,
+                   "rows": n_rows, "items": len(self.vocab) - 1, "processes": worker.world,
                    "resumed_at_epoch": st.resumed_at, "rank_param_spread": spread}
         if worker.time_allreduce:
             metrics["allreduce_seconds"] = worker.allreduce_seconds
         return TrainReport(step="epoch", curves=st.curves, best_step=st.best_epoch,
                            params={**self.params, **asdict(self.config)}, metrics=metrics)
+
+    def _prepare(self, rows: pd.DataFrame, x: np.ndarray | None = None) -> Prepared:
+        """Training tensors of ``rows`` (``x``: their feature matrix, if at hand): the padded
+        groups, and the groups with a relevant row, with their history lengths."""
+        import torch
+
+        tr = self._groups(rows)
+        gains = torch.from_numpy(2.0 ** rows["label"].to_numpy(np.float32) - 1)
+        keep = (gains[torch.from_numpy(np.where(tr["index"] < 0, 0, tr["index"]))]
+                * torch.from_numpy(tr["index"] >= 0)).sum(1) > 0
+        group_ids = np.flatnonzero(keep.numpy())
+        return Prepared(index=tr["index"], seq=tr["seq"], items=torch.from_numpy(tr["item"]),
+                        dense=torch.from_numpy(self._dense(rows, x)), gains=gains,
+                        group_ids=group_ids, seq_lengths=(tr["seq"][group_ids] != 0).sum(1))
 
     # -- checkpoints --------------------------------------------------------------------------
     def _checkpoint_path(self, data: TrainingSet) -> Path | None:
@@ -382,9 +492,12 @@ class NeuralRanker(ModelFamily):
                 else Path(data.checkpoint_dir) / self.family / "resume.pt")
 
     def _fingerprint(self, data: TrainingSet) -> dict[str, Any]:
-        """What a checkpoint must match to be resumed: the model's settings and its data."""
-        return {"spec": self._spec(), "train": [str(p) for p in data.train_paths],
-                "valid": [str(p) for p in data.valid_paths]}
+        """What a checkpoint must match to be resumed: the model's settings, its rows' files
+        (names, sizes, times: a rewritten date is other data) and the encoder's bytes."""
+        encoder = (hashlib.sha256(Path(data.pretrained).read_bytes()).hexdigest()
+                   if data.pretrained is not None else None)
+        return {"spec": self._spec(), "train": files_of(data.train_paths),
+                "valid": files_of(data.valid_paths), "encoder": encoder}
 
     def _checkpoint(self, path: Path, data: TrainingSet, worker: Worker, opt: Any,
                     rng: np.random.Generator, st: LoopState) -> None:
@@ -392,11 +505,11 @@ class NeuralRanker(ModelFamily):
         torch RNG, the curves and the early-stopping state (atomically; rank 0 writes)."""
         import torch
 
-        rngs = worker.gather(torch.get_rng_state())
+        rngs = worker.gather(_rng_state(worker.device))
         if not worker.is_main:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         torch.save({"fingerprint": self._fingerprint(data), "world": worker.world,
                     "net": {k: v.cpu() for k, v in self.net.state_dict().items()},
                     "opt": opt.state_dict(), "rng": rng.bit_generator.state, "torch_rng": rngs,
@@ -406,21 +519,31 @@ class NeuralRanker(ModelFamily):
     def _resume(self, path: Path, data: TrainingSet, worker: Worker, opt: Any,
                 rng: np.random.Generator) -> LoopState | None:
         """The loop state of the checkpoint at ``path``, with the network, optimizer and RNGs
-        restored from it; None (start afresh) when there is none or it is another model's."""
+        restored from it; None (start afresh) when there is none, it is another model's or
+        it cannot be loaded. Every rank resumes the same epoch or none does."""
         import torch
 
-        if not path.exists():
+        raw, why = None, "none"
+        if path.exists():
+            raw = torch.load(path, map_location="cpu", weights_only=False)
+            if raw["fingerprint"] != self._fingerprint(data):
+                raw, why = None, "of other settings or data"
+        epochs = worker.gather(raw["loop"]["epoch"] if raw is not None else -1)
+        if raw is None or len(set(epochs)) > 1:
+            if path.exists():
+                log.warning("%s: the checkpoint %s is %s: training afresh", self.family, path,
+                            why if raw is None else f"seen at other epochs by the ranks {epochs}")
             return None
-        raw = torch.load(path, map_location="cpu", weights_only=False)
-        if raw["fingerprint"] != self._fingerprint(data):
-            log.warning("%s: the checkpoint %s is of other settings or data: training afresh",
-                        self.family, path)
+        try:
+            self.net.load_state_dict(raw["net"])
+            opt.load_state_dict(raw["opt"])
+        except (RuntimeError, ValueError, KeyError) as e:  # the same on every rank: same file
+            log.warning("%s: the checkpoint %s does not load (%s): training afresh",
+                        self.family, path, e)
             return None
-        self.net.load_state_dict(raw["net"])
-        opt.load_state_dict(raw["opt"])
         rng.bit_generator.state = raw["rng"]
         if raw["world"] == worker.world:
-            torch.set_rng_state(raw["torch_rng"][worker.rank])
+            _set_rng_state(raw["torch_rng"][worker.rank], worker.device)
         else:  # other ranks: dropout draws cannot continue; the rest does
             torch.manual_seed(self.params["seed"] + worker.rank + 7919 * raw["loop"]["epoch"])
         st = LoopState(**raw["loop"])

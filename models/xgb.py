@@ -24,7 +24,7 @@ import pandas as pd
 
 from feature_store.compute import feature_matrix
 from feature_store.definitions import model_features
-from models.base import ModelFamily, TrainingSet, TrainReport, requirements
+from models.base import ModelFamily, TrainingSet, TrainReport, files_of, requirements
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +181,9 @@ class XGBoostRanker(ModelFamily):
         callbacks = params.get("callbacks", [])
         early = next((c for c in callbacks if isinstance(c, EarlyStopping)), None)
         fingerprint = {"params": {k: v for k, v in self.params.items() if k != "n_jobs"},
-                       "every": self.checkpoint_rounds, "dask": bool(self.on_dask),
-                       "train": [str(p) for p in data.train_paths],
-                       "valid": [str(p) for p in data.valid_paths]}
+                       "every": self.checkpoint_rounds, "dask": self.dask,
+                       "stream": self.stream, "train": files_of(data.train_paths),
+                       "valid": files_of(data.valid_paths)}
         booster, done, before = resume(path, fingerprint, early)
         total = self.params["n_estimators"]
         params["n_estimators"] = total - done

@@ -49,7 +49,7 @@ class RoundCheckpoints(TrainingCallback):
                  "early": ({k: getattr(self.early, k) for k in EARLY_STATE}
                            if self.early is not None else None)}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(pickle.dumps(state))
         os.replace(tmp, self.path)
         return False

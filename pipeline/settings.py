@@ -177,9 +177,10 @@ class Settings(BaseSettings):
     )
     stream_rows: bool = Field(
         default=False,
-        description="XGBoost (in the task's process) reads the training rows one date at a "
-        "time into an external-memory matrix on disk, so its memory is bounded by a date's "
-        "rows, not the training window's (false: one frame of every row, in memory).")
+        description="Every family reads the training rows one date at a time (XGBoost into "
+        "an external-memory matrix on disk; the neural families a date after another each "
+        "epoch), so memory is bounded by a date's rows, not the training window's (false: "
+        "one frame of every row, in memory).")
     checkpoint_rounds: int = Field(
         default=25, ge=1, le=100_000,
         description="XGBoost writes a checkpoint every N boosting rounds, which a retried train "

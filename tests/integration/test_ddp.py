@@ -33,23 +33,31 @@ CONFIG = {"dim": 16, "layers": 1, "heads": 2, "max_len": 12, "dropout": 0.0}
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> TrainingSet:
+    """Three training partitions (as three dates) and one validation partition."""
     root = tmp_path_factory.mktemp("rows")
-    paths = {}
-    for part, (n, seed) in {"train": (300, 1), "valid": (60, 2)}.items():
-        (root / part).mkdir()
-        rows = tiny_rows(n, seed)
-        rows.to_parquet(root / part / "part-0.parquet")
-        paths[part] = (root / part,)
+    paths: dict[str, list[Path]] = {"train": [], "valid": []}
+    total = 0
+    for i, (part, n, seed) in enumerate([("train", 100, 1), ("train", 100, 11),
+                                         ("train", 100, 12), ("valid", 60, 2)]):
+        folder = root / part / f"date={i}"
+        folder.mkdir(parents=True)
+        rows = tiny_rows(n, seed).assign(request_id=lambda r, i=i: r["request_id"] + 1000 * i)
+        rows.to_parquet(folder / "part-0.parquet")
+        paths[part].append(folder)
         if part == "train":  # every batch holds a group for each of 2 ranks
             relevant = int((rows.groupby("request_id")["label"].max() > 0).sum())
             assert relevant % BATCH != 1, relevant
-    return TrainingSet(paths["train"], paths["valid"])
+            total += relevant
+    assert total % BATCH != 1, total  # the same for the three read as one
+    return TrainingSet(tuple(paths["train"]), tuple(paths["valid"]))
 
 
-def model(procs: int, epochs: int = 3) -> NeuralScratchRanker:
+def model(procs: int, epochs: int = 3, stream: bool = False) -> NeuralScratchRanker:
+    """One thread per process: a thread pool's other summation order alone moves the
+    trajectory of these tiny models by 1e-4 over a few epochs (measured)."""
     return NeuralScratchRanker(epochs=epochs, patience=epochs, batch_groups=BATCH, lr=3e-3,
-                               config=EncoderConfig(**CONFIG), device="cpu", seed=3, threads=2,
-                               ddp=DdpConfig(procs=procs))
+                               config=EncoderConfig(**CONFIG), device="cpu", seed=3, threads=procs,
+                               ddp=DdpConfig(procs=procs), stream=stream)
 
 
 def with_checkpoints(data: TrainingSet, folder: Path) -> TrainingSet:
@@ -69,21 +77,27 @@ def seen_by_the_loss(name: str, value: torch.Tensor) -> torch.Tensor:
     return value
 
 
-def test_two_processes_follow_one_process_at_the_same_global_batch(data, tmp_path):
-    one, two = model(1), model(2)
+@pytest.mark.parametrize("stream", [False, True], ids=["frame", "streamed"])
+def test_two_processes_follow_one_process_at_the_same_global_batch(data, tmp_path, stream):
+    """Also with the rows streamed a partition at a time: every rank reads the same one.
+    Streamed, the trajectory is chaotic enough that one process alone ends 5e-4 apart from
+    itself with another thread count (measured): there the loss and the scores are compared,
+    the weights only across the ranks."""
+    one, two = model(1, stream=stream), model(2, stream=stream)
     r1 = one.fit(data)
     r2 = two.fit(with_checkpoints(data, tmp_path))
     assert r2.metrics["processes"] == 2 and r1.metrics["processes"] == 1
     assert r2.metrics["rank_param_spread"] == 0.0  # the ranks end with identical weights
     np.testing.assert_allclose(r2.curves["train_loss"], r1.curves["train_loss"], rtol=1e-4)
     assert r1.curves["train_loss"][-1] < r1.curves["train_loss"][0]
-    for (name, a), b in zip(one.net.state_dict().items(), two.net.state_dict().values(),
-                            strict=True):
-        a, b = seen_by_the_loss(name, a), seen_by_the_loss(name, b)
-        torch.testing.assert_close(b, a, atol=2e-6, rtol=1e-5, msg=name)
+    if not stream:
+        for (name, a), b in zip(one.net.state_dict().items(), two.net.state_dict().values(),
+                                strict=True):
+            a, b = seen_by_the_loss(name, a), seen_by_the_loss(name, b)
+            torch.testing.assert_close(b, a, atol=2e-6, rtol=1e-5, msg=name)
     rows = tiny_rows(20, 9)
     s1, s2 = one.score(rows), two.score(rows)
-    np.testing.assert_allclose(s2 - s2.mean(), s1 - s1.mean(), atol=1e-5)
+    np.testing.assert_allclose(s2 - s2.mean(), s1 - s1.mean(), atol=1e-3 if stream else 1e-5)
     assert not (tmp_path / "neural_scratch" / "resume.pt").exists()  # trained: nothing to resume
 
 
@@ -100,7 +114,8 @@ from pathlib import Path
 from models.base import TrainingSet
 from tests.integration import test_ddp
 a = json.loads(sys.argv[1])
-data = TrainingSet((Path(a["train"]),), (Path(a["valid"]),), None, Path(a["checkpoints"]))
+data = TrainingSet(tuple(map(Path, a["train"])), tuple(map(Path, a["valid"])), None,
+                   Path(a["checkpoints"]))
 getattr(test_ddp, a["build"])(*a["args"]).fit(data)
 """
 
@@ -112,8 +127,9 @@ def kill_after_checkpoint(build: str, args: list, data: TrainingSet, folder: Pat
     it had started."""
     import psutil
 
-    spec = json.dumps({"build": build, "args": args, "train": str(data.train_paths[0]),
-                       "valid": str(data.valid_paths[0]), "checkpoints": str(folder)})
+    spec = json.dumps({"build": build, "args": args,
+                       "train": [str(p) for p in data.train_paths],
+                       "valid": [str(p) for p in data.valid_paths], "checkpoints": str(folder)})
     root = Path(__file__).resolve().parents[2]
     task = subprocess.Popen([sys.executable, "-c", TASK, spec], cwd=root,
                             env={**os.environ, "PYTHONPATH": str(root)})
