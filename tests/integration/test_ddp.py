@@ -164,7 +164,7 @@ def test_a_torch_training_killed_twice_resumes_to_the_uninterrupted_result(data,
 
     import psutil
 
-    epochs = 30
+    epochs = 15
     whole = model(2, epochs)
     whole.fit(with_checkpoints(data, tmp_path / "whole"))
 
