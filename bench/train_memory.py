@@ -1,9 +1,10 @@
-"""Peak memory of training XGBoost on the demo's rows and on 10x them: one frame of every row
-(the default) against the rows streamed one partition at a time (``RANKLINE_STREAM_ROWS``).
+"""Peak memory of training on the demo's rows and on 10x them: one frame of every row (the
+default) against the rows streamed one partition at a time (``RANKLINE_STREAM_ROWS``).
 
 Run after ``make demo``:
 
     .venv/bin/python bench/train_memory.py [--copies 10] [--rounds 20]
+    .venv/bin/python bench/train_memory.py --family neural --copies 3  # one epoch each
 
 The 10x set is the demo's training dates written ``--copies`` times (request ids made unique,
 only the columns XGBoost reads) under a temporary folder, removed afterwards; validation is the
@@ -36,13 +37,11 @@ def split(rows: Path) -> tuple[list[Path], list[Path]]:
     return dates[:-4], dates[-4:-2]
 
 
-def copies(train: list[Path], n: int, out: Path) -> list[Path]:
-    """``train`` written ``n`` times under ``out``, request ids offset per copy."""
+def copies(train: list[Path], n: int, out: Path, cols: list[str] | None) -> list[Path]:
+    """``train`` written ``n`` times under ``out`` (only ``cols``, None: all), request ids
+    offset per copy."""
     import pandas as pd
 
-    from feature_store.definitions import model_features
-
-    cols = ["request_id", "label", *model_features()]
     paths = []
     for path in train:
         rows = pd.read_parquet(path, columns=cols)
@@ -59,12 +58,18 @@ def copies(train: list[Path], n: int, out: Path) -> list[Path]:
 def child(spec: dict) -> None:
     """One fit, in this process; prints its report as JSON on the last line."""
     from models.base import TrainingSet
+    from models.neural import NeuralScratchRanker
     from models.xgb import XGBoostRanker
 
     data = TrainingSet(tuple(map(Path, spec["train"])), tuple(map(Path, spec["valid"])))
-    model = XGBoostRanker(n_estimators=spec["rounds"], early_stopping_rounds=spec["rounds"] + 1,
-                          device="cpu", seed=7, n_jobs=len(os.sched_getaffinity(0)),
-                          stream=spec["stream"])
+    cores = len(os.sched_getaffinity(0))
+    if spec["family"] == "neural":
+        model = NeuralScratchRanker(epochs=1, device="cpu", seed=7, threads=cores,
+                                    stream=spec["stream"])
+    else:
+        model = XGBoostRanker(n_estimators=spec["rounds"],
+                              early_stopping_rounds=spec["rounds"] + 1, device="cpu", seed=7,
+                              n_jobs=cores, stream=spec["stream"])
     t0 = time.perf_counter()
     report = model.fit(data)
     print(json.dumps({"seconds": time.perf_counter() - t0, "rows": report.metrics["rows"],
@@ -86,7 +91,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=Path, default=ROOT / "var/work/rows")
     ap.add_argument("--copies", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=20, help="XGBoost's boosting rounds")
+    ap.add_argument("--family", choices=["xgboost", "neural"], default="xgboost",
+                    help="neural: neural_scratch (the neural network without an encoder to "
+                    "pre-train), one epoch")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -95,15 +103,19 @@ def main() -> None:
     train, valid = split(args.rows.resolve())
     tmp = Path(tempfile.mkdtemp(prefix="rankline-10x-"))
     try:
-        big = copies(train, args.copies, tmp)
+        from feature_store.definitions import model_features
+
+        cols = ["request_id", "label", *model_features()] if args.family == "xgboost" else None
+        big = copies(train, args.copies, tmp, cols)
         results = {}
         for scale, paths in (("1x", train), (f"{args.copies}x", big)):
             for how in ("frame", "stream"):
                 r = measure({"train": [str(p) for p in paths], "valid": [str(p) for p in valid],
-                             "rounds": args.rounds, "stream": how == "stream"})
+                             "rounds": args.rounds, "stream": how == "stream",
+                             "family": args.family})
                 results[(scale, how)] = r
-                print(f"{how:6s} {scale:>4s}: peak RSS {r['peak']:6.2f} GiB, {r['rows']:>11,} rows, "
-                      f"{r['seconds']:6.1f} s for {args.rounds} rounds, valid NDCG@10 "
+                print(f"{args.family} {how:6s} {scale:>4s}: peak RSS {r['peak']:6.2f} GiB, "
+                      f"{r['rows']:>11,} rows, {r['seconds']:6.1f} s, valid NDCG@10 "
                       f"{r['ndcg']:.4f}", flush=True)
     finally:
         shutil.rmtree(tmp)
