@@ -10,7 +10,7 @@ family names to classes; nothing outside ``models/`` names a family.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -129,6 +129,15 @@ class ModelFamily(Ranker):
     def __init__(self) -> None:
         self.features: dict[str, int] = {}
         """``{feature name: version}`` the model was trained on (set by :meth:`fit`)."""
+        self.on_step: Callable[[int, float], None] | None = None
+        """Called after each step (boosting round, epoch) of an in-process fit with the step
+        and its validation NDCG@10; what it raises stops the fit (a sweep's pruning)."""
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """Constructor arguments a sweep tunes, suggested from an Optuna ``trial`` (the
+        family's search space); the rest comes from the settings (:meth:`from_settings`)."""
+        raise NotImplementedError(f"{cls.family} declares no search space")
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -136,9 +145,10 @@ class ModelFamily(Ranker):
 
     @classmethod
     @abc.abstractmethod
-    def from_settings(cls, settings: Any) -> Self:
+    def from_settings(cls, settings: Any, **overrides: Any) -> Self:
         """A new, untrained model configured from rankline's settings (duck-typed: ``models/``
-        does not import ``pipeline``)."""
+        does not import ``pipeline``), constructor arguments in ``overrides`` winning (a
+        sweep's trial or its best parameters)."""
 
     @abc.abstractmethod
     def fit(self, data: TrainingSet) -> TrainReport:

@@ -222,12 +222,24 @@ class NeuralRanker(ModelFamily):
         self.set_threads(threads)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> NeuralRanker:
-        return cls(epochs=settings.neural_epochs, lr=settings.neural_lr,
-                   finetune=settings.finetune, lr_scale=settings.finetune_lr_scale,
-                   config=EncoderConfig(dim=settings.embed_dim, max_len=settings.seq_len),
-                   device=settings.device, seed=settings.seed, threads=settings.family_threads,
-                   ddp=settings.ddp, stream=settings.stream_rows)
+    def from_settings(cls, settings: Any, **overrides: Any) -> NeuralRanker:
+        return cls(**{
+            "epochs": settings.neural_epochs, "lr": settings.neural_lr,
+            "finetune": settings.finetune, "lr_scale": settings.finetune_lr_scale,
+            "config": EncoderConfig(dim=settings.embed_dim, max_len=settings.seq_len),
+            "device": settings.device, "seed": settings.seed,
+            "threads": settings.family_threads, "ddp": settings.ddp,
+            "stream": settings.stream_rows, **overrides})
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """Step sizes, batch and fine-tuning (the encoder's shape is the checkpoint's)."""
+        space = {"lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
+                 "batch_groups": trial.suggest_categorical("batch_groups", [64, 128, 256])}
+        if cls.init == "pretrained":
+            space["lr_scale"] = trial.suggest_float("lr_scale", 0.02, 1.0, log=True)
+            space["finetune"] = trial.suggest_categorical("finetune", ["lower_lr", "frozen"])
+        return space
 
     def set_threads(self, n: int | None) -> NeuralRanker:
         import torch
@@ -440,6 +452,8 @@ class NeuralRanker(ModelFamily):
                     if valid is not None else -st.curves["train_loss"][-1])
             ndcg = worker.broadcast(ndcg) if data.valid_paths else ndcg
             st.curves["valid_ndcg@10"].append(ndcg)
+            if self.on_step is not None and worker.world == 1:
+                self.on_step(epoch, ndcg)
             log.info("%s epoch %d: loss %.4f, valid NDCG@10 %.4f, %.0f rows/s", self.family,
                      epoch, st.curves["train_loss"][-1], ndcg,
                      st.seen / (time.perf_counter() - t0))

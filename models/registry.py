@@ -37,9 +37,10 @@ def family_class(name: str) -> type[ModelFamily]:
     return getattr(importlib.import_module(module), cls)
 
 
-def build(name: str, settings: Any) -> ModelFamily:
-    """A new, untrained model of family ``name`` configured from ``settings``."""
-    return family_class(name).from_settings(settings)
+def build(name: str, settings: Any, **overrides: Any) -> ModelFamily:
+    """A new, untrained model of family ``name`` configured from ``settings`` (constructor
+    arguments in ``overrides`` winning)."""
+    return family_class(name).from_settings(settings, **overrides)
 
 
 def model_metadata(model_uri: str) -> dict[str, Any]:

@@ -71,6 +71,9 @@ class XGBoostRanker(ModelFamily):
         dask_scheduler: str = "",
         checkpoint_rounds: int = 25,
         stream: bool = False,
+        min_child_weight: float = 1.0,
+        reg_lambda: float = 1.0,
+        lambdarank_num_pair_per_sample: int = 10,
     ) -> None:
         """``n_jobs``: threads for training and scoring (None: XGBoost's default, every core).
         Early stopping: training stops when validation NDCG@10 has not improved by
@@ -94,19 +97,35 @@ class XGBoostRanker(ModelFamily):
             "tree_method": "hist", "eval_metric": "ndcg@10",
             "early_stopping_rounds": early_stopping_rounds,
             "early_stopping_min_delta": early_stopping_min_delta, "random_state": seed,
-            "lambdarank_pair_method": "topk", "lambdarank_num_pair_per_sample": 10,
+            "lambdarank_pair_method": "topk",
+            "lambdarank_num_pair_per_sample": lambdarank_num_pair_per_sample,
+            "min_child_weight": min_child_weight, "reg_lambda": reg_lambda,
             "n_jobs": n_jobs,
         }
         self.model = None
 
     @classmethod
-    def from_settings(cls, settings: Any) -> XGBoostRanker:
-        return cls(objective=settings.objective, n_estimators=settings.n_estimators,
-                   max_depth=settings.max_depth, learning_rate=settings.learning_rate,
-                   device=settings.device, seed=settings.seed, n_jobs=settings.family_threads,
-                   dask_workers=settings.dask_workers, dask_scheduler=settings.dask_scheduler,
-                   checkpoint_rounds=settings.checkpoint_rounds,
-                   stream=settings.stream_rows)
+    def from_settings(cls, settings: Any, **overrides: Any) -> XGBoostRanker:
+        return cls(**{
+            "objective": settings.objective, "n_estimators": settings.n_estimators,
+            "max_depth": settings.max_depth, "learning_rate": settings.learning_rate,
+            "device": settings.device, "seed": settings.seed, "n_jobs": settings.family_threads,
+            "dask_workers": settings.dask_workers, "dask_scheduler": settings.dask_scheduler,
+            "checkpoint_rounds": settings.checkpoint_rounds, "stream": settings.stream_rows,
+            **overrides})
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """Tree shape, step size, regularization and pairs per row; no row or column sampling
+        (a resumed checkpoint would not replay it)."""
+        return {
+            "max_depth": trial.suggest_int("max_depth", 3, 10),
+            "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
+            "min_child_weight": trial.suggest_float("min_child_weight", 0.1, 50.0, log=True),
+            "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 30.0, log=True),
+            "lambdarank_num_pair_per_sample": trial.suggest_int(
+                "lambdarank_num_pair_per_sample", 1, 20),
+        }
 
     @property
     def on_dask(self) -> bool:
@@ -161,6 +180,10 @@ class XGBoostRanker(ModelFamily):
             params["callbacks"] = [xgboost.callback.EarlyStopping(
                 rounds=rounds, min_delta=delta, metric_name="ndcg@10", data_name="validation_1",
                 maximize=True, save_best=True)]
+            if self.on_step is not None and not self.on_dask:
+                from models.xgb_checkpoint import StepHook
+
+                params["callbacks"].append(StepHook(self.on_step))
         return params
 
     def _checkpoint_path(self, data: TrainingSet) -> Any:

@@ -1,4 +1,5 @@
-"""Boosting that survives a kill: a checkpoint every N rounds, and the fit that resumes it.
+"""Boosting that survives a kill: a checkpoint every N rounds, and the fit that resumes it;
+and the callback that reports each round to a sweep (:class:`StepHook`).
 
 The checkpoint (one pickle, replaced atomically) holds the booster so far, the evaluation
 history, and the early-stopping callback's state (its best scores and the rounds since the
@@ -75,3 +76,16 @@ def resume(path: Path, fingerprint: dict[str, Any], early: EarlyStopping | None,
             setattr(early, k, v)
     log.info("resuming XGBoost after round %d from %s", state["rounds"], path)
     return booster, state["rounds"], state["history"]
+
+
+class StepHook(TrainingCallback):
+    """Calls ``hook(round, validation NDCG@10)`` after each boosting round (in one process:
+    the hook is not shipped to Dask workers); what it raises stops the fit."""
+
+    def __init__(self, hook: Any) -> None:
+        super().__init__()
+        self.hook = hook
+
+    def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+        self.hook(model.num_boosted_rounds() - 1, float(evals_log["validation_1"]["ndcg@10"][-1]))
+        return False

@@ -231,6 +231,25 @@ def run_dag(
     typer.echo(f"{dag_id} ok")
 
 
+@app.command()
+def sweep(
+    family: Annotated[str, typer.Option(help="The model family to tune")] = "xgboost",
+    trials: Annotated[int | None, typer.Option(
+        help="Trials (default: RANKLINE_SWEEP_TRIALS)")] = None,
+    sampler: Annotated[str | None, typer.Option(
+        help="tpe or random (default: RANKLINE_SWEEP_SAMPLER)")] = None,
+    date: Annotated[str | None, typer.Option(help="as_of of the split (default: the newest "
+                                             "validated date)")] = None,
+) -> None:
+    """Tune a family: one sweep DAG run in this process (its trials one after another; the
+    scheduler runs RANKLINE_SWEEP_PARALLEL at a time). The next train starts from the best."""
+    import json
+
+    conf = {"family": family, **({"trials": trials} if trials else {}),
+            **({"sampler": sampler} if sampler else {}), **({"as_of": date} if date else {})}
+    run_dag("sweep", None, json.dumps(conf))
+
+
 @app.command("airflow-env")
 def airflow_env_cmd() -> None:
     """Print the AIRFLOW_* exports of the embedded deployment (eval "$(rankline airflow-env)")."""

@@ -71,6 +71,16 @@ def start_date() -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
 
+def sweep_parallel() -> int:
+    """``RANKLINE_SWEEP_PARALLEL`` (default 2), read at parse time without pydantic."""
+    raw = os.environ.get("RANKLINE_SWEEP_PARALLEL", "2")
+    try:
+        return max(1, int(raw))
+    except ValueError:
+        raise ValueError(f"RANKLINE_SWEEP_PARALLEL={raw}: must be an integer >= 1 (trials of "
+                         "a sweep that run at once)") from None
+
+
 CATCHUP_DAYS = 3
 """Default of ``RANKLINE_CATCHUP_DAYS`` (the setting's default, read here without pydantic)."""
 

@@ -175,6 +175,22 @@ class Settings(BaseSettings):
         description="Address of a running Dask scheduler (tcp://host:8786): XGBoost trains on "
         "that cluster (wins over RANKLINE_DASK_WORKERS); empty: see RANKLINE_DASK_WORKERS.",
     )
+    sweep_trials: int = Field(
+        default=20, ge=1, le=10_000,
+        description="Trials of a sweep (the sweep DAG, rankline sweep), each a mapped task.")
+    sweep_parallel: int = Field(
+        default=2, ge=1, le=1024,
+        description="Trials of one sweep that run at once (the sweep DAG's mapped tasks).")
+    sweep_sampler: Literal["tpe", "random"] = Field(
+        default="tpe", description="Optuna sampler of sweeps: tpe or random.")
+    sweep_storage: str = Field(
+        default="", max_length=1000,
+        description="Optuna storage of sweeps: an RDB URL (postgresql://...) shared by every "
+        "worker; empty: a journal file under RANKLINE_HOME/sweeps.")
+    sweep_defaults: bool = Field(
+        default=True,
+        description="train starts each family from the best parameters of its newest sweep "
+        "(false: from the settings alone).")
     stream_rows: bool = Field(
         default=False,
         description="Every family reads the training rows one date at a time (XGBoost into "

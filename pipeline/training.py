@@ -119,7 +119,10 @@ def train_model(settings: Settings, split: dict[str, list[str]], run_id: str,
     from pipeline.tracking import MODEL_NAME, configure, log_figure, tag_version
 
     configure(settings)
-    model = build(family, settings)
+    from pipeline.sweep import best_params
+
+    swept = best_params(settings, family) if settings.sweep_defaults else None
+    model = build(family, settings, **(swept["params"] if swept else {}))
     with tempfile.TemporaryDirectory() as tmp:
         pretrained = encoder_path(encoder, Path(tmp)) if model.needs_pretrained else None
         if model.needs_pretrained and pretrained is None:
@@ -139,6 +142,8 @@ def train_model(settings: Settings, split: dict[str, list[str]], run_id: str,
         })
         if model.needs_pretrained:
             mlflow.log_param(f"{family}.encoder", encoder["uri"])
+        if swept:
+            mlflow.log_param(f"{family}.sweep_run", swept["run_id"])
         mlflow.log_metric(f"{family}_best_step", report.best_step or 0)
         mlflow.log_metrics({f"{family}_{k}": float(v) for k, v in report.metrics.items()})
         for name, curve in report.curves.items():

@@ -1,0 +1,109 @@
+"""Sweep DAG: one family's hyperparameters tuned by Optuna, each trial a mapped task."""
+
+from __future__ import annotations
+
+from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
+
+from pipeline.dag_support import (
+    as_of_date,
+    as_of_param,
+    check_conf,
+    dag_kwargs,
+    fail_fast,
+    mlflow_run,
+    settings,
+    sweep_parallel,
+)
+
+
+@dag(
+    dag_id="sweep",
+    schedule=None,  # by hand (UI, airflow dags trigger sweep, rankline sweep)
+    params={
+        **as_of_param("Last date of the split (default: newest validated features)"),
+        "family": Param(None, type=["null", "string"],
+                        description="The model family to tune (default: xgboost)"),
+        "trials": Param(None, type=["null", "integer"], minimum=1,
+                        description="Trials (default: RANKLINE_SWEEP_TRIALS)"),
+        "sampler": Param(None, type=["null", "string"], enum=[None, "tpe", "random"],
+                         description="Optuna sampler (default: RANKLINE_SWEEP_SAMPLER)"),
+    },
+    **dag_kwargs("sweep"),
+)
+def sweep() -> None:
+    """### Sweep: tune one family's hyperparameters
+
+    Triggered by hand. The split as `train` would make it as of `as_of` (the same training
+    rows, the same encoder), then an Optuna study of `trials` trials of `family`: each trial
+    is a mapped `trial` task (`RANKLINE_SWEEP_PARALLEL` at a time) that asks the shared study
+    for parameters from the family's search space, trains on the training dates, reports each
+    step's **validation** NDCG@10 (the median pruner stops a trial that falls behind) and
+    tells the study its best. The test dates are never looked at. Every trial is a nested
+    MLflow run under this run; `finish` logs the best trial's parameters
+    (`sweep/<family>/best_params.json`) and the history plot. The next `train` starts that
+    family from them (`RANKLINE_SWEEP_DEFAULTS`).
+    """
+
+    @task
+    def split(**context) -> dict:
+        from pipeline.training import plan_split
+
+        check_conf(context)
+        as_of = as_of_date(context)
+        with fail_fast():
+            dates = plan_split(settings(), as_of)
+        return {"as_of": as_of.isoformat(), "split": dates, "mlflow_run_id": mlflow_run(context)}
+
+    @task
+    def pretrain(planned: dict) -> dict | None:
+        from pipeline.pretraining import pretrain_encoder
+
+        with fail_fast():
+            return pretrain_encoder(settings(), planned["split"], planned["mlflow_run_id"])
+
+    @task
+    def training_set(planned: dict, encoder: dict | None) -> dict:
+        from pipeline.training import write_training_rows
+
+        write_training_rows(settings(), planned["split"])
+        return planned
+
+    @task
+    def plan(assembled: dict, **context) -> dict:
+        from pipeline.sweep import plan_sweep
+
+        s, params = settings(), context["params"]
+        with fail_fast():
+            return plan_sweep(s, assembled["split"], assembled["mlflow_run_id"],
+                              params.get("family") or "xgboost",
+                              params.get("trials") or s.sweep_trials,
+                              params.get("sampler") or s.sweep_sampler)
+
+    @task
+    def indices(planned: dict) -> list[int]:
+        return planned["indices"]
+
+    @task(map_index_template="{{ trial_index }}",
+          max_active_tis_per_dagrun=sweep_parallel())
+    def trial(planned: dict, encoder: dict | None, index: int) -> dict:
+        from pipeline.sweep import run_trial
+
+        get_current_context()["trial_index"] = f"trial {index}"
+        return run_trial(settings(), planned, index, encoder)
+
+    @task(trigger_rule=TriggerRule.ALL_DONE)  # the trials that completed count
+    def finish(planned: dict) -> dict:
+        from pipeline.sweep import finish_sweep
+
+        with fail_fast():
+            return finish_sweep(settings(), planned)
+
+    planned = split()
+    encoder = pretrain(planned)
+    assembled = training_set(planned, encoder)
+    sweep_plan = plan(assembled)
+    done = trial.partial(planned=sweep_plan, encoder=encoder).expand(index=indices(sweep_plan))
+    done >> finish(sweep_plan)
+
+
+sweep_dag = sweep()

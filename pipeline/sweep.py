@@ -1,0 +1,248 @@
+"""Hyperparameter sweeps: one Optuna study per sweep DAG run, its trials Airflow tasks.
+
+The ``sweep`` DAG (and ``rankline sweep``) plans a study for one family (:func:`plan_sweep`),
+runs its trials as mapped tasks that share it (:func:`run_trial`: ``ask`` a trial, fit the
+family with the parameters its search space suggests, ``tell`` the best validation NDCG@10),
+then logs the best trial (:func:`finish_sweep`). The study lives in Optuna's journal file under
+``RANKLINE_HOME/sweeps`` on the embedded setup, or in the database at ``RANKLINE_SWEEP_STORAGE``
+(Postgres in production), so trials running in other processes, or on other hosts, share it.
+
+- **Samplers:** TPE (default; ``constant_liar`` so parallel trials spread out) or random, each
+  task's sampler seeded by the sweep's seed and the trial's index.
+- **Pruning:** each step's validation NDCG@10 is reported to the trial; Optuna's median pruner
+  stops a trial whose curve falls below the median of the trials before it at that step.
+- **Tracking:** the sweep's MLflow run is the DAG run's; every trial is a nested run under it
+  (params, curve, value, state). The best trial's parameters are the artifact
+  ``sweep/<family>/best_params.json`` of that run, tagged ``rankline.sweep_family``; the next
+  ``train`` of that family starts from the newest one (:func:`best_params`, with
+  ``RANKLINE_SWEEP_DEFAULTS``), recorded as ``<family>.sweep_run``.
+- **Validation only:** trials train on the training dates and are judged on the validation
+  dates; the test dates stay for the train DAG's gate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("tpe", "random")
+SWEEP_TAG = "rankline.sweep_family"
+"""Tag of a sweep's MLflow run: the family it tuned (its best parameters are an artifact)."""
+
+
+def storage(settings: Settings) -> Any:
+    """The Optuna storage every trial of every sweep shares: ``RANKLINE_SWEEP_STORAGE`` (an
+    RDB URL), or a journal file under ``RANKLINE_HOME/sweeps``."""
+    if settings.sweep_storage:
+        return settings.sweep_storage
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = settings.home / "sweeps" / "optuna.journal"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def make_sampler(name: str, seed: int) -> Any:
+    """An Optuna sampler by name (:data:`SAMPLERS`)."""
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=5)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)} "
+                     "(RANKLINE_SWEEP_SAMPLER or the sweep run's sampler parameter)")
+
+
+def pruner() -> Any:
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3)
+
+
+def plan_sweep(settings: Settings, split: dict[str, list[str]], run_id: str, family: str,
+               trials: int, sampler: str) -> dict[str, Any]:
+    """Create the sweep's study (named after its MLflow run); return what each trial task
+    needs, ``indices`` the trials to map over."""
+    import optuna
+
+    from models.registry import family_class
+
+    family_class(family).search_space  # noqa: B018 - an unknown family fails here, at once
+    make_sampler(sampler, settings.seed)
+    if trials < 1:
+        raise ValueError(f"a sweep needs at least one trial, not {trials} (RANKLINE_SWEEP_TRIALS)")
+    name = f"{family}-{run_id}"
+    optuna.create_study(study_name=name, storage=storage(settings), direction="maximize",
+                        load_if_exists=True)
+    _tracking(settings)
+    import mlflow
+
+    mlflow.MlflowClient().set_tag(run_id, SWEEP_TAG, family)
+    return {"study": name, "family": family, "sampler": sampler, "split": split,
+            "run_id": run_id, "trials": trials, "indices": list(range(trials))}
+
+
+def _tracking(settings: Settings) -> str:
+    from pipeline.tracking import configure
+
+    return configure(settings)
+
+
+def run_trial(settings: Settings, plan: dict[str, Any], index: int,
+              encoder: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Trial ``index`` of the planned sweep: ask the study, fit, tell. A rerun of the task
+    finds its trial done and returns it; a trial of an earlier try left running (a killed
+    task) is marked failed and asked again."""
+    import mlflow
+    import optuna
+
+    from models.registry import build, family_class
+    from pipeline.pretraining import encoder_path
+    from pipeline.training import training_set
+
+    exp_id = _tracking(settings)
+    study = optuna.load_study(study_name=plan["study"], storage=storage(settings),
+                              sampler=make_sampler(plan["sampler"], settings.seed * 1000 + index),
+                              pruner=pruner())
+    for old in study.get_trials(deepcopy=False):
+        if old.user_attrs.get("task_index") != index:
+            continue
+        if old.state.is_finished():
+            return _summary(study, old.number, old.state.name, old.value)
+        study.tell(old.number, state=optuna.trial.TrialState.FAIL)  # an earlier try's leftover
+    trial = study.ask()
+    trial.set_user_attr("task_index", index)
+    params = family_class(plan["family"]).search_space(trial)
+    model = build(plan["family"], settings, **params)
+    steps: list[float] = []
+
+    def report(step: int, value: float) -> None:
+        steps.append(value)
+        trial.report(value, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"step {step}: {value:.4f} below the median")
+
+    model.on_step = report
+    t0 = time.perf_counter()
+    # nested through the parent tag: the sweep's run need not be active (other tasks end it)
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"trial {trial.number}",
+                          tags={"mlflow.parentRunId": plan["run_id"],
+                                "rankline.study": plan["study"],
+                                "rankline.trial": str(trial.number)}) as run:
+        mlflow.log_params(params)
+        state, value = "COMPLETE", None
+        with tempfile.TemporaryDirectory() as tmp:
+            pretrained = encoder_path(encoder, Path(tmp)) if model.needs_pretrained else None
+            try:
+                report_ = model.fit(training_set(settings, plan["split"], pretrained))
+                value = max(report_.curves["valid_ndcg@10"])
+            except optuna.TrialPruned as pruned:
+                state = "PRUNED"
+                log.info("trial %d pruned: %s", trial.number, pruned)
+            except BaseException:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                mlflow.set_tag("rankline.trial_state", "FAIL")
+                raise
+        for step, v in enumerate(steps):
+            mlflow.log_metric("valid_ndcg_at_10", v, step=step)
+        mlflow.set_tag("rankline.trial_state", state)
+        if value is not None:
+            mlflow.log_metric("best_valid_ndcg_at_10", value)
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        mlflow.log_metric("trial_seconds", time.perf_counter() - t0)
+    out = _summary(study, trial.number, state, value)
+    log.info("sweep %s: trial %d %s%s; %d of %d trials finished, best so far %s (%s)",
+             plan["study"], trial.number, state.lower(),
+             f" at {value:.4f}" if value is not None else "", out["finished"], plan["trials"],
+             f"{out['best_value']:.4f}" if out["best_value"] is not None else "none",
+             f"trial {out['best_trial']}" if out["best_trial"] is not None else "-")
+    return {**out, "mlflow_run_id": run.info.run_id}
+
+
+def _summary(study: Any, number: int, state: str, value: float | None) -> dict[str, Any]:
+    import optuna
+
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    complete = [t for t in done if t.state == optuna.trial.TrialState.COMPLETE]
+    best = max(complete, key=lambda t: t.value) if complete else None
+    return {"trial": number, "state": state, "value": value, "finished": len(done),
+            "best_value": best.value if best else None,
+            "best_trial": best.number if best else None}
+
+
+def finish_sweep(settings: Settings, plan: dict[str, Any]) -> dict[str, Any]:
+    """Log the sweep's best trial to its MLflow run (params ``sweep.<name>``, the metric
+    ``sweep_best_valid_ndcg_at_10``, ``sweep/<family>/best_params.json``) and plot the
+    history (each trial's value and the best so far)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+    import optuna
+
+    from pipeline.tracking import log_figure
+
+    _tracking(settings)
+    study = optuna.load_study(study_name=plan["study"], storage=storage(settings))
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise RuntimeError(f"sweep {plan['study']}: no trial completed ({len(trials)} tried: "
+                           "see the trial tasks' logs); nothing to keep")
+    best = max(complete, key=lambda t: t.value)
+    states = {s.name: sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
+    result = {"family": plan["family"], "params": best.params, "value": best.value,
+              "trial": best.number, "study": plan["study"], "sampler": plan["sampler"],
+              "trials": len(trials), "states": {k: v for k, v in states.items() if v}}
+    with mlflow.start_run(run_id=plan["run_id"]):
+        mlflow.log_params({f"sweep.{k}": v for k, v in best.params.items()})
+        mlflow.log_params({"sweep.family": plan["family"], "sweep.sampler": plan["sampler"],
+                           "sweep.trials": len(trials)})
+        mlflow.log_metric("sweep_best_valid_ndcg_at_10", best.value)
+        mlflow.log_dict(result, f"sweep/{plan['family']}/best_params.json")
+        done = sorted((t for t in complete), key=lambda t: t.number)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.scatter([t.number for t in done], [t.value for t in done], s=14, label="trial")
+        running, best_so_far = -float("inf"), []
+        for t in done:
+            running = max(running, t.value)
+            best_so_far.append(running)
+        ax.step([t.number for t in done], best_so_far, where="post", color="C1",
+                label="best so far")
+        ax.set(xlabel="trial", ylabel="validation NDCG@10",
+               title=f"Sweep of {plan['family']} ({plan['sampler']})")
+        ax.legend()
+        log_figure(fig, f"sweep/{plan['family']}/history.png")
+    log.info("sweep %s: best trial %d, validation NDCG@10 %.4f, %s", plan["study"], best.number,
+             best.value, json.dumps(best.params))
+    return result
+
+
+def best_params(settings: Settings, family: str) -> dict[str, Any] | None:
+    """``{"params", "run_id", "value"}`` of the newest finished sweep of ``family`` (None when
+    there is none)."""
+    import mlflow
+
+    exp_id = _tracking(settings)
+    runs = mlflow.MlflowClient().search_runs(
+        [exp_id], filter_string=f"tags.`{SWEEP_TAG}` = '{family}' "
+        "and metrics.sweep_best_valid_ndcg_at_10 > -1",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        return None
+    run = runs[0]
+    found = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/sweep/{family}/best_params.json")
+    return {"params": found["params"], "run_id": run.info.run_id, "value": found["value"]}
