@@ -125,14 +125,7 @@ def run_trial(settings: Settings, plan: dict[str, Any], index: int,
     params = family_class(plan["family"]).search_space(trial)
     model = build(plan["family"], settings, **params)
     steps: list[float] = []
-
-    def report(step: int, value: float) -> None:
-        steps.append(value)
-        trial.report(value, step)
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"step {step}: {value:.4f} below the median")
-
-    model.on_step = report
+    model.on_step = pruning_hook(trial, steps)
     t0 = time.perf_counter()
     # nested through the parent tag: the sweep's run need not be active (other tasks end it)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"trial {trial.number}",
@@ -169,6 +162,20 @@ def run_trial(settings: Settings, plan: dict[str, Any], index: int,
              f"{out['best_value']:.4f}" if out["best_value"] is not None else "none",
              f"trial {out['best_trial']}" if out["best_trial"] is not None else "-")
     return {**out, "mlflow_run_id": run.info.run_id}
+
+
+def pruning_hook(trial: Any, steps: list[float]) -> Any:
+    """A family's ``on_step``: report each step's validation NDCG@10 to ``trial`` (and append
+    it to ``steps``), and stop the fit (``optuna.TrialPruned``) when the pruner says so."""
+    import optuna
+
+    def report(step: int, value: float) -> None:
+        steps.append(value)
+        trial.report(value, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"step {step}: {value:.4f} below the median")
+
+    return report
 
 
 def _summary(study: Any, number: int, state: str, value: float | None) -> dict[str, Any]:

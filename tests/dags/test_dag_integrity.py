@@ -63,9 +63,17 @@ def parsed(parse_dir) -> dict[str, dict]:
     return {p.name: _parse(p, parse_dir) for p in sorted(DAGS.glob("*.py"))}
 
 
-def test_the_three_dags_exist(parsed):
+def test_the_four_dags_exist(parsed):
     ids = {d["dag_id"] for info in parsed.values() for d in info["dags"]}
-    assert {"ingest", "train", "hulk_refresh"} <= ids
+    assert {"ingest", "train", "hulk_refresh", "sweep"} <= ids
+
+
+def test_the_sweep_maps_its_trials_a_few_at_a_time(load):
+    sweep = load(RANKLINE_SWEEP_PARALLEL="3")["sweep"]
+    trial = sweep.get_task("trial")
+    assert type(trial).__name__.endswith("MappedOperator")  # one task instance per trial
+    assert trial.max_active_tis_per_dagrun == 3
+    assert sweep.get_task("finish").trigger_rule == "all_done"  # the completed trials count
 
 
 def test_no_heavy_imports_no_connections_at_parse(parsed, parse_dir):

@@ -34,7 +34,7 @@ def test_dag_runs_are_recorded_in_airflow(demo):
                      "WHERE dag_id = 'ingest'").fetchone()[0]
     assert 0 <= age < 1  # days: each run started when it ran, not at its 2026-01 logical date
     paused = dict(db.execute("SELECT dag_id, is_paused FROM dag").fetchall())
-    assert paused == {"ingest": 1, "train": 1, "hulk_refresh": 1}  # restored
+    assert paused == {"ingest": 1, "train": 1, "hulk_refresh": 1, "sweep": 1}  # restored
     assert "[demo] ingest 2026-01-20 ok (20/20" in out and "[demo] hulk_refresh ok" in out
     logs = home / "airflow" / "logs" / "dag_id=ingest"
     assert len(list(logs.glob("run_id=backfill__*/task_id=validate/attempt=1.log"))) == 20

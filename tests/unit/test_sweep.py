@@ -1,0 +1,51 @@
+"""Sweep pieces without Airflow: search spaces build the families, and median pruning stops a
+planted bad trial through the family's per-step hook."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from models.base import TrainingSet
+from models.registry import FAMILIES, family_class
+from models.xgb import XGBoostRanker
+from pipeline.sweep import pruning_hook
+from tests.unit.test_model_contract import tiny_rows
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_search_space_builds_its_family(family):
+    cls = family_class(family)
+    trial = optuna.create_study().ask()
+    params = cls.search_space(trial)
+    assert params and set(params) == set(trial.params)
+    cls(**params)  # constructor arguments, all of them
+
+
+def test_the_median_pruner_stops_a_planted_bad_trial(tmp_path: Path):
+    paths = {}
+    for part, (n, seed) in {"train": (300, 1), "valid": (80, 2)}.items():
+        (tmp_path / part).mkdir()
+        tiny_rows(n, seed).to_parquet(tmp_path / part / "p.parquet")
+        paths[part] = (tmp_path / part,)
+    data = TrainingSet(paths["train"], paths["valid"])
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(
+        n_startup_trials=2, n_warmup_steps=3))
+    # two ordinary trials, then one that can never split a node: every score ties
+    for params in ({}, {"max_depth": 4}, {"min_child_weight": 1e6}):
+        trial = study.ask()
+        steps: list[float] = []
+        model = XGBoostRanker(n_estimators=12, device="cpu", n_jobs=1,
+                              early_stopping_rounds=50, **params)
+        model.on_step = pruning_hook(trial, steps)
+        try:
+            report = model.fit(data)
+            study.tell(trial, max(report.curves["valid_ndcg@10"]))
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    states = [t.state for t in study.trials]
+    assert states[:2] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert states[2] == optuna.trial.TrialState.PRUNED
+    assert len(study.trials[2].intermediate_values) == 4  # stopped at the first step it may
