@@ -60,7 +60,7 @@ def main() -> None:
     print(f"defaults: valid NDCG@10 {default_valid:.4f} ({time.perf_counter() - t0:.0f} s)",
           flush=True)
     study = optuna.create_study(direction="maximize", sampler=make_sampler(args.sampler, s.seed),
-                                pruner=pruner())
+                                pruner=pruner(XGBoostRanker.prune_warmup))
     for i in range(args.trials):
         trial = study.ask()
         params = XGBoostRanker.search_space(trial)

@@ -123,6 +123,9 @@ class ModelFamily(Ranker):
 
     family: ClassVar[str]
     """The family's name in ``RANKLINE_MODELS``, the registry and the evaluation table."""
+    prune_warmup: ClassVar[int] = 3
+    """Steps before a sweep may prune a trial of this family (early steps say little about
+    where a fit ends: a lower learning rate starts slower)."""
     needs_pretrained: ClassVar[bool] = False
     """Whether :meth:`fit` starts from ``TrainingSet.pretrained`` (a pre-trained encoder)."""
 

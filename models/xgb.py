@@ -17,7 +17,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -55,6 +55,7 @@ class XGBoostRanker(ModelFamily):
     """``xgboost.XGBRanker`` on the feature set of :mod:`feature_store.definitions`."""
 
     family = "xgboost"
+    prune_warmup: ClassVar[int] = 40  # rounds: measured, 3 pruned 15 of 20 trials too early
 
     def __init__(
         self,

@@ -63,10 +63,12 @@ def make_sampler(name: str, seed: int) -> Any:
                      "(RANKLINE_SWEEP_SAMPLER or the sweep run's sampler parameter)")
 
 
-def pruner() -> Any:
+def pruner(warmup: int = 3) -> Any:
+    """The median pruner: after ``warmup`` steps (the family's ``prune_warmup``), a trial
+    below the median of the earlier trials at the same step stops."""
     import optuna
 
-    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3)
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=warmup)
 
 
 def plan_sweep(settings: Settings, split: dict[str, list[str]], run_id: str, family: str,
@@ -113,7 +115,7 @@ def run_trial(settings: Settings, plan: dict[str, Any], index: int,
     exp_id = _tracking(settings)
     study = optuna.load_study(study_name=plan["study"], storage=storage(settings),
                               sampler=make_sampler(plan["sampler"], settings.seed * 1000 + index),
-                              pruner=pruner())
+                              pruner=pruner(family_class(plan["family"]).prune_warmup))
     for old in study.get_trials(deepcopy=False):
         if old.user_attrs.get("task_index") != index:
             continue
