@@ -5,14 +5,12 @@ from __future__ import annotations
 from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
 
 from pipeline.dag_support import (
-    as_of_date,
     as_of_param,
-    check_conf,
     dag_kwargs,
     fail_fast,
-    mlflow_run,
     settings,
     sweep_parallel,
+    training_split_tasks,
 )
 
 
@@ -45,30 +43,6 @@ def sweep() -> None:
     """
 
     @task
-    def split(**context) -> dict:
-        from pipeline.training import plan_split
-
-        check_conf(context)
-        as_of = as_of_date(context)
-        with fail_fast():
-            dates = plan_split(settings(), as_of)
-        return {"as_of": as_of.isoformat(), "split": dates, "mlflow_run_id": mlflow_run(context)}
-
-    @task
-    def pretrain(planned: dict) -> dict | None:
-        from pipeline.pretraining import pretrain_encoder
-
-        with fail_fast():
-            return pretrain_encoder(settings(), planned["split"], planned["mlflow_run_id"])
-
-    @task
-    def training_set(planned: dict, encoder: dict | None) -> dict:
-        from pipeline.training import write_training_rows
-
-        write_training_rows(settings(), planned["split"])
-        return planned
-
-    @task
     def plan(assembled: dict, **context) -> dict:
         from pipeline.sweep import plan_sweep
 
@@ -98,9 +72,7 @@ def sweep() -> None:
         with fail_fast():
             return finish_sweep(settings(), planned)
 
-    planned = split()
-    encoder = pretrain(planned)
-    assembled = training_set(planned, encoder)
+    _, encoder, assembled = training_split_tasks()
     sweep_plan = plan(assembled)
     done = trial.partial(planned=sweep_plan, encoder=encoder).expand(index=indices(sweep_plan))
     done >> finish(sweep_plan)

@@ -6,13 +6,11 @@ from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
 
 from pipeline.dag_support import (
     MODEL,
-    as_of_date,
     as_of_param,
-    check_conf,
     dag_kwargs,
     fail_fast,
-    mlflow_run,
     settings,
+    training_split_tasks,
 )
 
 
@@ -57,32 +55,8 @@ def train() -> None:
     """
 
     @task
-    def split(**context) -> dict:
-        from pipeline.training import plan_split
-
-        check_conf(context)
-        as_of = as_of_date(context)
-        with fail_fast():
-            dates = plan_split(settings(), as_of)
-        return {"as_of": as_of.isoformat(), "split": dates, "mlflow_run_id": mlflow_run(context)}
-
-    @task
-    def training_set(planned: dict, encoder: dict | None) -> dict:
-        from pipeline.training import write_training_rows
-
-        write_training_rows(settings(), planned["split"])  # after the embedding features
-        return planned
-
-    @task
     def families() -> list[str]:
         return settings().model_families  # RANKLINE_MODELS
-
-    @task
-    def pretrain(assembled: dict) -> dict | None:
-        from pipeline.pretraining import pretrain_encoder
-
-        with fail_fast():
-            return pretrain_encoder(settings(), assembled["split"], assembled["mlflow_run_id"])
 
     @task(map_index_template="{{ family }}")
     def train_model(assembled: dict, encoder: dict | None, family: str) -> dict:
@@ -112,9 +86,7 @@ def train() -> None:
         return {"model_uri": result["model_uri"], "model_version": result["model_version"],
                 "family": result["family"]}
 
-    planned = split()
-    encoder = pretrain(planned)
-    assembled = training_set(planned, encoder)
+    _, encoder, assembled = training_split_tasks()
     trained = train_model.partial(assembled=assembled, encoder=encoder).expand(family=families())
     result = evaluate(assembled, trained)
     promoted(result) >> announce_champion(result)

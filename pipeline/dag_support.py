@@ -243,3 +243,39 @@ def mlflow_run(context: dict[str, Any]) -> str:
     from pipeline.tracking import context_run
 
     return context_run(settings(), context)
+
+
+def training_split_tasks() -> tuple[Any, Any, Any]:
+    """The tasks ``train`` and ``sweep`` start with, added to the DAG being defined: ``split``
+    (the dates as of the run's ``as_of``, checked, and the DAG run's MLflow run), ``pretrain``
+    (the split's encoder and its embedding views) and ``training_set`` (the labelled rows,
+    after the embedding features). Returns their outputs: ``(planned, encoder, assembled)``."""
+    from airflow.sdk import task
+
+    @task
+    def split(**context) -> dict:
+        from pipeline.training import plan_split
+
+        check_conf(context)
+        as_of = as_of_date(context)
+        with fail_fast():
+            dates = plan_split(settings(), as_of)
+        return {"as_of": as_of.isoformat(), "split": dates, "mlflow_run_id": mlflow_run(context)}
+
+    @task
+    def pretrain(planned: dict) -> dict | None:
+        from pipeline.pretraining import pretrain_encoder
+
+        with fail_fast():
+            return pretrain_encoder(settings(), planned["split"], planned["mlflow_run_id"])
+
+    @task
+    def training_set(planned: dict, encoder: dict | None) -> dict:
+        from pipeline.training import write_training_rows
+
+        write_training_rows(settings(), planned["split"])  # after the embedding features
+        return planned
+
+    planned = split()
+    encoder = pretrain(planned)
+    return planned, encoder, training_set(planned, encoder)
