@@ -22,6 +22,7 @@ then logs the best trial (:func:`finish_sweep`). The study lives in Optuna's jou
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import tempfile
@@ -86,18 +87,14 @@ def plan_sweep(settings: Settings, split: dict[str, list[str]], run_id: str, fam
     name = f"{family}-{run_id}"
     optuna.create_study(study_name=name, storage=storage(settings), direction="maximize",
                         load_if_exists=True)
-    _tracking(settings)
     import mlflow
 
+    from pipeline.tracking import configure
+
+    configure(settings)
     mlflow.MlflowClient().set_tag(run_id, SWEEP_TAG, family)
     return {"study": name, "family": family, "sampler": sampler, "split": split,
             "run_id": run_id, "trials": trials, "indices": list(range(trials))}
-
-
-def _tracking(settings: Settings) -> str:
-    from pipeline.tracking import configure
-
-    return configure(settings)
 
 
 def run_trial(settings: Settings, plan: dict[str, Any], index: int,
@@ -110,9 +107,10 @@ def run_trial(settings: Settings, plan: dict[str, Any], index: int,
 
     from models.registry import build, family_class
     from pipeline.pretraining import encoder_path
+    from pipeline.tracking import configure
     from pipeline.training import training_set
 
-    exp_id = _tracking(settings)
+    exp_id = configure(settings)
     study = optuna.load_study(study_name=plan["study"], storage=storage(settings),
                               sampler=make_sampler(plan["sampler"], settings.seed * 1000 + index),
                               pruner=pruner(family_class(plan["family"]).prune_warmup))
@@ -202,9 +200,9 @@ def finish_sweep(settings: Settings, plan: dict[str, Any]) -> dict[str, Any]:
     import mlflow
     import optuna
 
-    from pipeline.tracking import log_figure
+    from pipeline.tracking import configure, log_figure
 
-    _tracking(settings)
+    configure(settings)
     study = optuna.load_study(study_name=plan["study"], storage=storage(settings))
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -222,14 +220,11 @@ def finish_sweep(settings: Settings, plan: dict[str, Any]) -> dict[str, Any]:
                            "sweep.trials": len(trials)})
         mlflow.log_metric("sweep_best_valid_ndcg_at_10", best.value)
         mlflow.log_dict(result, f"sweep/{plan['family']}/best_params.json")
-        done = sorted((t for t in complete), key=lambda t: t.number)
+        done = sorted(complete, key=lambda t: t.number)
+        numbers, values = [t.number for t in done], [t.value for t in done]
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.scatter([t.number for t in done], [t.value for t in done], s=14, label="trial")
-        running, best_so_far = -float("inf"), []
-        for t in done:
-            running = max(running, t.value)
-            best_so_far.append(running)
-        ax.step([t.number for t in done], best_so_far, where="post", color="C1",
+        ax.scatter(numbers, values, s=14, label="trial")
+        ax.step(numbers, list(itertools.accumulate(values, max)), where="post", color="C1",
                 label="best so far")
         ax.set(xlabel="trial", ylabel="validation NDCG@10",
                title=f"Sweep of {plan['family']} ({plan['sampler']})")
@@ -245,7 +240,9 @@ def best_params(settings: Settings, family: str) -> dict[str, Any] | None:
     there is none)."""
     import mlflow
 
-    exp_id = _tracking(settings)
+    from pipeline.tracking import configure
+
+    exp_id = configure(settings)
     runs = mlflow.MlflowClient().search_runs(
         [exp_id], filter_string=f"tags.`{SWEEP_TAG}` = '{family}' "
         "and metrics.sweep_best_valid_ndcg_at_10 > -1",
