@@ -23,7 +23,7 @@ from pipeline.dag_support import (
                         description="The model family to tune (default: xgboost)"),
         "trials": Param(None, type=["null", "integer"], minimum=1,
                         description="Trials (default: RANKLINE_SWEEP_TRIALS)"),
-        "sampler": Param(None, type=["null", "string"], enum=[None, "tpe", "random"],
+        "sampler": Param(None, type=["null", "string"], enum=[None, "tpe", "random", "grid"],
                          description="Optuna sampler (default: RANKLINE_SWEEP_SAMPLER)"),
     },
     **dag_kwargs("sweep"),

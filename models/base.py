@@ -142,6 +142,12 @@ class ModelFamily(Ranker):
         family's search space); the rest comes from the settings (:meth:`from_settings`)."""
         raise NotImplementedError(f"{cls.family} declares no search space")
 
+    @classmethod
+    def search_grid(cls) -> dict[str, list[Any]]:
+        """Values of every parameter of :meth:`search_space` for a grid sweep (each inside
+        the space's range): the grid is their product."""
+        raise NotImplementedError(f"{cls.family} declares no grid: sweep it with tpe or random")
+
     @property
     def name(self) -> str:  # type: ignore[override]
         return self.family

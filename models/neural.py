@@ -241,6 +241,14 @@ class NeuralRanker(ModelFamily):
             space["finetune"] = trial.suggest_categorical("finetune", ["lower_lr", "frozen"])
         return space
 
+    @classmethod
+    def search_grid(cls) -> dict[str, list[Any]]:
+        """Step size by batch, and (pre-trained) by how the encoder is fine-tuned."""
+        grid: dict[str, list[Any]] = {"lr": [1e-3, 3e-3], "batch_groups": [64, 256]}
+        if cls.init == "pretrained":
+            grid |= {"lr_scale": [0.1], "finetune": ["lower_lr", "frozen"]}
+        return grid
+
     def set_threads(self, n: int | None) -> NeuralRanker:
         import torch
 

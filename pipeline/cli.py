@@ -237,7 +237,7 @@ def sweep(
     trials: Annotated[int | None, typer.Option(
         help="Trials (default: RANKLINE_SWEEP_TRIALS)")] = None,
     sampler: Annotated[str | None, typer.Option(
-        help="tpe or random (default: RANKLINE_SWEEP_SAMPLER)")] = None,
+        help="tpe, random or grid (default: RANKLINE_SWEEP_SAMPLER)")] = None,
     date: Annotated[str | None, typer.Option(help="as_of of the split (default: the newest "
                                              "validated date)")] = None,
 ) -> None:

@@ -181,8 +181,9 @@ class Settings(BaseSettings):
     sweep_parallel: int = Field(
         default=2, ge=1, le=1024,
         description="Trials of one sweep that run at once (the sweep DAG's mapped tasks).")
-    sweep_sampler: Literal["tpe", "random"] = Field(
-        default="tpe", description="Optuna sampler of sweeps: tpe or random.")
+    sweep_sampler: Literal["tpe", "random", "grid"] = Field(
+        default="tpe", description="Optuna sampler of sweeps: tpe, random or grid (the family's "
+        "grid; at most its size in trials).")
     sweep_storage: str = Field(
         default="", max_length=1000,
         description="Optuna storage of sweeps: an RDB URL (postgresql://...) shared by every "

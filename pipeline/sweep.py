@@ -7,8 +7,11 @@ then logs the best trial (:func:`finish_sweep`). The study lives in Optuna's jou
 ``RANKLINE_HOME/sweeps`` on the embedded setup, or in the database at ``RANKLINE_SWEEP_STORAGE``
 (Postgres in production), so trials running in other processes, or on other hosts, share it.
 
-- **Samplers:** TPE (default; ``constant_liar`` so parallel trials spread out) or random, each
-  task's sampler seeded by the sweep's seed and the trial's index.
+- **Samplers:** TPE (default; ``constant_liar`` so parallel trials spread out), random (each
+  task's sampler seeded by the sweep's seed and the trial's index) or grid (the family's
+  ``search_grid``, its points in an order seeded by the sweep's seed: trial ``n`` takes point
+  ``n``, so a sweep of as many trials as points covers the grid once, and a shorter one a random
+  part of it).
 - **Pruning:** each step's validation NDCG@10 is reported to the trial; Optuna's median pruner
   stops a trial whose curve falls below the median of the trials before it at that step.
 - **Tracking:** the sweep's MLflow run is the DAG run's; every trial is a nested run under it
@@ -25,6 +28,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +38,7 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SAMPLERS = ("tpe", "random")
+SAMPLERS = ("tpe", "random", "grid")
 SWEEP_TAG = "rankline.sweep_family"
 """Tag of a sweep's MLflow run: the family it tuned (its best parameters are an artifact)."""
 
@@ -52,16 +56,41 @@ def storage(settings: Settings) -> Any:
     return JournalStorage(JournalFileBackend(str(path)))
 
 
-def make_sampler(name: str, seed: int) -> Any:
-    """An Optuna sampler by name (:data:`SAMPLERS`)."""
+def make_sampler(name: str, seed: int, family: str | None = None) -> Any:
+    """An Optuna sampler by name (:data:`SAMPLERS`); ``grid`` needs the ``family``."""
     import optuna
 
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=5)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        from models.registry import family_class
+
+        if family is None:
+            raise ValueError("the grid sampler needs the family whose grid it walks")
+        return _grid_sampler(family_class(family).search_grid(), seed)
     raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)} "
                      "(RANKLINE_SWEEP_SAMPLER or the sweep run's sampler parameter)")
+
+
+def grid_size(family: str) -> int:
+    """Points of the family's grid (the product of its values' counts)."""
+    from models.registry import family_class
+
+    return math.prod(len(v) for v in family_class(family).search_grid().values())
+
+
+def _grid_sampler(search_space: dict[str, list[Any]], seed: int) -> Any:
+    """Optuna's grid sampler without its ``study.stop()`` once the grid is covered (which
+    raises outside ``optimize``: the sweep's trials are ask/tell tasks that count themselves)."""
+    import optuna
+
+    class Grid(optuna.samplers.GridSampler):
+        def after_trial(self, *args: Any) -> None:
+            pass
+
+    return Grid(search_space, seed=seed)
 
 
 def pruner(warmup: int = 3) -> Any:
@@ -81,9 +110,13 @@ def plan_sweep(settings: Settings, split: dict[str, list[str]], run_id: str, fam
     from models.registry import family_class
 
     family_class(family).search_space  # noqa: B018 - an unknown family fails here, at once
-    make_sampler(sampler, settings.seed)
+    make_sampler(sampler, settings.seed, family)
     if trials < 1:
         raise ValueError(f"a sweep needs at least one trial, not {trials} (RANKLINE_SWEEP_TRIALS)")
+    if sampler == "grid" and trials > (points := grid_size(family)):
+        log.info("the grid of %s has %d points: %d trials, not %d", family, points, points,
+                 trials)
+        trials = points
     name = f"{family}-{run_id}"
     optuna.create_study(study_name=name, storage=storage(settings), direction="maximize",
                         load_if_exists=True)
@@ -112,7 +145,7 @@ def run_trial(settings: Settings, plan: dict[str, Any], index: int,
 
     exp_id = configure(settings)
     study = optuna.load_study(study_name=plan["study"], storage=storage(settings),
-                              sampler=make_sampler(plan["sampler"], settings.seed * 1000 + index),
+                              sampler=trial_sampler(settings, plan, index),
                               pruner=pruner(family_class(plan["family"]).prune_warmup))
     for old in study.get_trials(deepcopy=False):
         if old.user_attrs.get("task_index") != index:
@@ -162,6 +195,13 @@ def run_trial(settings: Settings, plan: dict[str, Any], index: int,
              f"{out['best_value']:.4f}" if out["best_value"] is not None else "none",
              f"trial {out['best_trial']}" if out["best_trial"] is not None else "-")
     return {**out, "mlflow_run_id": run.info.run_id}
+
+
+def trial_sampler(settings: Settings, plan: dict[str, Any], index: int) -> Any:
+    """The sampler of trial task ``index``: seeded per trial, except the grid's, whose order
+    every task must share (trial ``n`` takes the ``n``-th point of one shuffled grid)."""
+    seed = settings.seed if plan["sampler"] == "grid" else settings.seed * 1000 + index
+    return make_sampler(plan["sampler"], seed, plan["family"])
 
 
 def pruning_hook(trial: Any, steps: list[float]) -> Any:

@@ -49,3 +49,33 @@ def test_the_median_pruner_stops_a_planted_bad_trial(tmp_path: Path):
     assert states[:2] == [optuna.trial.TrialState.COMPLETE] * 2
     assert states[2] == optuna.trial.TrialState.PRUNED
     assert len(study.trials[2].intermediate_values) == 4  # stopped at the first step it may
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_grid_sweeps_cover_every_point_once_across_tasks(family):
+    """Trial tasks each load the study with their own sampler (as the sweep DAG's mapped
+    tasks do); with the grid sampler they still walk one grid: every point once, each inside
+    the family's search space, with no warning of a value out of range."""
+    import itertools
+    import warnings
+
+    from pipeline.settings import Settings
+    from pipeline.sweep import grid_size, trial_sampler
+
+    grid = family_class(family).search_grid()
+    points = {tuple(p) for p in itertools.product(*(grid[k] for k in sorted(grid)))}
+    assert grid_size(family) == len(points)
+    storage = optuna.storages.InMemoryStorage()
+    optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    plan = {"sampler": "grid", "family": family}
+    seen = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for index in range(len(points)):
+            study = optuna.load_study(study_name="s", storage=storage,
+                                      sampler=trial_sampler(Settings(), plan, index))
+            trial = study.ask()
+            params = family_class(family).search_space(trial)
+            study.tell(trial, 0.5)  # no study.stop() raised once the grid is covered
+            seen.append(tuple(params[k] for k in sorted(grid)))
+    assert sorted(seen) == sorted(points)
