@@ -231,8 +231,14 @@ def run_dag(
     typer.echo(f"{dag_id} ok")
 
 
-@app.command()
+sweep_app = typer.Typer(help="Tune a family's hyperparameters; compare samplers.",
+                        invoke_without_command=True)
+app.add_typer(sweep_app, name="sweep")
+
+
+@sweep_app.callback()
 def sweep(
+    ctx: typer.Context,
     family: Annotated[str, typer.Option(help="The model family to tune")] = "xgboost",
     trials: Annotated[int | None, typer.Option(
         help="Trials (default: RANKLINE_SWEEP_TRIALS)")] = None,
@@ -245,9 +251,94 @@ def sweep(
     scheduler runs RANKLINE_SWEEP_PARALLEL at a time). The next train starts from the best."""
     import json
 
+    if ctx.invoked_subcommand:
+        return
     conf = {"family": family, **({"trials": trials} if trials else {}),
             **({"sampler": sampler} if sampler else {}), **({"as_of": date} if date else {})}
     run_dag("sweep", None, json.dumps(conf))
+
+
+def _as_of(date: str | None) -> dt.date:
+    from pipeline.dag_support import NoFeatures, newest_features_date
+
+    if date:
+        return dt.date.fromisoformat(date)
+    try:
+        return newest_features_date(_settings())
+    except NoFeatures as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _names(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+DateOption = Annotated[str | None, typer.Option(
+    help="as_of of the (newest) split (default: the newest validated date)")]
+
+
+@sweep_app.command("compare")
+def sweep_compare(
+    family: Annotated[str, typer.Option(help="The model family tuned")] = "xgboost",
+    samplers: Annotated[str, typer.Option(help="The two samplers compared")] = "tpe,random",
+    repeats: Annotated[int, typer.Option(help="Sweeps per sampler")] = 10,
+    trials: Annotated[int, typer.Option(help="Trials per sweep")] = 10,
+    fraction: Annotated[float, typer.Option(
+        help="Fraction of the training groups each trial trains on")] = 0.25,
+    date: DateOption = None,
+) -> None:
+    """Compare two samplers: REPEATS small sweeps each, best-seen traces, and a Mann-Whitney U
+    test on the best values found and on the area under the best-seen curve (logged to MLflow,
+    tag rankline.job=sweep-compare). Last line: mann-whitney p: <p> (<conclusion>)."""
+    from pipeline.selection import compare_samplers
+
+    names = _names(samplers)
+    res = compare_samplers(_settings(), _as_of(date), family, tuple(names), repeats, trials,
+                           fraction)  # type: ignore[arg-type]
+    typer.echo(f"{family}: {repeats} sweeps of {trials} trials per sampler on {fraction:.0%} "
+               f"of the training groups (MLflow run {res['run_id']})")
+    for what, label in (("auc", "area under the best-seen curve"), ("best", "best value found")):
+        r = res[what]
+        medians = ", ".join(f"{n} {m:.4f}" for n, m in zip(names, r["median"], strict=True))
+        typer.echo(f"{label}: median {medians}; U={r['u']:.1f}, p={r['p']:.3g} "
+                   f"({r['conclusion']})")
+    typer.echo(f"mann-whitney p: {res['best']['p']:.3g} ({res['best']['conclusion']})")
+
+
+@app.command("learning-curve")
+def learning_curve_cmd(
+    families: Annotated[str, typer.Option(help="Families, comma-separated")] = "xgboost",
+    fractions: Annotated[str, typer.Option(
+        help="Fractions of the training groups")] = "0.05,0.1,0.25,0.5,1",
+    seeds: Annotated[int, typer.Option(help="Draws (and model seeds) per fraction")] = 3,
+    date: DateOption = None,
+) -> None:
+    """Validation and held-out NDCG@10 against the fraction of training data, per family
+    (logged to MLflow with a plot, tag rankline.job=learning-curve)."""
+    from pipeline.selection import learning_curve
+
+    table = learning_curve(_settings(), _as_of(date), _names(families),
+                           [float(f) for f in _names(fractions)], seeds)
+    stats = table.groupby(["family", "fraction"])[["valid_ndcg@10", "test_ndcg@10"]].agg(
+        ["mean", "std"])
+    typer.echo(stats.round(4).to_string())
+
+
+@app.command("cv")
+def cv_cmd(
+    families: Annotated[str, typer.Option(help="Families, comma-separated")] = "xgboost",
+    folds: Annotated[int, typer.Option(help="Rolling origins (held-out windows)")] = 3,
+    date: DateOption = None,
+) -> None:
+    """Time-series cross-validation: FOLDS rolling origins, the families and the baselines
+    scored on each fold's held-out dates; mean and spread over the folds (logged to MLflow,
+    tag rankline.job=cv)."""
+    from pipeline.selection import cross_validate, cv_summary
+
+    table = cross_validate(_settings(), _as_of(date), _names(families), folds)
+    typer.echo(table.pivot(index="test_dates", columns="model", values="ndcg@10")
+               .round(4).to_string())
+    typer.echo(cv_summary(table).round(4).to_string())
 
 
 @app.command("airflow-env")
