@@ -10,7 +10,7 @@ family names to classes; nothing outside ``models/`` names a family.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -128,13 +128,35 @@ class ModelFamily(Ranker):
     where a fit ends: a lower learning rate starts slower)."""
     needs_pretrained: ClassVar[bool] = False
     """Whether :meth:`fit` starts from ``TrainingSet.pretrained`` (a pre-trained encoder)."""
+    blind: ClassVar[tuple[str, ...]] = ()
+    """Model features this family always treats as missing."""
 
-    def __init__(self) -> None:
+    def __init__(self, drop_features: Sequence[str] = ()) -> None:
+        from feature_store.definitions import model_features
+
+        if unknown := sorted(set(drop_features) - set(model_features())):
+            raise ValueError(f"cannot drop unknown features {unknown} (RANKLINE_DROP_FEATURES); "
+                             f"the model features are {', '.join(model_features())}")
+        self.dropped: tuple[str, ...] = tuple(dict.fromkeys((*self.blind, *drop_features)))
+        """Model features set to missing in every matrix the model sees (:meth:`matrix`): the
+        family's :attr:`blind` ones and those a feature selection dropped."""
         self.features: dict[str, int] = {}
         """``{feature name: version}`` the model was trained on (set by :meth:`fit`)."""
         self.on_step: Callable[[int, float], None] | None = None
         """Called after each step (boosting round, epoch) of an in-process fit with the step
         and its validation NDCG@10; what it raises stops the fit (a sweep's pruning)."""
+
+    def matrix(self, rows: pd.DataFrame) -> np.ndarray:
+        """The dense feature matrix of ``rows`` (``feature_store.compute.feature_matrix``), the
+        :attr:`dropped` columns missing: a tree never splits on them, a network sees them as
+        always missing."""
+        from feature_store.compute import feature_matrix
+        from feature_store.definitions import model_features
+
+        x = feature_matrix(rows)
+        if self.dropped:
+            x[:, [model_features().index(name) for name in self.dropped]] = np.nan
+        return x
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:

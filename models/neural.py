@@ -26,6 +26,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -194,21 +195,19 @@ class NeuralRanker(ModelFamily):
     family = "neural"
     needs_pretrained = True
     init: ClassVar[str] = "pretrained"
-    blind: ClassVar[tuple[str, ...]] = ()
-    """Model features this family treats as always missing."""
 
     def __init__(self, *, epochs: int = 8, lr: float = 2e-3, finetune: str = "lower_lr",
                  lr_scale: float = 0.1, batch_groups: int = 128, patience: int = 2,
                  config: EncoderConfig | dict[str, Any] | None = None, device: str = "auto",
                  seed: int = 0, threads: int | None = None, ddp: DdpConfig | None = None,
-                 stream: bool = False) -> None:
-        super().__init__()
+                 stream: bool = False, drop_features: Sequence[str] = ()) -> None:
+        super().__init__(drop_features)
         if finetune not in ("frozen", "lower_lr"):
             raise ValueError(f"finetune must be frozen or lower_lr, not {finetune!r}")
         self.params: dict[str, Any] = {
             "epochs": epochs, "lr": lr, "finetune": finetune, "lr_scale": lr_scale,
             "batch_groups": batch_groups, "patience": patience, "device": resolve_device(device),
-            "seed": seed, "init": self.init}
+            "seed": seed, "init": self.init, "drop_features": list(drop_features)}
         self.config = EncoderConfig(**config) if isinstance(config, dict) else (
             config or EncoderConfig())
         self.ddp = ddp or DdpConfig()
@@ -229,7 +228,8 @@ class NeuralRanker(ModelFamily):
             "config": EncoderConfig(dim=settings.embed_dim, max_len=settings.seq_len),
             "device": settings.device, "seed": settings.seed,
             "threads": settings.family_threads, "ddp": settings.ddp,
-            "stream": settings.stream_rows, **overrides})
+            "stream": settings.stream_rows, "drop_features": settings.dropped_features,
+            **overrides})
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -295,11 +295,8 @@ class NeuralRanker(ModelFamily):
         return np.concatenate([z, missing], 1).astype(np.float32)
 
     def _features(self, rows: pd.DataFrame) -> np.ndarray:
-        """The model feature matrix of ``rows``, the :attr:`blind` columns set to missing."""
-        x = feature_matrix(rows)
-        if self.blind:
-            x[:, [model_features().index(name) for name in self.blind]] = np.nan
-        return x
+        """The model feature matrix of ``rows``, the :attr:`dropped` columns missing."""
+        return self.matrix(rows)
 
     def _groups(self, rows: pd.DataFrame) -> dict[str, np.ndarray]:
         """Padded per-request arrays: row index, item rows, labels, and each request's seq."""
@@ -330,7 +327,7 @@ class NeuralRanker(ModelFamily):
         """What a torchrun worker needs to build this model again (see :func:`models.ddp.main`)."""
         kwargs = {k: self.params[k] for k in ("epochs", "lr", "finetune", "lr_scale",
                                                "batch_groups", "patience", "device", "seed",
-                                               "stream")}
+                                               "stream", "drop_features")}
         return {"family": f"{type(self).__module__}:{type(self).__qualname__}",
                 "kwargs": {**kwargs, "config": asdict(self.config)}}
 
@@ -636,7 +633,8 @@ class NeuralRanker(ModelFamily):
         cls = {c.family: c for c in (NeuralRanker, NeuralScratchRanker)}[raw["family"]]
         params = {k: raw["params"][k] for k in ("epochs", "lr", "finetune", "lr_scale",
                                                  "batch_groups", "patience", "seed")}
-        model = cls(**params, config=EncoderConfig(**raw["config"]), device="cpu")
+        model = cls(**params, config=EncoderConfig(**raw["config"]), device="cpu",
+                    drop_features=raw["params"].get("drop_features", ()))
         model.vocab, model.mean, model.std = ItemVocab(raw["item_ids"]), raw["mean"], raw["std"]
         model.net = build_network(len(model.vocab), 2 * len(model.mean), model.config)
         model.net.load_state_dict(raw["state"])

@@ -15,14 +15,13 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from feature_store.compute import feature_matrix
 from feature_store.definitions import model_features
 from models.base import ModelFamily, TrainingSet, TrainReport, files_of, requirements
 
@@ -75,6 +74,7 @@ class XGBoostRanker(ModelFamily):
         min_child_weight: float = 1.0,
         reg_lambda: float = 1.0,
         lambdarank_num_pair_per_sample: int = 10,
+        drop_features: Sequence[str] = (),
     ) -> None:
         """``n_jobs``: threads for training and scoring (None: XGBoost's default, every core).
         Early stopping: training stops when validation NDCG@10 has not improved by
@@ -84,8 +84,9 @@ class XGBoostRanker(ModelFamily):
         the training set, a checkpoint every ``checkpoint_rounds`` rounds, which the next fit
         of the same parameters and data resumes (:mod:`models.xgb_checkpoint`). ``stream``: in
         one process, boost from the partitions streamed into XGBoost's external-memory matrix
-        (:mod:`models.xgb_stream`) instead of one frame of every row."""
-        super().__init__()
+        (:mod:`models.xgb_stream`) instead of one frame of every row. ``drop_features``: model
+        features left out (set to missing: no tree splits on them), a feature selection's."""
+        super().__init__(drop_features)
         self.checkpoint_rounds = checkpoint_rounds
         self.stream = stream
         """Boost from the partitions streamed to disk pages (:mod:`models.xgb_stream`), in
@@ -113,7 +114,7 @@ class XGBoostRanker(ModelFamily):
             "device": settings.device, "seed": settings.seed, "n_jobs": settings.family_threads,
             "dask_workers": settings.dask_workers, "dask_scheduler": settings.dask_scheduler,
             "checkpoint_rounds": settings.checkpoint_rounds, "stream": settings.stream_rows,
-            **overrides})
+            "drop_features": settings.dropped_features, **overrides})
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -152,10 +153,10 @@ class XGBoostRanker(ModelFamily):
         cols = ["label", *model_features()]  # not the users' sequences: big, and unused here
         train = data.read("train", cols)
         valid = data.read("valid", cols) if data.valid_paths else None
-        params = self._fit_params(early_stopping=valid is not None)
+        params = self.fit_params(early_stopping=valid is not None)
         resumed, done, before = self._resumable(params, data)
         self.model = xgboost.XGBRanker(**params)
-        X, y, qid = feature_matrix(train), train["label"].to_numpy(), query_ids(train)
+        X, y, qid = self.matrix(train), train["label"].to_numpy(), query_ids(train)
         # the training curve on a sample of whole groups: NDCG over every training row each
         # round would cost about as much as building the trees
         seen = np.random.default_rng(self.params["random_state"]).random(int(qid[-1]) + 1 if len(
@@ -164,7 +165,7 @@ class XGBoostRanker(ModelFamily):
         evals = [(X[sample], y[sample])]
         qids = [pd.factorize(qid[sample])[0].astype(np.uint32)]
         if valid is not None:
-            evals.append((feature_matrix(valid), valid["label"].to_numpy()))
+            evals.append((self.matrix(valid), valid["label"].to_numpy()))
             qids.append(query_ids(valid))
         log.info("training XGBRanker on %d rows x %d features (%s, device=%s)", len(X),
                  X.shape[1], params["objective"], params["device"])
@@ -177,16 +178,17 @@ class XGBoostRanker(ModelFamily):
                             getattr(self.model, "best_iteration", None), seconds, len(X),
                             resumed_at_round=done)
 
-    def _fit_params(self, early_stopping: bool) -> dict[str, Any]:
+    def fit_params(self, early_stopping: bool, valid_set: str = "validation_1") -> dict[str, Any]:
         """``XGBRanker``'s arguments: ``self.params`` with early stopping on the validation set
-        (``validation_1``: the second of the evaluation sets) as a callback, or none."""
+        (``valid_set``; ``validation_1``: the second of the evaluation sets, after the
+        training curve's sample) as a callback, or none."""
         import xgboost
 
         params = dict(self.params)
         rounds, delta = params.pop("early_stopping_rounds"), params.pop("early_stopping_min_delta")
         if early_stopping:
             params["callbacks"] = [xgboost.callback.EarlyStopping(
-                rounds=rounds, min_delta=delta, metric_name="ndcg@10", data_name="validation_1",
+                rounds=rounds, min_delta=delta, metric_name="ndcg@10", data_name=valid_set,
                 maximize=True, save_best=True)]
             if self.on_step is not None and not self.on_dask:
                 from models.xgb_checkpoint import StepHook
@@ -213,7 +215,8 @@ class XGBoostRanker(ModelFamily):
         early = next((c for c in callbacks if isinstance(c, EarlyStopping)), None)
         fingerprint = {"params": {k: v for k, v in self.params.items() if k != "n_jobs"},
                        "every": self.checkpoint_rounds, "dask": self.dask,
-                       "stream": self.stream, "train": files_of(data.train_paths),
+                       "stream": self.stream, "dropped": list(self.dropped),
+                       "train": files_of(data.train_paths),
                        "valid": files_of(data.valid_paths)}
         booster, done, before = resume(path, fingerprint, early)
         total = self.params["n_estimators"]
@@ -240,7 +243,9 @@ class XGBoostRanker(ModelFamily):
         rounds = len(next(iter(curves.values()), []))
         return TrainReport(
             step="boosting round", curves=curves, best_step=best,
-            params={k: v for k, v in {**self.params, **(trained or {})}.items() if v is not None},
+            params={k: v for k, v in {**self.params, **(trained or {}),
+                                      "drop_features": ",".join(self.dropped)}.items()
+                    if v is not None and v != ""},
             metrics={"fit_seconds": seconds, "rows": rows,
                      "rows_per_s": rows * max(rounds, 1) / max(seconds, 1e-9), **metrics},
             importance=self.feature_importance())
@@ -270,10 +275,11 @@ class XGBoostRanker(ModelFamily):
                 share = min(1.0, TRAIN_CURVE_ROWS / max(int(counts[:, 1].sum()), 1))
                 frames[name] = dd.from_map(_partition, paths, offsets.tolist(),
                                            sample=share if name == "train" else 0.0,
-                                           seed=seed, meta=_partition_meta(),
+                                           seed=seed, dropped=self.dropped,
+                                           meta=_partition_meta(),
                                            enforce_metadata=False)
                 n_rows = n_rows or int(counts[:, 1].sum())  # the training rows
-            params = self._fit_params(early_stopping="valid" in frames)
+            params = self.fit_params(early_stopping="valid" in frames)
             resumed, done, before = self._resumable(params, data)
             params.pop("n_jobs")  # the workers' threads
             params["device"] = _cluster_device(client, self.device)
@@ -303,7 +309,7 @@ class XGBoostRanker(ModelFamily):
             booster = ranker.get_booster()
             res, best = ranker.evals_result(), getattr(ranker, "best_iteration", None)
         self._trained(data)
-        self.model = xgboost.XGBRanker(**self._fit_params(early_stopping=False))
+        self.model = xgboost.XGBRanker(**self.fit_params(early_stopping=False))
         self.model.load_model(bytearray(booster.save_raw("ubj")))
         self.set_threads(self.params["n_jobs"])  # scoring here: this task's threads
         return self._report(_joined(before, res), best, seconds, n_rows, trained,
@@ -324,19 +330,19 @@ class XGBoostRanker(ModelFamily):
         offsets = {k: query_offsets(c[:, 0]).tolist() for k, c in counts.items()}
         rows = int(counts["train"][:, 1].sum())
         share, seed = min(1.0, TRAIN_CURVE_ROWS / max(rows, 1)), self.params["random_state"]
-        params = self._fit_params(early_stopping=bool(parts["valid"]))
+        params = self.fit_params(early_stopping=bool(parts["valid"]))
         resumed, done, before = self._resumable(params, data)
         log.info("training XGBRanker on %d rows streamed from %d partitions (%s, device=%s)",
                  rows, len(parts["train"]), params["objective"], params["device"])
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="rankline-xgb-") as cache:
             booster, res, batch = train_booster(
-                params, parts, offsets, lambda p, o: _partition(p, o, share, seed), Path(cache),
+                params, parts, offsets, lambda p, o: _partition(p, o, share, seed, self.dropped), Path(cache),
                 resumed)
         seconds = time.perf_counter() - t0
         self._trained(data)
         best = booster.attr("best_iteration")
-        self.model = xgboost.XGBRanker(**self._fit_params(early_stopping=False))
+        self.model = xgboost.XGBRanker(**self.fit_params(early_stopping=False))
         self.model.load_model(bytearray(booster.save_raw("ubj")))
         self.set_threads(self.params["n_jobs"])
         return self._report(_joined(before, res), None if best is None else int(best), seconds,
@@ -357,7 +363,7 @@ class XGBoostRanker(ModelFamily):
     def score(self, rows: pd.DataFrame) -> np.ndarray:
         if self.model is None:
             raise RuntimeError("fit the model before scoring")
-        return self.model.get_booster().inplace_predict(feature_matrix(rows))
+        return self.model.get_booster().inplace_predict(self.matrix(rows))
 
     def _log_flavor(self, name: str, signature: Any, metadata: dict[str, Any],
                     registered_model_name: str | None) -> Any:
@@ -409,14 +415,16 @@ def _partition_meta() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})
 
 
-def _partition(path: Any, offset: int, sample: float, seed: int) -> pd.DataFrame:
-    """One training partition as a Dask partition: the features as float32, the label, a
-    query id unique across partitions (``offset`` + this partition's dense ids, sorted) and
-    whether the query is in the training-curve sample."""
+def _partition(path: Any, offset: int, sample: float, seed: int,
+               dropped: Sequence[str] = ()) -> pd.DataFrame:
+    """One training partition as a Dask partition: the features as float32 (``dropped`` ones
+    missing), the label, a query id unique across partitions (``offset`` + this partition's
+    dense ids, sorted) and whether the query is in the training-curve sample."""
     rows = pd.read_parquet(path, columns=["request_id", "label", *model_features()])
     rows = rows.sort_values("request_id", kind="stable").reset_index(drop=True)
     local = query_ids(rows).astype(np.int64)
     out = rows[model_features()].astype(np.float32)
+    out[list(dropped)] = np.nan
     out["label"] = rows["label"].to_numpy(np.float32)  # as XGBoost keeps it
     out["_qid"] = local + offset
     n = int(local[-1]) + 1 if len(local) else 0

@@ -341,6 +341,39 @@ def cv_cmd(
     typer.echo(cv_summary(table).round(4).to_string())
 
 
+@app.command("select-features")
+def select_features_cmd(
+    family: Annotated[str, typer.Option(help="The family stage 2 and the report train")] = "xgboost",
+    fraction: Annotated[float, typer.Option(
+        help="Fraction of the training groups the stages and the report train on")] = 0.25,
+    repeats: Annotated[int, typer.Option(help="Shadow-feature repeats (stage 1)")] = 3,
+    tolerance: Annotated[float, typer.Option(
+        help="Validation NDCG@10 a left-out feature may cost (stage 2)")] = 0.0,
+    date: DateOption = None,
+) -> None:
+    """Propose features to leave out: shadow features, then backward elimination on
+    validation NDCG@10; the selected set against all features and random subsets of its size
+    on the held-out dates (logged to MLflow, tag rankline.job=select-features). Accept the
+    proposal with the RANKLINE_DROP_FEATURES line it prints last."""
+    from pipeline.feature_selection import select_features
+
+    res = select_features(_settings(), _as_of(date), family, fraction, repeats, tolerance)
+    st1 = res["stage1"]
+    typer.echo(f"stage 1 (shadow features, {st1['repeats']} repeats): "
+               f"{len(st1['survivors'])} survive, screened out: "
+               f"{', '.join(st1['screened_out']) or 'none'}")
+    typer.echo(f"stage 2 (backward elimination): kept {len(res['kept'])}: "
+               f"{', '.join(res['kept'])}")
+    for name in ("selected", "all", "random"):
+        typer.echo(f"{name:>8}: valid NDCG@10 {res['valid_ndcg@10'][name]:.4f}, held-out "
+                   f"{res['test_ndcg@10'][name]:.4f}")
+    for other, iv in res["selected_minus"].items():
+        typer.echo(f"selected - {other} on the held-out dates: {iv['mean']:+.4f} "
+                   f"[{iv['low']:+.4f}, {iv['high']:+.4f}] over {res['groups']:,} groups "
+                   f"({iv['conclusion']})")
+    typer.echo(f"MLflow run {res['run_id']}; accept with: {res['accept']}")
+
+
 @app.command("airflow-env")
 def airflow_env_cmd() -> None:
     """Print the AIRFLOW_* exports of the embedded deployment (eval "$(rankline airflow-env)")."""

@@ -192,6 +192,11 @@ class Settings(BaseSettings):
         default=True,
         description="train starts each family from the best parameters of its newest sweep "
         "(false: from the settings alone).")
+    drop_features: str = Field(
+        default="", max_length=10_000,
+        description="Model features every family leaves out (comma-separated; set to missing "
+        "in training and scoring): a feature selection's proposal, accepted "
+        "(rankline select-features prints it). Empty: every feature.")
     stream_rows: bool = Field(
         default=False,
         description="Every family reads the training rows one date at a time (XGBoost into "
@@ -337,6 +342,22 @@ class Settings(BaseSettings):
         if len(set(names)) < len(names):
             raise ValueError("names a family twice")
         return v
+
+    @field_validator("drop_features")
+    @classmethod
+    def _drop_features(cls, v: str) -> str:
+        from feature_store.definitions import model_features
+
+        names = [n.strip() for n in v.split(",") if n.strip()]
+        if unknown := sorted(set(names) - set(model_features())):
+            raise ValueError(f"unknown features {unknown}; the model features are "
+                             f"{', '.join(model_features())}")
+        return ",".join(names)
+
+    @property
+    def dropped_features(self) -> tuple[str, ...]:
+        """The features of ``RANKLINE_DROP_FEATURES``."""
+        return tuple(self.drop_features.split(",")) if self.drop_features else ()
 
     @property
     def model_families(self) -> list[str]:

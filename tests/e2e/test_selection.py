@@ -74,3 +74,24 @@ def test_learning_curve_and_cross_validation_log_their_tables(demo, tmp_path):
     assert run["metrics.cv_xgboost_ndcg_at_10_mean"] == pytest.approx(
         folds[folds["model"] == "xgboost"]["ndcg@10"].mean())
     assert "xgboost" in out and "oracle" in out
+
+
+def test_select_features_logs_a_proposal_the_setting_accepts(demo, tmp_path):
+    from feature_store.definitions import model_features
+
+    home, env, _ = demo
+    out = rankline(env, "select-features", "--fraction", "0.5", "--repeats", "2")
+    last = out.strip().splitlines()[-1]
+    assert "accept with: RANKLINE_DROP_FEATURES=" in last, out
+    run, files = _job_run(home, "select-features", "selection")
+    assert files == {"selection/proposal.json", "selection/stage1.csv", "selection/stages.png"}
+    import mlflow
+
+    proposal = mlflow.artifacts.load_dict(f"{run['artifact_uri']}/selection/proposal.json")
+    assert sorted(proposal["kept"] + proposal["dropped"]) == sorted(model_features())
+    assert proposal["kept"] and set(proposal["stage1"]["screened_out"]) <= set(
+        proposal["dropped"])
+    assert last.endswith("RANKLINE_DROP_FEATURES=" + ",".join(proposal["dropped"]))
+    assert set(proposal["selected_minus"]) == {"all", "random"} and proposal["groups"] > 0
+    steps = proposal["stage2"]
+    assert [s["feature"] for s in steps[1:]] == proposal["stage1"]["survivors"][:len(steps) - 1]

@@ -122,3 +122,23 @@ def test_check_features_passes_equal_specs():
 def test_unknown_family_names_the_known_ones(settings):
     with pytest.raises(UnknownFamily, match="known: .*xgboost"):
         build("lightgbm", settings)
+
+
+def test_dropped_features_are_unseen_in_training_and_after_loading(family, settings, data,
+                                                                   tracking):
+    """RANKLINE_DROP_FEATURES: the planted signal's main feature, dropped, changes no score
+    whatever its values, in the fitted model and in the one loaded back."""
+    import mlflow
+
+    model = build(family, settings, drop_features=("i_ctr_7d",))
+    model.fit(data)
+    test = tiny_rows(30, 3)
+    noisy = test.assign(i_ctr_7d=np.random.default_rng(9).random(len(test)) * 100)
+    np.testing.assert_allclose(model.score(noisy), model.score(test), rtol=1e-6)
+    assert np.std(model.score(test)) > 0  # it still ranks, on the other features
+    with mlflow.start_run(experiment_id=tracking):
+        info = model.log_model(test.head(20), registered_model_name="contract-dropped")
+    loaded = load_ranker(f"models:/contract-dropped/{info.registered_model_version}", threads=1)
+    np.testing.assert_allclose(loaded.score(noisy), model.score(test), rtol=1e-5)
+    with pytest.raises(ValueError, match="RANKLINE_DROP_FEATURES"):
+        build(family, settings, drop_features=("no_such_feature",))
