@@ -40,6 +40,7 @@ from feature_store.definitions import SEQ, model_features
 from models.base import ModelFamily, TrainingSet, TrainReport, files_of, requirements
 from models.ddp import DdpConfig, Worker
 from models.metrics import ranking_metrics
+from models.propensity import Examination, examination
 from models.sequence import (
     EncoderCheckpoint,
     EncoderConfig,
@@ -200,14 +201,16 @@ class NeuralRanker(ModelFamily):
                  lr_scale: float = 0.1, batch_groups: int = 128, patience: int = 2,
                  config: EncoderConfig | dict[str, Any] | None = None, device: str = "auto",
                  seed: int = 0, threads: int | None = None, ddp: DdpConfig | None = None,
-                 stream: bool = False, drop_features: Sequence[str] = ()) -> None:
+                 stream: bool = False, drop_features: Sequence[str] = (),
+                 unbiased: bool = False) -> None:
         super().__init__(drop_features)
         if finetune not in ("frozen", "lower_lr"):
             raise ValueError(f"finetune must be frozen or lower_lr, not {finetune!r}")
         self.params: dict[str, Any] = {
             "epochs": epochs, "lr": lr, "finetune": finetune, "lr_scale": lr_scale,
             "batch_groups": batch_groups, "patience": patience, "device": resolve_device(device),
-            "seed": seed, "init": self.init, "drop_features": list(drop_features)}
+            "seed": seed, "init": self.init, "drop_features": list(drop_features),
+            "unbiased": unbiased}
         self.config = EncoderConfig(**config) if isinstance(config, dict) else (
             config or EncoderConfig())
         self.ddp = ddp or DdpConfig()
@@ -215,6 +218,9 @@ class NeuralRanker(ModelFamily):
         self.params["stream"] = self.stream = stream
         """Read the training rows one partition (date) at a time, every epoch, in a random
         order, batches drawn within a partition: memory bounded by a partition's rows."""
+        self.examination: Examination | None = None
+        """With ``unbiased``: the position bias estimated from the training rows; each click's
+        gain in the loss is weighted by its inverse propensity."""
         self.vocab: ItemVocab | None = None
         self.net: Any = None
         self.mean = self.std = np.zeros(0, dtype=np.float32)
@@ -229,7 +235,7 @@ class NeuralRanker(ModelFamily):
             "device": settings.device, "seed": settings.seed,
             "threads": settings.family_threads, "ddp": settings.ddp,
             "stream": settings.stream_rows, "drop_features": settings.dropped_features,
-            **overrides})
+            "unbiased": settings.unbiased, **overrides})
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -327,7 +333,7 @@ class NeuralRanker(ModelFamily):
         """What a torchrun worker needs to build this model again (see :func:`models.ddp.main`)."""
         kwargs = {k: self.params[k] for k in ("epochs", "lr", "finetune", "lr_scale",
                                                "batch_groups", "patience", "device", "seed",
-                                               "stream", "drop_features")}
+                                               "stream", "drop_features", "unbiased")}
         return {"family": f"{type(self).__module__}:{type(self).__qualname__}",
                 "kwargs": {**kwargs, "config": asdict(self.config)}}
 
@@ -378,6 +384,13 @@ class NeuralRanker(ModelFamily):
         device = worker.device
         rng = np.random.default_rng(self.params["seed"])
         valid = data.read("valid") if data.valid_paths and worker.is_main else None
+        if self.params["unbiased"]:  # every rank estimates the same, from the same rows
+            cols = ["position", "item_id", "label"]
+            logged = pd.concat([pd.read_parquet(p, columns=cols) for p in data.train_paths])
+            self.examination = examination(logged["position"].to_numpy(),
+                                           logged["item_id"].to_numpy(),
+                                           logged["label"].to_numpy() >= 1)
+            del logged
         if self.stream:  # one partition at a time: statistics first, in one pass
             stats = RowStats()
             for path in data.train_paths:
@@ -497,7 +510,10 @@ class NeuralRanker(ModelFamily):
         import torch
 
         tr = self._groups(rows)
-        gains = torch.from_numpy(2.0 ** rows["label"].to_numpy(np.float32) - 1)
+        gain = 2.0 ** rows["label"].to_numpy(np.float32) - 1
+        if self.examination is not None:  # inverse-propensity weighted clicks
+            gain = gain * self.examination.inverse_propensity(rows["position"].to_numpy())
+        gains = torch.from_numpy(gain.astype(np.float32))
         keep = (gains[torch.from_numpy(np.where(tr["index"] < 0, 0, tr["index"]))]
                 * torch.from_numpy(tr["index"] >= 0)).sum(1) > 0
         group_ids = np.flatnonzero(keep.numpy())
@@ -634,7 +650,8 @@ class NeuralRanker(ModelFamily):
         params = {k: raw["params"][k] for k in ("epochs", "lr", "finetune", "lr_scale",
                                                  "batch_groups", "patience", "seed")}
         model = cls(**params, config=EncoderConfig(**raw["config"]), device="cpu",
-                    drop_features=raw["params"].get("drop_features", ()))
+                    drop_features=raw["params"].get("drop_features", ()),
+                    unbiased=raw["params"].get("unbiased", False))
         model.vocab, model.mean, model.std = ItemVocab(raw["item_ids"]), raw["mean"], raw["std"]
         model.net = build_network(len(model.vocab), 2 * len(model.mean), model.config)
         model.net.load_state_dict(raw["state"])

@@ -75,6 +75,7 @@ class XGBoostRanker(ModelFamily):
         reg_lambda: float = 1.0,
         lambdarank_num_pair_per_sample: int = 10,
         drop_features: Sequence[str] = (),
+        unbiased: bool = False,
     ) -> None:
         """``n_jobs``: threads for training and scoring (None: XGBoost's default, every core).
         Early stopping: training stops when validation NDCG@10 has not improved by
@@ -85,7 +86,11 @@ class XGBoostRanker(ModelFamily):
         of the same parameters and data resumes (:mod:`models.xgb_checkpoint`). ``stream``: in
         one process, boost from the partitions streamed into XGBoost's external-memory matrix
         (:mod:`models.xgb_stream`) instead of one frame of every row. ``drop_features``: model
-        features left out (set to missing: no tree splits on them), a feature selection's."""
+        features left out (set to missing: no tree splits on them), a feature selection's.
+        ``unbiased``: position-debiased LambdaMART (XGBoost's ``lambdarank_unbiased``: it
+        estimates the examination of each position from the clicks while it boosts, and
+        weighs pairs by it); each request's training rows are then ordered by the position
+        they were shown at, sampled negatives (never shown) last."""
         super().__init__(drop_features)
         self.checkpoint_rounds = checkpoint_rounds
         self.stream = stream
@@ -102,7 +107,7 @@ class XGBoostRanker(ModelFamily):
             "lambdarank_pair_method": "topk",
             "lambdarank_num_pair_per_sample": lambdarank_num_pair_per_sample,
             "min_child_weight": min_child_weight, "reg_lambda": reg_lambda,
-            "n_jobs": n_jobs,
+            "lambdarank_unbiased": unbiased, "n_jobs": n_jobs,
         }
         self.model = None
 
@@ -114,7 +119,8 @@ class XGBoostRanker(ModelFamily):
             "device": settings.device, "seed": settings.seed, "n_jobs": settings.family_threads,
             "dask_workers": settings.dask_workers, "dask_scheduler": settings.dask_scheduler,
             "checkpoint_rounds": settings.checkpoint_rounds, "stream": settings.stream_rows,
-            "drop_features": settings.dropped_features, **overrides})
+            "drop_features": settings.dropped_features, "unbiased": settings.unbiased,
+            **overrides})
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -151,7 +157,8 @@ class XGBoostRanker(ModelFamily):
 
 
         cols = ["label", *model_features()]  # not the users' sequences: big, and unused here
-        train = data.read("train", cols)
+        unbiased = self.params["lambdarank_unbiased"]
+        train = self._ordered(data.read("train", [*cols, "position"] if unbiased else cols))
         valid = data.read("valid", cols) if data.valid_paths else None
         params = self.fit_params(early_stopping=valid is not None)
         resumed, done, before = self._resumable(params, data)
@@ -177,6 +184,18 @@ class XGBoostRanker(ModelFamily):
         return self._report(_joined(before, self.model.evals_result()),
                             getattr(self.model, "best_iteration", None), seconds, len(X),
                             resumed_at_round=done)
+
+    def _ordered(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """Training rows as the objective reads them: by request; when position-debiased, by
+        the position shown inside each request (XGBoost takes a row's place in its query for
+        its position), never-shown rows last."""
+        if not self.params["lambdarank_unbiased"]:
+            return rows
+        if rows["position"].isna().all():
+            raise ValueError("position-debiased training (RANKLINE_UNBIASED) needs the logs' "
+                             "impression positions, and these rows have none")
+        return rows.sort_values(["request_id", "position"], na_position="last",
+                                kind="stable").reset_index(drop=True)
 
     def fit_params(self, early_stopping: bool, valid_set: str = "validation_1") -> dict[str, Any]:
         """``XGBRanker``'s arguments: ``self.params`` with early stopping on the validation set
@@ -276,6 +295,7 @@ class XGBoostRanker(ModelFamily):
                 frames[name] = dd.from_map(_partition, paths, offsets.tolist(),
                                            sample=share if name == "train" else 0.0,
                                            seed=seed, dropped=self.dropped,
+                                           by_position=self.params["lambdarank_unbiased"],
                                            meta=_partition_meta(),
                                            enforce_metadata=False)
                 n_rows = n_rows or int(counts[:, 1].sum())  # the training rows
@@ -337,7 +357,8 @@ class XGBoostRanker(ModelFamily):
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="rankline-xgb-") as cache:
             booster, res, batch = train_booster(
-                params, parts, offsets, lambda p, o: _partition(p, o, share, seed, self.dropped), Path(cache),
+                params, parts, offsets, lambda p, o: _partition(p, o, share, seed, self.dropped,
+                                                 self.params["lambdarank_unbiased"]), Path(cache),
                 resumed)
         seconds = time.perf_counter() - t0
         self._trained(data)
@@ -416,12 +437,15 @@ def _partition_meta() -> pd.DataFrame:
 
 
 def _partition(path: Any, offset: int, sample: float, seed: int,
-               dropped: Sequence[str] = ()) -> pd.DataFrame:
+               dropped: Sequence[str] = (), by_position: bool = False) -> pd.DataFrame:
     """One training partition as a Dask partition: the features as float32 (``dropped`` ones
     missing), the label, a query id unique across partitions (``offset`` + this partition's
-    dense ids, sorted) and whether the query is in the training-curve sample."""
-    rows = pd.read_parquet(path, columns=["request_id", "label", *model_features()])
-    rows = rows.sort_values("request_id", kind="stable").reset_index(drop=True)
+    dense ids, sorted; with ``by_position``, rows by position shown inside each query) and
+    whether the query is in the training-curve sample."""
+    rows = pd.read_parquet(path, columns=["request_id", "label", *model_features(),
+                                          *(["position"] if by_position else [])])
+    keys = ["request_id", "position"] if by_position else ["request_id"]
+    rows = rows.sort_values(keys, na_position="last", kind="stable").reset_index(drop=True)
     local = query_ids(rows).astype(np.int64)
     out = rows[model_features()].astype(np.float32)
     out[list(dropped)] = np.nan

@@ -197,6 +197,12 @@ class Settings(BaseSettings):
         description="Model features every family leaves out (comma-separated; set to missing "
         "in training and scoring): a feature selection's proposal, accepted "
         "(rankline select-features prints it). Empty: every feature.")
+    unbiased: bool = Field(
+        default=False,
+        description="Position-debiased training from clicks: XGBoost's unbiased LambdaMART "
+        "(lambdarank_unbiased), inverse-propensity weighted clicks for the neural families "
+        "(propensities estimated from the training rows' logged positions). False: clicks as "
+        "logged.")
     stream_rows: bool = Field(
         default=False,
         description="Every family reads the training rows one date at a time (XGBoost into "
