@@ -185,17 +185,18 @@ def select_features(settings: Settings, as_of: dt.date, family: str = "xgboost",
             "selected_minus": intervals, "confidence": settings.gate_confidence,
             "accept": f"RANKLINE_DROP_FEATURES={','.join(dropped)}",
         }
-        mlflow.log_params({"family": family, "fraction": fraction, "repeats": repeats,
-                           "tolerance": tolerance, "as_of": as_of.isoformat(),
-                           "kept_features": len(kept)})
-        mlflow.log_metrics({f"{part}_{k}_ndcg_at_10": v
-                            for part in ("valid", "test")
-                            for k, v in proposal[f"{part}_ndcg@10"].items()})
-        mlflow.log_dict(proposal, "selection/proposal.json")
-        with tempfile.TemporaryDirectory() as out:
-            screen.to_csv(Path(out) / "stage1.csv")
-            mlflow.log_artifact(str(Path(out) / "stage1.csv"), "selection")
-        log_figure(selection_figure(screen, steps), "selection/stages.png")
+        with mlflow.start_run(run_id=run.info.run_id):  # the job's run, now
+            mlflow.log_params({"family": family, "fraction": fraction, "repeats": repeats,
+                               "tolerance": tolerance, "as_of": as_of.isoformat(),
+                               "kept_features": len(kept)})
+            mlflow.log_metrics({f"{part}_{k}_ndcg_at_10": v
+                                for part in ("valid", "test")
+                                for k, v in proposal[f"{part}_ndcg@10"].items()})
+            mlflow.log_dict(proposal, "selection/proposal.json")
+            with tempfile.TemporaryDirectory() as out:
+                screen.to_csv(Path(out) / "stage1.csv")
+                mlflow.log_artifact(str(Path(out) / "stage1.csv"), "selection")
+            log_figure(selection_figure(screen, steps), "selection/stages.png")
     return {**proposal, "run_id": run.info.run_id}
 
 

@@ -61,14 +61,21 @@ class Progress:
 
 @contextlib.contextmanager
 def job_run(settings: Settings, job: str, name: str) -> Iterator[Any]:
-    """An MLflow run of a selection job in the settings' experiment (tag ``rankline.job``)."""
+    """An MLflow run of a selection job in the settings' experiment (tag ``rankline.job``),
+    not active while the job works (pre-training an encoder logs into it by its id), ended
+    FINISHED, or FAILED when the job raises."""
     import mlflow
 
     from pipeline.tracking import configure
 
-    exp_id = configure(settings)
-    with mlflow.start_run(experiment_id=exp_id, run_name=name, tags={JOB_TAG: job}) as run:
+    client = mlflow.MlflowClient()
+    run = client.create_run(configure(settings), run_name=name, tags={JOB_TAG: job})
+    try:
         yield run
+    except BaseException:
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    client.set_terminated(run.info.run_id, "FINISHED")
 
 
 def family_defaults(settings: Settings, family: str) -> dict[str, Any]:
@@ -250,17 +257,18 @@ def compare_samplers(settings: Settings, as_of: dt.date, family: str = "xgboost"
                 progress.step(f"{name} repeat {r}: best {max(found):.4f}", trials)
         traces = {s: np.array([best_seen(v) for v in vs]) for s, vs in values.items()}
         result = compare_traces(traces)
-        mlflow.log_params({"family": family, "samplers": ",".join(samplers),
-                           "repeats": repeats, "trials": trials, "fraction": fraction,
-                           "as_of": as_of.isoformat()})
-        mlflow.log_metrics({"mw_p_best": result["best"]["p"], "mw_p_auc": result["auc"]["p"],
-                            **{f"median_best_{s}": m for s, m in
-                               zip(samplers, result["best"]["median"], strict=True)}})
-        mlflow.log_dict({**result, "values": values}, "compare/result.json")
-        from pipeline.tracking import log_figure
+        with mlflow.start_run(run_id=run.info.run_id):  # the job's run, now
+            mlflow.log_params({"family": family, "samplers": ",".join(samplers),
+                               "repeats": repeats, "trials": trials, "fraction": fraction,
+                               "as_of": as_of.isoformat()})
+            mlflow.log_metrics({"mw_p_best": result["best"]["p"], "mw_p_auc": result["auc"]["p"],
+                                **{f"median_best_{s}": m for s, m in
+                                   zip(samplers, result["best"]["median"], strict=True)}})
+            mlflow.log_dict({**result, "values": values}, "compare/result.json")
+            from pipeline.tracking import log_figure
 
-        log_figure(traces_figure(traces, result, f"{family}: {repeats} sweeps of {trials} "
-                                 f"trials per sampler"), "compare/best_seen.png")
+            log_figure(traces_figure(traces, result, f"{family}: {repeats} sweeps of {trials} "
+                                     f"trials per sampler"), "compare/best_seen.png")
     return {**result, "run_id": run.info.run_id}
 
 
@@ -300,13 +308,14 @@ def learning_curve(settings: Settings, as_of: dt.date, families: Sequence[str],
                 if part is not data:
                     part.train_paths[0].unlink()
         table = pd.DataFrame(out)
-        mlflow.log_params({"families": ",".join(families), "seeds": seeds,
-                           "fractions": ",".join(f"{f:g}" for f in fractions),
-                           "as_of": as_of.isoformat()})
-        _log_table(table, "learning_curve/table.csv")
-        from pipeline.tracking import log_figure
+        with mlflow.start_run(run_id=run.info.run_id):  # the job's run, now
+            mlflow.log_params({"families": ",".join(families), "seeds": seeds,
+                               "fractions": ",".join(f"{f:g}" for f in fractions),
+                               "as_of": as_of.isoformat()})
+            _log_table(table, "learning_curve/table.csv")
+            from pipeline.tracking import log_figure
 
-        log_figure(curve_figure(table), "learning_curve/ndcg.png")
+            log_figure(curve_figure(table), "learning_curve/ndcg.png")
     return table
 
 
@@ -390,15 +399,16 @@ def cross_validate(settings: Settings, as_of: dt.date, families: Sequence[str],
                             "minus_popularity": float((per_group - ndcg["popularity"]).mean()),
                             "groups": len(per_group)})
         table = pd.DataFrame(out)
-        mlflow.log_params({"families": ",".join(families), "folds": folds,
-                           "as_of": as_of.isoformat()})
-        stats = cv_summary(table)
-        mlflow.log_metrics({f"cv_{m}_ndcg_at_10_{k}": float(v) for m, row in stats.iterrows()
-                            for k, v in row[["mean", "std"]].items()})
-        _log_table(table, "cv/folds.csv")
-        from pipeline.tracking import log_figure
+        with mlflow.start_run(run_id=run.info.run_id):  # the job's run, now
+            mlflow.log_params({"families": ",".join(families), "folds": folds,
+                               "as_of": as_of.isoformat()})
+            stats = cv_summary(table)
+            mlflow.log_metrics({f"cv_{m}_ndcg_at_10_{k}": float(v) for m, row in stats.iterrows()
+                                for k, v in row[["mean", "std"]].items()})
+            _log_table(table, "cv/folds.csv")
+            from pipeline.tracking import log_figure
 
-        log_figure(cv_figure(table), "cv/ndcg.png")
+            log_figure(cv_figure(table), "cv/ndcg.png")
     return table
 
 
