@@ -175,6 +175,10 @@ class Scheduler:
                 f"(or the Airflow UI: rankline up)")
 
     # -- waiting ---------------------------------------------------------------------------
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """The task instances of one run (mapped ones each with its ``map_index``)."""
+        return self._get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+
     def wait_run(self, dag_id: str, run_id: str, timeout: float) -> float:
         """Wait for one run to end, printing each task as it finishes; its seconds.
 
@@ -185,7 +189,7 @@ class Scheduler:
         while True:
             self._alive()
             run = self.run(dag_id, run_id)
-            tis = self._get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+            tis = self.task_instances(dag_id, run_id)
             for t in sorted(tis, key=lambda t: t.get("end_date") or ""):
                 key = (t["task_id"], t.get("map_index", -1))
                 if t["state"] == "success" and key not in seen:

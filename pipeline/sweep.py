@@ -157,6 +157,8 @@ def run_trial(settings: Settings, plan: dict[str, Any], index: int,
     trial.set_user_attr("task_index", index)
     params = family_class(plan["family"]).search_space(trial)
     model = build(plan["family"], settings, **params)
+    # the sweep's parallel trials share the cores: one thread pool each, no oversubscription
+    model.set_threads(max(1, settings.n_threads // settings.sweep_parallel))
     steps: list[float] = []
     model.on_step = pruning_hook(trial, steps)
     t0 = time.perf_counter()
