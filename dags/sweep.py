@@ -38,8 +38,9 @@ def sweep() -> None:
     step's **validation** NDCG@10 (the median pruner stops a trial that falls behind) and
     tells the study its best. The test dates are never looked at. Every trial is a nested
     MLflow run under this run; `finish` logs the best trial's parameters
-    (`sweep/<family>/best_params.json`) and the history plot. The next `train` starts that
-    family from them (`RANKLINE_SWEEP_DEFAULTS`).
+    (`sweep/<family>/best_params.json`) and the history plot, and adopts them only if they
+    beat the defaults on the validation groups (paired bootstrap interval above zero). The
+    next `train` starts that family from the newest adopted sweep (`RANKLINE_SWEEP_DEFAULTS`).
     """
 
     @task
@@ -66,16 +67,16 @@ def sweep() -> None:
         return run_trial(settings(), planned, index, encoder)
 
     @task(trigger_rule=TriggerRule.ALL_DONE)  # the trials that completed count
-    def finish(planned: dict) -> dict:
+    def finish(planned: dict, encoder: dict | None) -> dict:
         from pipeline.sweep import finish_sweep
 
         with fail_fast():
-            return finish_sweep(settings(), planned)
+            return finish_sweep(settings(), planned, encoder)
 
     _, encoder, assembled = training_split_tasks()
     sweep_plan = plan(assembled)
     done = trial.partial(planned=sweep_plan, encoder=encoder).expand(index=indices(sweep_plan))
-    done >> finish(sweep_plan)
+    done >> finish(sweep_plan, encoder)
 
 
 sweep_dag = sweep()

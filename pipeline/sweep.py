@@ -16,9 +16,14 @@ then logs the best trial (:func:`finish_sweep`). The study lives in Optuna's jou
   stops a trial whose curve falls below the median of the trials before it at that step.
 - **Tracking:** the sweep's MLflow run is the DAG run's; every trial is a nested run under it
   (params, curve, value, state). The best trial's parameters are the artifact
-  ``sweep/<family>/best_params.json`` of that run, tagged ``rankline.sweep_family``; the next
-  ``train`` of that family starts from the newest one (:func:`best_params`, with
-  ``RANKLINE_SWEEP_DEFAULTS``), recorded as ``<family>.sweep_run``.
+  ``sweep/<family>/best_params.json`` of that run, tagged ``rankline.sweep_family``.
+- **Adopted on evidence:** the best trial's value is the maximum of many noisy values (a
+  winner's curse). So ``finish`` trains the family with the best parameters and with its
+  defaults and scores both on the validation dates' (user, day) groups: the best parameters
+  are adopted (tag ``rankline.sweep_adopted=true``) only when the paired bootstrap interval of
+  best - defaults over those groups (``RANKLINE_GATE_CONFIDENCE``, ``_BOOTSTRAP``) lies above
+  zero. The next ``train`` of that family starts from the newest adopted sweep
+  (:func:`best_params`, with ``RANKLINE_SWEEP_DEFAULTS``), recorded as ``<family>.sweep_run``.
 - **Validation only:** trials train on the training dates and are judged on the validation
   dates; the test dates stay for the train DAG's gate.
 """
@@ -41,6 +46,8 @@ log = logging.getLogger(__name__)
 SAMPLERS = ("tpe", "random", "grid")
 SWEEP_TAG = "rankline.sweep_family"
 """Tag of a sweep's MLflow run: the family it tuned (its best parameters are an artifact)."""
+ADOPTED_TAG = "rankline.sweep_adopted"
+"""Tag of a sweep's MLflow run: whether its best parameters beat the defaults on evidence."""
 
 
 def storage(settings: Settings) -> Any:
@@ -231,10 +238,12 @@ def _summary(study: Any, number: int, state: str, value: float | None) -> dict[s
             "best_trial": best.number if best else None}
 
 
-def finish_sweep(settings: Settings, plan: dict[str, Any]) -> dict[str, Any]:
+def finish_sweep(settings: Settings, plan: dict[str, Any],
+                 encoder: dict[str, Any] | None = None) -> dict[str, Any]:
     """Log the sweep's best trial to its MLflow run (params ``sweep.<name>``, the metric
-    ``sweep_best_valid_ndcg_at_10``, ``sweep/<family>/best_params.json``) and plot the
-    history (each trial's value and the best so far)."""
+    ``sweep_best_valid_ndcg_at_10``, ``sweep/<family>/best_params.json``), decide whether it
+    is adopted (:func:`adopt`: tag ``rankline.sweep_adopted``, metrics ``sweep_gain_*``) and
+    plot the history (each trial's value and the best so far)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -253,14 +262,19 @@ def finish_sweep(settings: Settings, plan: dict[str, Any]) -> dict[str, Any]:
                            "see the trial tasks' logs); nothing to keep")
     best = max(complete, key=lambda t: t.value)
     states = {s.name: sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
+    gain = adopt(settings, plan, best.params, encoder)
     result = {"family": plan["family"], "params": best.params, "value": best.value,
               "trial": best.number, "study": plan["study"], "sampler": plan["sampler"],
-              "trials": len(trials), "states": {k: v for k, v in states.items() if v}}
+              "trials": len(trials), "states": {k: v for k, v in states.items() if v},
+              "gain": gain}
     with mlflow.start_run(run_id=plan["run_id"]):
         mlflow.log_params({f"sweep.{k}": v for k, v in best.params.items()})
         mlflow.log_params({"sweep.family": plan["family"], "sweep.sampler": plan["sampler"],
                            "sweep.trials": len(trials)})
         mlflow.log_metric("sweep_best_valid_ndcg_at_10", best.value)
+        mlflow.log_metrics({f"sweep_gain_{k}": gain[k] for k in ("mean", "low", "high")})
+        mlflow.log_metric("sweep_gain_groups", gain["groups"])
+        mlflow.set_tag(ADOPTED_TAG, str(gain["adopted"]).lower())
         mlflow.log_dict(result, f"sweep/{plan['family']}/best_params.json")
         done = sorted(complete, key=lambda t: t.number)
         numbers, values = [t.number for t in done], [t.value for t in done]
@@ -272,13 +286,43 @@ def finish_sweep(settings: Settings, plan: dict[str, Any]) -> dict[str, Any]:
                title=f"Sweep of {plan['family']} ({plan['sampler']})")
         ax.legend()
         log_figure(fig, f"sweep/{plan['family']}/history.png")
-    log.info("sweep %s: best trial %d, validation NDCG@10 %.4f, %s", plan["study"], best.number,
-             best.value, json.dumps(best.params))
+    log.info("sweep %s: best trial %d, validation NDCG@10 %.4f, %s; best - defaults on the "
+             "validation groups %+.4f [%+.4f, %+.4f] over %d groups: %s", plan["study"],
+             best.number, best.value, json.dumps(best.params), gain["mean"], gain["low"],
+             gain["high"], gain["groups"],
+             "adopted" if gain["adopted"] else "not adopted, the defaults stay")
     return result
 
 
+def adopt(settings: Settings, plan: dict[str, Any], params: dict[str, Any],
+          encoder: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Best parameters against the defaults on the validation dates' (user, day) groups:
+    both trained on the training dates, the paired bootstrap interval of best - defaults of
+    per-group NDCG@10; ``adopted`` when its lower bound is above zero."""
+    from models.metrics import paired_bootstrap, per_group_metrics
+    from models.registry import build
+    from pipeline.pretraining import encoder_path
+    from pipeline.training import _read, eval_rows, training_set
+
+    rows = eval_rows(_read(settings, plan["split"]["valid"]))
+    groups, labels = rows["group"].to_numpy(), rows["label"].to_numpy()
+    ndcg = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, overrides in (("best", params), ("defaults", {})):
+            model = build(plan["family"], settings, **overrides)
+            pretrained = encoder_path(encoder, Path(tmp)) if model.needs_pretrained else None
+            model.fit(training_set(settings, plan["split"], pretrained))
+            ndcg[name] = per_group_metrics(groups, labels, model.score(rows),
+                                           seed=settings.seed)["ndcg@10"]
+    diff = (ndcg["best"] - ndcg["defaults"]).to_numpy()
+    mean, low, high = paired_bootstrap(diff, settings.gate_bootstrap, settings.gate_confidence,
+                                       settings.seed)
+    return {"mean": mean, "low": low, "high": high, "groups": len(diff),
+            "adopted": bool(low > 0)}
+
+
 def best_params(settings: Settings, family: str) -> dict[str, Any] | None:
-    """``{"params", "run_id", "value"}`` of the newest finished sweep of ``family`` (None when
+    """``{"params", "run_id", "value"}`` of the newest adopted sweep of ``family`` (None when
     there is none)."""
     import mlflow
 
@@ -287,7 +331,7 @@ def best_params(settings: Settings, family: str) -> dict[str, Any] | None:
     exp_id = configure(settings)
     runs = mlflow.MlflowClient().search_runs(
         [exp_id], filter_string=f"tags.`{SWEEP_TAG}` = '{family}' "
-        "and metrics.sweep_best_valid_ndcg_at_10 > -1",
+        f"and tags.`{ADOPTED_TAG}` = 'true' and metrics.sweep_best_valid_ndcg_at_10 > -1",
         order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         return None

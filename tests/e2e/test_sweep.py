@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from tests.e2e.conftest import rankline
@@ -53,9 +54,18 @@ def test_a_four_trial_sweep_writes_one_study_nested_runs_and_the_next_train_uses
     assert "sweep/xgboost/history.png" in {
         a.path for a in mlflow.MlflowClient().list_artifacts(sweep["run_id"], "sweep/xgboost")}
 
+    # adopted only on evidence: best - defaults on the validation groups, interval above zero
+    low, high = sweep["metrics.sweep_gain_low"], sweep["metrics.sweep_gain_high"]
+    assert low <= sweep["metrics.sweep_gain_mean"] <= high and sweep["metrics.sweep_gain_groups"] > 0
+    adopted = sweep["tags.rankline.sweep_adopted"]
+    assert adopted == ("true" if low > 0 else "false")
+
     rankline(env, "run-dag", "train")
     runs = mlflow.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
     train = runs[runs["tags.airflow.dag_id"] == "train"].iloc[0]
-    assert train["params.xgboost.sweep_run"] == sweep["run_id"]
-    for name, value in best.params.items():
-        assert json.loads(train[f"params.xgboost.{name}"]) == pytest.approx(value), name
+    if adopted == "true":
+        assert train["params.xgboost.sweep_run"] == sweep["run_id"]
+        for name, value in best.params.items():
+            assert json.loads(train[f"params.xgboost.{name}"]) == pytest.approx(value), name
+    else:  # the defaults stay
+        assert pd.isna(train.get("params.xgboost.sweep_run"))

@@ -79,3 +79,32 @@ def test_grid_sweeps_cover_every_point_once_across_tasks(family):
             study.tell(trial, 0.5)  # no study.stop() raised once the grid is covered
             seen.append(tuple(params[k] for k in sorted(grid)))
     assert sorted(seen) == sorted(points)
+
+
+def test_train_takes_the_newest_adopted_sweep_only(tmp_path: Path, monkeypatch):
+    """best_params: a sweep whose best did not beat the defaults on evidence is skipped."""
+    import mlflow
+
+    from pipeline.settings import get_settings
+    from pipeline.sweep import ADOPTED_TAG, SWEEP_TAG, best_params
+    from pipeline.tracking import configure
+
+    monkeypatch.setenv("RANKLINE_HOME", str(tmp_path / "var"))
+    get_settings.cache_clear()
+    s = get_settings()
+    exp = configure(s)
+    assert best_params(s, "xgboost") is None
+
+    def sweep(adopted: bool, depth: int) -> str:
+        with mlflow.start_run(experiment_id=exp) as run:
+            mlflow.set_tags({SWEEP_TAG: "xgboost", ADOPTED_TAG: str(adopted).lower()})
+            mlflow.log_metric("sweep_best_valid_ndcg_at_10", 0.5)
+            mlflow.log_dict({"params": {"max_depth": depth}, "value": 0.5},
+                            "sweep/xgboost/best_params.json")
+        return run.info.run_id
+
+    adopted = sweep(True, 4)
+    sweep(False, 9)  # newer, not adopted
+    found = best_params(s, "xgboost")
+    assert found["run_id"] == adopted and found["params"] == {"max_depth": 4}
+    get_settings.cache_clear()
