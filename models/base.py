@@ -155,6 +155,7 @@ class ModelFamily(Ranker):
 
         x = feature_matrix(rows)
         if self.dropped:
+            x = x.copy()  # a one-row frame's matrix can be a read-only view
             x[:, [model_features().index(name) for name in self.dropped]] = np.nan
         return x
 

@@ -118,8 +118,9 @@ class LoopState:
 @dataclass
 class Prepared:
     """A set of training rows as tensors: ``index`` ``[groups, width]`` row of each slot (-1:
-    none), ``seq`` each group's padded history, per row ``items``, ``dense``, ``gains``; the
-    groups trained on (``group_ids``, with a relevant row) and their ``seq_lengths``."""
+    none), ``seq`` each group's padded history, per row ``items``, ``dense``, ``gains`` and
+    (debiased training) inverse-propensity ``weights``; the groups trained on (``group_ids``,
+    with a relevant row) and their ``seq_lengths``."""
 
     index: np.ndarray
     seq: np.ndarray
@@ -128,6 +129,7 @@ class Prepared:
     gains: Any
     group_ids: np.ndarray
     seq_lengths: np.ndarray
+    weights: Any = None
 
 
 def _rng_state(device: str) -> dict[str, Any]:
@@ -453,6 +455,8 @@ class NeuralRanker(ModelFamily):
                                       part.dense[safe].to(device)).float()
                     scores = scores.masked_fill(~mask, -1e4)
                     target = gain / gain.sum(1, keepdim=True)
+                    if part.weights is not None:  # each click counted 1/propensity times
+                        target = target * part.weights[safe].to(device)
                     local = -(target * torch.log_softmax(scores, 1)).sum() / len(batch)
                     opt.zero_grad()
                     (local * worker.world).backward()  # DDP averages over the ranks
@@ -510,16 +514,16 @@ class NeuralRanker(ModelFamily):
         import torch
 
         tr = self._groups(rows)
-        gain = 2.0 ** rows["label"].to_numpy(np.float32) - 1
-        if self.examination is not None:  # inverse-propensity weighted clicks
-            gain = gain * self.examination.inverse_propensity(rows["position"].to_numpy())
-        gains = torch.from_numpy(gain.astype(np.float32))
+        gains = torch.from_numpy(2.0 ** rows["label"].to_numpy(np.float32) - 1)
+        weights = None if self.examination is None else torch.from_numpy(
+            self.examination.inverse_propensity(rows["position"].to_numpy()).astype(np.float32))
         keep = (gains[torch.from_numpy(np.where(tr["index"] < 0, 0, tr["index"]))]
                 * torch.from_numpy(tr["index"] >= 0)).sum(1) > 0
         group_ids = np.flatnonzero(keep.numpy())
         return Prepared(index=tr["index"], seq=tr["seq"], items=torch.from_numpy(tr["item"]),
                         dense=torch.from_numpy(self._dense(rows, x)), gains=gains,
-                        group_ids=group_ids, seq_lengths=(tr["seq"][group_ids] != 0).sum(1))
+                        group_ids=group_ids, seq_lengths=(tr["seq"][group_ids] != 0).sum(1),
+                        weights=weights)
 
     # -- checkpoints --------------------------------------------------------------------------
     def _checkpoint_path(self, data: TrainingSet) -> Path | None:

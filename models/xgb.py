@@ -89,8 +89,9 @@ class XGBoostRanker(ModelFamily):
         features left out (set to missing: no tree splits on them), a feature selection's.
         ``unbiased``: position-debiased LambdaMART (XGBoost's ``lambdarank_unbiased``: it
         estimates the examination of each position from the clicks while it boosts, and
-        weighs pairs by it); each request's training rows are then ordered by the position
-        they were shown at, sampled negatives (never shown) last."""
+        weighs pairs by it) with the ``mean`` pair method (``topk`` debiases only pairs within
+        its top k); each request's training rows are then its impressions in the order they
+        were shown, without the sampled negatives (never shown: no position to correct)."""
         super().__init__(drop_features)
         self.checkpoint_rounds = checkpoint_rounds
         self.stream = stream
@@ -104,7 +105,9 @@ class XGBoostRanker(ModelFamily):
             "tree_method": "hist", "eval_metric": "ndcg@10",
             "early_stopping_rounds": early_stopping_rounds,
             "early_stopping_min_delta": early_stopping_min_delta, "random_state": seed,
-            "lambdarank_pair_method": "topk",
+            # debiased: XGBoost corrects pairs within the top k only under topk (k: pairs per
+            # sample, 10 by default, fewer than the logs' positions), all of them under mean
+            "lambdarank_pair_method": "mean" if unbiased else "topk",
             "lambdarank_num_pair_per_sample": lambdarank_num_pair_per_sample,
             "min_child_weight": min_child_weight, "reg_lambda": reg_lambda,
             "lambdarank_unbiased": unbiased, "n_jobs": n_jobs,
@@ -186,16 +189,12 @@ class XGBoostRanker(ModelFamily):
                             resumed_at_round=done)
 
     def _ordered(self, rows: pd.DataFrame) -> pd.DataFrame:
-        """Training rows as the objective reads them: by request; when position-debiased, by
-        the position shown inside each request (XGBoost takes a row's place in its query for
-        its position), never-shown rows last."""
+        """Training rows as the objective reads them: by request; when position-debiased, the
+        impressions by the position shown inside each request (XGBoost takes a row's place
+        in its query for its position), without the sampled negatives."""
         if not self.params["lambdarank_unbiased"]:
             return rows
-        if rows["position"].isna().all():
-            raise ValueError("position-debiased training (RANKLINE_UNBIASED) needs the logs' "
-                             "impression positions, and these rows have none")
-        return rows.sort_values(["request_id", "position"], na_position="last",
-                                kind="stable").reset_index(drop=True)
+        return by_position(rows)
 
     def fit_params(self, early_stopping: bool, valid_set: str = "validation_1") -> dict[str, Any]:
         """``XGBRanker``'s arguments: ``self.params`` with early stopping on the validation set
@@ -295,7 +294,7 @@ class XGBoostRanker(ModelFamily):
                 frames[name] = dd.from_map(_partition, paths, offsets.tolist(),
                                            sample=share if name == "train" else 0.0,
                                            seed=seed, dropped=self.dropped,
-                                           by_position=self.params["lambdarank_unbiased"],
+                                           ordered=self.params["lambdarank_unbiased"],
                                            meta=_partition_meta(),
                                            enforce_metadata=False)
                 n_rows = n_rows or int(counts[:, 1].sum())  # the training rows
@@ -436,16 +435,25 @@ def _partition_meta() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})
 
 
+def by_position(rows: pd.DataFrame) -> pd.DataFrame:
+    """The shown rows (impressions) of ``rows``, each request's in the order shown."""
+    shown = rows[rows["position"].notna()]
+    if shown.empty:
+        raise ValueError("position-debiased training (RANKLINE_UNBIASED) needs the logs' "
+                         "impression positions, and these rows have none")
+    return shown.sort_values(["request_id", "position"], kind="stable").reset_index(drop=True)
+
+
 def _partition(path: Any, offset: int, sample: float, seed: int,
-               dropped: Sequence[str] = (), by_position: bool = False) -> pd.DataFrame:
+               dropped: Sequence[str] = (), ordered: bool = False) -> pd.DataFrame:
     """One training partition as a Dask partition: the features as float32 (``dropped`` ones
     missing), the label, a query id unique across partitions (``offset`` + this partition's
-    dense ids, sorted; with ``by_position``, rows by position shown inside each query) and
-    whether the query is in the training-curve sample."""
+    dense ids, sorted; ``ordered``: the impressions only, in the order shown, :func:`by_position`)
+    and whether the query is in the training-curve sample."""
     rows = pd.read_parquet(path, columns=["request_id", "label", *model_features(),
-                                          *(["position"] if by_position else [])])
-    keys = ["request_id", "position"] if by_position else ["request_id"]
-    rows = rows.sort_values(keys, na_position="last", kind="stable").reset_index(drop=True)
+                                          *(["position"] if ordered else [])])
+    rows = (by_position(rows) if ordered else
+            rows.sort_values("request_id", kind="stable").reset_index(drop=True))
     local = query_ids(rows).astype(np.int64)
     out = rows[model_features()].astype(np.float32)
     out[list(dropped)] = np.nan
