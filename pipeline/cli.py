@@ -253,6 +253,10 @@ def sweep(
 
     if ctx.invoked_subcommand:
         return
+    from pipeline.settings import get_settings
+
+    os.environ["RANKLINE_SWEEP_PARALLEL"] = "1"  # one trial at a time here: each gets every core
+    get_settings.cache_clear()
     conf = {"family": family, **({"trials": trials} if trials else {}),
             **({"sampler": sampler} if sampler else {}), **({"as_of": date} if date else {})}
     run_dag("sweep", None, json.dumps(conf))

@@ -5,13 +5,15 @@ treats those features as missing: no tree splits on them, a network sees them al
 
 - **Stage 1, shadow features** (:func:`shadow_screen`): next to every feature, a copy of it
   shuffled across the rows (its *shadow*: the same values, so the same number of split points,
-  and no relation to the label). XGBoost's ranker (the family's settings, early stopping on the
-  validation rows with their own shadows) is trained ``repeats`` times on features + shadows,
-  each time with other shuffles; a feature survives when its total gain beats every shadow's
-  (the best-gaining shadow: Boruta's rule) in every repeat. A continuous noise feature offers
-  many split points and so gains something by chance; its shadow offers exactly as many, so the
-  shadows set the bar that chance reaches. (Beating only its own shadow lets pure noise through
-  half the time per repeat: measured, one of four noise columns won all three repeats.)
+  and no relation to the label). XGBoost's ranker (whatever the family: the settings' XGBoost
+  parameters, clicks as logged, early stopping on the validation rows with their own shadows; if
+  no feature passes, the one with the largest gain is kept) is trained ``repeats`` times on
+  features + shadows, each time with other shuffles; a feature survives when its total gain
+  beats every shadow's (the best-gaining shadow: Boruta's rule) in every repeat. A continuous
+  noise feature offers many split points and so gains something by chance; its shadow offers
+  exactly as many, so the shadows set the bar that chance reaches. (Beating only its own shadow
+  lets pure noise through half the time per repeat: measured, one of four noise columns won all
+  three repeats.)
 - **Stage 2, backward elimination** (:func:`backward_eliminate`): from the survivors, least
   important first, a feature is left out when the family's validation NDCG@10 without it is at
   least the best so far minus ``tolerance``.
@@ -131,7 +133,7 @@ def select_features(settings: Settings, as_of: dt.date, family: str = "xgboost",
             tempfile.TemporaryDirectory() as tmp:
         split, data = prepare_split(settings, as_of, run.info.run_id, [family], Path(tmp))
         data = subsample_groups(data, fraction, seed, Path(tmp))
-        screen_model = XGBoostRanker.from_settings(settings, drop_features=())
+        screen_model = XGBoostRanker.from_settings(settings, drop_features=(), unbiased=False)
         arrays = {}
         for part in ("train", "valid"):
             rows = data.read(part, ["label", *names])
@@ -140,6 +142,11 @@ def select_features(settings: Settings, as_of: dt.date, family: str = "xgboost",
         screen = shadow_screen(arrays["train"], arrays["valid"], names, screen_model,
                                repeats, seed)
         survivors = screen[screen["keep"]].sort_values("gain").index.tolist()
+        if not survivors:  # nothing beat the shadows: keep the strongest, a ranker needs one
+            log.warning("no feature beat the best shadow in every repeat; keeping the one "
+                        "with the largest gain, %s", screen["gain"].idxmax())
+            survivors = [screen["gain"].idxmax()]
+            screen.loc[survivors[0], "keep"] = True
         base = {**family_defaults(settings, family)}
         progress = Progress("select features", len(survivors) + 1, "fits")
 

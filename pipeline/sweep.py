@@ -9,9 +9,9 @@ then logs the best trial (:func:`finish_sweep`). The study lives in Optuna's jou
 
 - **Samplers:** TPE (default; ``constant_liar`` so parallel trials spread out), random (each
   task's sampler seeded by the sweep's seed and the trial's index) or grid (the family's
-  ``search_grid``, its points in an order seeded by the sweep's seed: trial ``n`` takes point
-  ``n``, so a sweep of as many trials as points covers the grid once, and a shorter one a random
-  part of it).
+  ``search_grid``, its points in an order seeded by the sweep's seed: trial task ``i`` takes
+  point ``i``, a retry the same, so a sweep of as many trials as points covers the grid once,
+  and a shorter one a random part of it).
 - **Pruning:** each step's validation NDCG@10 is reported to the trial; Optuna's median pruner
   stops a trial whose curve falls below the median of the trials before it at that step.
 - **Tracking:** the sweep's MLflow run is the DAG run's; every trial is a nested run under it
@@ -207,10 +207,47 @@ def run_trial(settings: Settings, plan: dict[str, Any], index: int,
 
 
 def trial_sampler(settings: Settings, plan: dict[str, Any], index: int) -> Any:
-    """The sampler of trial task ``index``: seeded per trial, except the grid's, whose order
-    every task must share (trial ``n`` takes the ``n``-th point of one shuffled grid)."""
-    seed = settings.seed if plan["sampler"] == "grid" else settings.seed * 1000 + index
-    return make_sampler(plan["sampler"], seed, plan["family"])
+    """The sampler of trial task ``index``: seeded per trial; with the grid, one that suggests
+    the ``index``-th point of the grid shuffled by the sweep's seed (so every task takes its
+    own point, and a retried task the same one)."""
+    if plan["sampler"] == "grid":
+        points = grid_points(plan["family"], settings.seed)
+        return _point_sampler(points[index % len(points)])
+    return make_sampler(plan["sampler"], settings.seed * 1000 + index, plan["family"])
+
+
+def grid_points(family: str, seed: int) -> list[dict[str, Any]]:
+    """Every point of the family's grid, in an order shuffled by ``seed``."""
+    import numpy as np
+
+    from models.registry import family_class
+
+    grid = family_class(family).search_grid()
+    names = sorted(grid)
+    points = [dict(zip(names, values, strict=True))
+              for values in itertools.product(*(grid[n] for n in names))]
+    order = np.random.default_rng(seed).permutation(len(points))
+    return [points[i] for i in order]
+
+
+def _point_sampler(point: dict[str, Any]) -> Any:
+    """An Optuna sampler that suggests ``point``'s value for each parameter."""
+    import optuna
+
+    class Point(optuna.samplers.BaseSampler):
+        def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
+            return {}
+
+        def sample_relative(self, study: Any, trial: Any, space: Any) -> dict[str, Any]:
+            return {}
+
+        def sample_independent(self, study: Any, trial: Any, name: str, dist: Any) -> Any:
+            if name not in point:
+                raise ValueError(f"the grid has no values for {name!r}: the family's "
+                                 "search_grid must cover its search_space")
+            return point[name]
+
+    return Point()
 
 
 def pruning_hook(trial: Any, steps: list[float]) -> Any:
@@ -315,6 +352,9 @@ def adopt(settings: Settings, plan: dict[str, Any], params: dict[str, Any],
             ndcg[name] = per_group_metrics(groups, labels, model.score(rows),
                                            seed=settings.seed)["ndcg@10"]
     diff = (ndcg["best"] - ndcg["defaults"]).to_numpy()
+    if not len(diff):
+        log.warning("no validation group with a relevant item: nothing to confirm the sweep on")
+        return {"mean": 0.0, "low": 0.0, "high": 0.0, "groups": 0, "adopted": False}
     mean, low, high = paired_bootstrap(diff, settings.gate_bootstrap, settings.gate_confidence,
                                        settings.seed)
     return {"mean": mean, "low": low, "high": high, "groups": len(diff),

@@ -76,9 +76,14 @@ def test_grid_sweeps_cover_every_point_once_across_tasks(family):
                                       sampler=trial_sampler(Settings(), plan, index))
             trial = study.ask()
             params = family_class(family).search_space(trial)
-            study.tell(trial, 0.5)  # no study.stop() raised once the grid is covered
+            study.tell(trial, 0.5)
             seen.append(tuple(params[k] for k in sorted(grid)))
     assert sorted(seen) == sorted(points)
+    # a retried task (its first try failed) takes its own point again, not the next one
+    study = optuna.load_study(study_name="s", storage=storage,
+                              sampler=trial_sampler(Settings(), plan, 2))
+    trial = study.ask()
+    assert tuple(family_class(family).search_space(trial)[k] for k in sorted(grid)) == seen[2]
 
 
 def test_train_takes_the_newest_adopted_sweep_only(tmp_path: Path, monkeypatch):
