@@ -39,7 +39,8 @@ def sweep() -> None:
     tells the study its best. The test dates are never looked at. Every trial is a nested
     MLflow run under this run; `finish` logs the best trial's parameters
     (`sweep/<family>/best_params.json`) and the history plot, and adopts them only if they
-    beat the defaults on the validation groups (paired bootstrap interval above zero). The
+    beat the parameters in use on the last validation date, which the trials never saw
+    (paired bootstrap interval above zero). The
     next `train` starts that family from the newest adopted sweep (`RANKLINE_SWEEP_DEFAULTS`).
     """
 

@@ -18,14 +18,17 @@ then logs the best trial (:func:`finish_sweep`). The study lives in Optuna's jou
   (params, curve, value, state). The best trial's parameters are the artifact
   ``sweep/<family>/best_params.json`` of that run, tagged ``rankline.sweep_family``.
 - **Adopted on evidence:** the best trial's value is the maximum of many noisy values (a
-  winner's curse). So ``finish`` trains the family with the best parameters and with its
-  defaults and scores both on the validation dates' (user, day) groups: the best parameters
-  are adopted (tag ``rankline.sweep_adopted=true``) only when the paired bootstrap interval of
-  best - defaults over those groups (``RANKLINE_GATE_CONFIDENCE``, ``_BOOTSTRAP``) lies above
-  zero. The next ``train`` of that family starts from the newest adopted sweep
-  (:func:`best_params`, with ``RANKLINE_SWEEP_DEFAULTS``), recorded as ``<family>.sweep_run``.
+  winner's curse), so it is confirmed on data no trial saw: the trials validate on every
+  validation date but the last; ``finish`` trains the family with the best parameters and with
+  what ``train`` uses now and scores both on the last validation date's (user, day) groups. The
+  best parameters are adopted (tag ``rankline.sweep_adopted=true``) only when the paired
+  bootstrap interval of best - current over those groups (``RANKLINE_GATE_CONFIDENCE``,
+  ``_BOOTSTRAP``) lies above zero (never with ``RANKLINE_VALID_DAYS=1``). The next ``train`` of
+  that family starts from the newest adopted sweep (:func:`best_params`, with
+  ``RANKLINE_SWEEP_DEFAULTS``), recorded as ``<family>.sweep_run``.
 - **Validation only:** trials train on the training dates and are judged on the validation
-  dates; the test dates stay for the train DAG's gate.
+  dates (all but the last, which confirms the best); the test dates stay for the train DAG's
+  gate.
 """
 
 from __future__ import annotations
@@ -133,7 +136,14 @@ def plan_sweep(settings: Settings, split: dict[str, list[str]], run_id: str, fam
 
     configure(settings)
     mlflow.MlflowClient().set_tag(run_id, SWEEP_TAG, family)
+    # the last validation date confirms the best (adopt); the trials never see it
+    trial_split = {**split, "valid": split["valid"][:-1]} if len(split["valid"]) > 1 else split
+    confirm = split["valid"][-1:] if len(split["valid"]) > 1 else []
+    if not confirm:
+        log.warning("RANKLINE_VALID_DAYS=1: no validation date left to confirm the sweep's best "
+                    "on, so it will not be adopted (2 or more validation days give one)")
     return {"study": name, "family": family, "sampler": sampler, "split": split,
+            "trial_split": trial_split, "confirm": confirm,
             "run_id": run_id, "trials": trials, "indices": list(range(trials))}
 
 
@@ -179,7 +189,7 @@ def run_trial(settings: Settings, plan: dict[str, Any], index: int,
         with tempfile.TemporaryDirectory() as tmp:
             pretrained = encoder_path(encoder, Path(tmp)) if model.needs_pretrained else None
             try:
-                report_ = model.fit(training_set(settings, plan["split"], pretrained))
+                report_ = model.fit(training_set(settings, plan["trial_split"], pretrained))
                 value = max(report_.curves["valid_ndcg@10"])
             except optuna.TrialPruned as pruned:
                 state = "PRUNED"
@@ -333,28 +343,36 @@ def finish_sweep(settings: Settings, plan: dict[str, Any],
 
 def adopt(settings: Settings, plan: dict[str, Any], params: dict[str, Any],
           encoder: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Best parameters against the defaults on the validation dates' (user, day) groups:
-    both trained on the training dates, the paired bootstrap interval of best - defaults of
-    per-group NDCG@10; ``adopted`` when its lower bound is above zero."""
+    """The best parameters against what ``train`` uses now (the newest adopted sweep's, or
+    the settings'), on the confirmation date (the last validation date, which no trial saw):
+    both trained as the trials were, the paired bootstrap interval of best - current of
+    per-group NDCG@10 over its (user, day) groups; ``adopted`` when its lower bound is above
+    zero."""
     from models.metrics import paired_bootstrap, per_group_metrics
     from models.registry import build
     from pipeline.pretraining import encoder_path
     from pipeline.training import _read, eval_rows, training_set
 
-    rows = eval_rows(_read(settings, plan["split"]["valid"]))
+    none = {"mean": 0.0, "low": 0.0, "high": 0.0, "groups": 0, "adopted": False}
+    if not plan.get("confirm"):
+        return none
+    rows = eval_rows(_read(settings, plan["confirm"]))
     groups, labels = rows["group"].to_numpy(), rows["label"].to_numpy()
+    current = best_params(settings, plan["family"]) if settings.sweep_defaults else None
     ndcg = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, overrides in (("best", params), ("defaults", {})):
+        for name, overrides in (("best", params), ("defaults", current["params"] if current
+                                                             else {})):
             model = build(plan["family"], settings, **overrides)
             pretrained = encoder_path(encoder, Path(tmp)) if model.needs_pretrained else None
-            model.fit(training_set(settings, plan["split"], pretrained))
+            model.fit(training_set(settings, plan["trial_split"], pretrained))
             ndcg[name] = per_group_metrics(groups, labels, model.score(rows),
                                            seed=settings.seed)["ndcg@10"]
     diff = (ndcg["best"] - ndcg["defaults"]).to_numpy()
     if not len(diff):
-        log.warning("no validation group with a relevant item: nothing to confirm the sweep on")
-        return {"mean": 0.0, "low": 0.0, "high": 0.0, "groups": 0, "adopted": False}
+        log.warning("no group with a relevant item on %s: nothing to confirm the sweep on",
+                    plan["confirm"])
+        return none
     mean, low, high = paired_bootstrap(diff, settings.gate_bootstrap, settings.gate_confidence,
                                        settings.seed)
     return {"mean": mean, "low": low, "high": high, "groups": len(diff),
