@@ -7,17 +7,20 @@ plot:
 - :func:`compare_samplers`: ``repeats`` small sweeps per sampler on the same objective (the
   family's validation NDCG@10 over a fraction of the training groups), their best-seen traces,
   and a two-sided Mann-Whitney U test on the best values found and on the area under the
-  best-seen curve (mean of the trace). Repeat ``r`` seeds every sampler with ``seed + r``.
-  Sweeps here run without pruning: the samplers alone are compared.
+  best-seen curve (mean of the trace). Every sweep has its own seed (sampler ``i``, repeat
+  ``r``: ``seed + 1000 i + r``): the test needs independent samples, and TPE's first trials,
+  drawn at random, would otherwise repeat the random sampler's. Sweeps here run without
+  pruning: the samplers alone are compared.
 - :func:`learning_curve`: validation and held-out NDCG@10 of each family trained on a growing
   fraction of the training groups (whole groups, sampled per seed), several seeds each.
 - :func:`cross_validate`: rolling origins: ``folds`` splits whose held-out windows are
   consecutive and do not overlap (the newest ending with ``as_of``); every family and the
   baselines are scored on each fold's held-out groups; mean and spread over the folds.
 
-Families start from the parameters ``train`` would use (the newest sweep's, with
-``RANKLINE_SWEEP_DEFAULTS``); a family that starts from a pre-trained encoder gets one per split
-(reused or pre-trained, as in the train DAG).
+Families start from the parameters ``train`` would use (the newest adopted sweep's, with
+``RANKLINE_SWEEP_DEFAULTS``), except in cross-validation, which uses the settings' (a sweep
+tuned on later dates would leak older folds' held-out dates); a family that starts from a
+pre-trained encoder gets one per split (reused, or pre-trained into a child run of the job's).
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ class Progress:
 
 
 @contextlib.contextmanager
-def job_run(settings: Settings, job: str, name: str) -> Iterator[Any]:
+def job_run(settings: Settings, job: str, name: str,
+            tags: dict[str, str] | None = None) -> Iterator[Any]:
     """An MLflow run of a selection job in the settings' experiment (tag ``rankline.job``),
     not active while the job works (pre-training an encoder logs into it by its id), ended
     FINISHED, or FAILED when the job raises."""
@@ -69,7 +73,8 @@ def job_run(settings: Settings, job: str, name: str) -> Iterator[Any]:
     from pipeline.tracking import configure
 
     client = mlflow.MlflowClient()
-    run = client.create_run(configure(settings), run_name=name, tags={JOB_TAG: job})
+    run = client.create_run(configure(settings), run_name=name,
+                            tags={JOB_TAG: job, **(tags or {})})
     try:
         yield run
     except BaseException:
@@ -100,7 +105,11 @@ def prepare_split(settings: Settings, as_of: dt.date, run_id: str, families: Seq
     if needing := [f for f in families if family_class(f).needs_pretrained]:
         only = settings.model_copy(update={"models": ",".join(needing),
                                            "encoder_features": False})
-        pretrained = encoder_path(pretrain_encoder(only, split, run_id), tmp)
+        # an encoder pre-trained here logs into a run of its own under the job's (a job of
+        # several splits pre-trains one per split); the train DAG may reuse it, like any
+        with job_run(settings, "encoder", f"encoder as of {as_of}",
+                     {"mlflow.parentRunId": run_id}) as child:
+            pretrained = encoder_path(pretrain_encoder(only, split, child.info.run_id), tmp)
     return split, training_set(settings, split, pretrained)
 
 
@@ -157,13 +166,13 @@ def mann_whitney(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
-def verdict(names: tuple[str, str], a: Sequence[float], b: Sequence[float], p: float,
-            alpha: float = ALPHA) -> str:
-    """``"<a> beat <b>"`` (the higher median wins) when ``p < alpha``, else ``"no significant
-    difference"``."""
+def verdict(names: tuple[str, str], a: Sequence[float], b: Sequence[float], u: float,
+            p: float, alpha: float = ALPHA) -> str:
+    """``"<a> beat <b>"`` when ``p < alpha`` (the winner: ``a`` when its U, the pairs it
+    wins, exceeds half of all pairs), else ``"no significant difference"``."""
     if p >= alpha:
         return "no significant difference"
-    win, lose = names if np.median(a) > np.median(b) else names[::-1]
+    win, lose = names if u > len(a) * len(b) / 2 else names[::-1]
     return f"{win} beat {lose}"
 
 
@@ -195,7 +204,7 @@ def compare_traces(traces: dict[str, np.ndarray]) -> dict[str, Any]:
     for what, a, b in (("best", ta[:, -1], tb[:, -1]), ("auc", ta.mean(1), tb.mean(1))):
         u, p = mann_whitney(a, b)
         out[what] = {"u": u, "p": p, "median": [float(np.median(a)), float(np.median(b))],
-                     "conclusion": verdict((na, nb), a, b, p)}
+                     "conclusion": verdict((na, nb), a, b, u, p)}
     return out
 
 
@@ -234,8 +243,9 @@ def compare_samplers(settings: Settings, as_of: dt.date, family: str = "xgboost"
 
     if len(samplers) != 2 or samplers[0] == samplers[1]:
         raise ValueError(f"compare two different samplers, not {list(samplers)}")
-    if repeats < 2 or trials < 1:
-        raise ValueError(f"at least 2 repeats of 1 trial (asked: {repeats} of {trials})")
+    if repeats < 4 or trials < 1:  # with 3 against 3, no two-sided p falls below 0.1
+        raise ValueError(f"compare with at least 4 repeats (10 or more to detect a real "
+                         f"difference) of 1 trial or more, not {repeats} of {trials}")
     for name in samplers:
         make_sampler(name, 0, family)  # an unknown sampler, or a family without a grid
     cls, base = family_class(family), family_defaults(settings, family)
@@ -250,9 +260,10 @@ def compare_samplers(settings: Settings, as_of: dt.date, family: str = "xgboost"
         progress = Progress(f"sweep compare {family}", 2 * repeats * trials, "trials")
         values: dict[str, list[list[float]]] = {s: [] for s in samplers}
         for r in range(repeats):
-            for name in samplers:
+            for i, name in enumerate(samplers):
                 found = run_sweep(objective, cls.search_space,
-                                  make_sampler(name, settings.seed + r, family), trials)
+                                  make_sampler(name, settings.seed + 1000 * i + r, family),
+                                  trials)
                 values[name].append(found)
                 progress.step(f"{name} repeat {r}: best {max(found):.4f}", trials)
         traces = {s: np.array([best_seen(v) for v in vs]) for s, vs in values.items()}
@@ -284,6 +295,8 @@ def learning_curve(settings: Settings, as_of: dt.date, families: Sequence[str],
     from pipeline.training import _read, eval_rows
 
     fractions = sorted(set(fractions))
+    if not fractions or not all(0 < f <= 1 for f in fractions):
+        raise ValueError(f"fractions of the training groups are in (0, 1], not {fractions}")
     with job_run(settings, "learning-curve", f"learning curve {','.join(families)}") as run, \
             tempfile.TemporaryDirectory() as tmp:
         split, data = prepare_split(settings, as_of, run.info.run_id, families, Path(tmp))
@@ -388,8 +401,9 @@ def cross_validate(settings: Settings, as_of: dt.date, families: Sequence[str],
             if oracle is not None:
                 scores["oracle"] = oracle
             for family in families:
-                model, _ = fit_family(settings, family, data, settings.seed,
-                                      family_defaults(settings, family))
+                # the settings' parameters: a sweep tuned on later dates would leak the
+                # older folds' held-out dates into their models
+                model, _ = fit_family(settings, family, data, settings.seed)
                 scores[family] = model.score(test)
                 progress.step(f"fold {k} ({split['test'][0]}..{split['test'][-1]}): {family}")
             ndcg = {name: held_out_ndcg(test, s, settings.seed) for name, s in scores.items()}
