@@ -72,8 +72,9 @@ def job_run(settings: Settings, job: str, name: str,
 
     from pipeline.tracking import configure
 
+    exp_id = configure(settings)  # first: the client takes the tracking URI it sets
     client = mlflow.MlflowClient()
-    run = client.create_run(configure(settings), run_name=name,
+    run = client.create_run(exp_id, run_name=name,
                             tags={JOB_TAG: job, **(tags or {})})
     try:
         yield run
