@@ -28,7 +28,7 @@ def _job_run(home, job: str, folder: str):
 
 def test_sweep_compare_prints_the_test_last_and_logs_the_traces(demo):
     home, env, _ = demo
-    out = rankline(env, "sweep", "compare", "--repeats", "4", "--trials", "2",
+    out = rankline(env, "sweep", "compare", "--repeats", "4", "--trials", "1",
                    "--fraction", "0.5").strip().splitlines()
     assert re.fullmatch(r"mann-whitney p: [0-9.e+-]+ \((tpe beat random|random beat tpe|"
                         r"no significant difference)\)", out[-1]), out
@@ -40,7 +40,7 @@ def test_sweep_compare_prints_the_test_last_and_logs_the_traces(demo):
 
     result = mlflow.artifacts.load_dict(f"{run['artifact_uri']}/compare/result.json")
     assert {s: [len(v) for v in vs] for s, vs in result["values"].items()} == {
-        "tpe": [2] * 4, "random": [2] * 4}
+        "tpe": [1] * 4, "random": [1] * 4}
     # independent sweeps: every one drew its own first trial
     firsts = [v[0] for vs in result["values"].values() for v in vs]
     assert len(set(firsts)) > 1
@@ -80,7 +80,7 @@ def test_select_features_logs_a_proposal_the_setting_accepts(demo, tmp_path):
     from feature_store.definitions import model_features
 
     home, env, _ = demo
-    out = rankline(env, "select-features", "--fraction", "0.5", "--repeats", "2")
+    out = rankline(env, "select-features", "--fraction", "0.3", "--repeats", "1")
     last = out.strip().splitlines()[-1]
     assert "accept with: RANKLINE_DROP_FEATURES=" in last, out
     run, files = _job_run(home, "select-features", "selection")
