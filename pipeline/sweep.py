@@ -36,7 +36,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -85,10 +84,8 @@ def make_sampler(name: str, seed: int, family: str | None = None) -> Any:
 
 
 def grid_size(family: str) -> int:
-    """Points of the family's grid (the product of its values' counts)."""
-    from models.registry import family_class
-
-    return math.prod(len(v) for v in family_class(family).search_grid().values())
+    """Points of the family's grid."""
+    return len(grid_points(family, 0))
 
 
 def _grid_sampler(search_space: dict[str, list[Any]], seed: int) -> Any:
