@@ -1,0 +1,289 @@
+"""Candidate pools blended per user: Beta posteriors per (user, pool), Thompson sampling, slots.
+
+A feed mixes pools (popular, the user's categories, co-clicks, new items, ...), each ranked on its
+own; scores from different pools are not comparable, so the mix is decided per user by a
+multi-armed bandit with one arm per pool (Pinterest's home feed): each (user, pool) has a
+Beta(alpha, beta) posterior over "an item of this pool pays off for this user", built from the
+user's logged outcomes on that pool's items and shrunk toward the pool's global rate. At every
+refresh each user draws once from each pool's posterior (a batch: no feedback arrives between two
+refreshes), the draws become an integer number of slots per pool, and the pools' ranked lists are
+interleaved in that ratio, each pool keeping its own order.
+
+The outcome of one impression is a reward ``r`` in [0, 1]: the largest weight of the actions it
+led to (purchase > add-to-cart > click > ignored = 0, :data:`REWARDS`). An impression adds ``r``
+to alpha and ``1 - r`` to beta (a fractional Bernoulli trial), so a purchase counts as a full
+success and a bare click as a fraction of one.
+
+The pool's prior has mean ``(R_p + 1) / (N_p + 2)`` (``R_p``: the pool's rewards over all users,
+``N_p``: its impressions; Laplace's rule, 1/2 for a pool never shown) and weight ``strength``
+pseudo-impressions: ``alpha0 = strength * mean``, ``beta0 = strength * (1 - mean)``. A new user's
+posterior is the prior, so every pool is drawn from its global rate: a new user sees some of
+every pool (see also ``min_slots`` in :func:`slot_counts`).
+
+Draws are reproducible per (seed, date, user, pool) and independent of how users are chunked: the
+uniform behind each draw is a hash of those four numbers, mapped through the Beta's inverse CDF.
+
+Pure numpy/pandas/scipy: the refresh (``pipeline``) reads the logs and calls these.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+REWARDS: dict[str, float] = {"click": 0.2, "add_to_cart": 0.5, "purchase": 1.0}
+"""Default reward of an impression by the deepest action it led to (ignored: 0)."""
+POLICIES = ("thompson", "greedy", "fixed")
+"""Blending policies: posterior draws, posterior means, or the configured fixed shares."""
+
+
+def impression_rewards(labels: np.ndarray, weights: Mapping[str, float] = REWARDS) -> np.ndarray:
+    """Reward per impression from its graded label (0 ignored, 1 click, 2 add-to-cart,
+    3 purchase: :mod:`pipeline.labels`' grades), weighted by ``weights``."""
+    table = np.array([0.0, weights["click"], weights["add_to_cart"], weights["purchase"]])
+    if not (np.all(table >= 0) and np.all(table <= 1)):
+        raise ValueError(f"reward weights must lie in [0, 1], got {dict(weights)}")
+    return table[np.asarray(labels, dtype=np.int64)]
+
+
+def pool_priors(outcomes: pd.DataFrame, pools: Sequence[str], strength: float) -> pd.DataFrame:
+    """Each pool's global prior, ``alpha0`` and ``beta0`` indexed by pool (see the module).
+
+    ``outcomes``: one row per impression, ``pool`` and ``reward``. A pool without impressions
+    gets mean 1/2.
+    """
+    if strength <= 0:
+        raise ValueError(f"the prior's strength must be > 0 pseudo-impressions, got {strength}")
+    g = outcomes.groupby("pool", observed=True)["reward"].agg(["sum", "size"])
+    g = g.reindex(list(pools), fill_value=0)
+    mean = (g["sum"].to_numpy(dtype=float) + 1.0) / (g["size"].to_numpy(dtype=float) + 2.0)
+    return pd.DataFrame({"alpha0": strength * mean, "beta0": strength * (1.0 - mean)},
+                        index=pd.Index(list(pools), name="pool"))
+
+
+def pool_posteriors(outcomes: pd.DataFrame, pools: Sequence[str],
+                    strength: float = 20.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Beta posteriors per (user, pool) from logged outcomes, and the pools' priors.
+
+    Args:
+        outcomes: one row per impression: ``user_id``, ``pool``, ``reward`` (in [0, 1]).
+            Rows of pools outside ``pools`` are ignored.
+        pools: the pools blended (their order is the column order everywhere).
+        strength: the prior's weight in pseudo-impressions.
+
+    Returns:
+        ``(posteriors, priors)``: posteriors has ``user_id``, ``pool``, ``alpha``, ``beta``,
+        ``impressions`` for every (user, pool) with at least one impression, sorted by user
+        and pool order; priors as :func:`pool_priors` (what a user without rows gets).
+    """
+    outcomes = outcomes[outcomes["pool"].isin(list(pools))]
+    priors = pool_priors(outcomes, pools, strength)
+    g = outcomes.groupby(["user_id", "pool"], observed=True)["reward"].agg(["sum", "size"])
+    g = g.reset_index()
+    prior = priors.reindex(g["pool"])
+    post = pd.DataFrame({
+        "user_id": g["user_id"].to_numpy(dtype=np.int64),
+        "pool": g["pool"].astype(str).to_numpy(),
+        "alpha": prior["alpha0"].to_numpy() + g["sum"].to_numpy(dtype=float),
+        "beta": prior["beta0"].to_numpy() + (g["size"] - g["sum"]).to_numpy(dtype=float),
+        "impressions": g["size"].to_numpy(dtype=np.int64),
+    })
+    order = {p: i for i, p in enumerate(pools)}
+    post = post.assign(_o=post["pool"].map(order)).sort_values(["user_id", "_o"], kind="stable")
+    return post.drop(columns="_o").reset_index(drop=True), priors
+
+
+def posterior_matrix(users: np.ndarray, pools: Sequence[str], posteriors: pd.DataFrame,
+                     priors: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``(alpha, beta)`` arrays of shape ``(len(users), len(pools))``: each user's posterior,
+    the pool's prior where the user has no row."""
+    users = np.asarray(users, dtype=np.int64)
+    alpha = np.tile(priors["alpha0"].reindex(list(pools)).to_numpy(dtype=float), (len(users), 1))
+    beta = np.tile(priors["beta0"].reindex(list(pools)).to_numpy(dtype=float), (len(users), 1))
+    if len(posteriors) and len(users):
+        row = np.searchsorted(users, posteriors["user_id"].to_numpy(dtype=np.int64))
+        row = np.minimum(row, len(users) - 1)
+        hit = users[row] == posteriors["user_id"].to_numpy(dtype=np.int64)
+        col = pd.Index(list(pools)).get_indexer(posteriors["pool"])
+        hit &= col >= 0
+        alpha[row[hit], col[hit]] = posteriors["alpha"].to_numpy(dtype=float)[hit]
+        beta[row[hit], col[hit]] = posteriors["beta"].to_numpy(dtype=float)[hit]
+    return alpha, beta
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: a bijective scramble of uint64 (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def seeded_uniforms(seed: int, date: dt.date, users: np.ndarray, n_pools: int) -> np.ndarray:
+    """Uniforms in (0, 1) of shape ``(len(users), n_pools)``, a function of (seed, date, user,
+    pool) alone: the same user on the same date draws the same numbers in any chunk."""
+    users = np.asarray(users, dtype=np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        key = _mix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)
+                     + np.uint64(date.toordinal()))
+        h = _mix64(users[:, None] ^ key)
+        h = _mix64(h + np.arange(1, n_pools + 1, dtype=np.uint64)[None, :]
+                   * np.uint64(0x9E3779B97F4A7C15))
+    return ((h >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
+
+
+def thompson_draws(alpha: np.ndarray, beta: np.ndarray, seed: int, date: dt.date,
+                   users: np.ndarray) -> np.ndarray:
+    """One draw from every Beta(alpha, beta), reproducible per (seed, date, user, pool)."""
+    from scipy.special import betaincinv
+
+    u = seeded_uniforms(seed, date, users, alpha.shape[1])
+    return betaincinv(alpha, beta, u)
+
+
+def slot_counts(weights: np.ndarray, available: np.ndarray, k: int,
+                min_slots: int = 1) -> np.ndarray:
+    """Integer slots per (user, pool), ``k`` per user (fewer if the pools run out).
+
+    Every pool with candidates first gets ``min(min_slots, its candidates)`` slots (when the
+    floors would exceed ``k``, the pools with the largest weights get them); the rest is shared
+    in proportion to ``weights`` (largest remainder), no pool getting more slots than it has
+    candidates (``available``), leftovers going to the pools that still have some.
+    """
+    w = np.where(available > 0, np.maximum(np.asarray(weights, dtype=float), 0.0), 0.0)
+    avail = np.asarray(available, dtype=np.int64)
+    n, m = w.shape
+    counts = np.zeros((n, m), dtype=np.int64)
+    if n == 0 or m == 0 or k <= 0:
+        return counts
+    # floors, in order of weight, while slots remain
+    floor = np.minimum(avail, min_slots)
+    rank = np.argsort(np.argsort(-w - (avail > 0) * 1e9, axis=1, kind="stable"), axis=1)
+    take = np.cumsum(np.take_along_axis(floor, np.argsort(rank, axis=1), axis=1), axis=1)
+    ok_sorted = take <= k
+    counts += np.where(np.take_along_axis(ok_sorted, rank, axis=1), floor, 0)
+    left = k - counts.sum(axis=1)
+    for _ in range(m + 1):  # each pass fills or exhausts at least one pool per user
+        room = avail - counts
+        active = (room > 0) & (left[:, None] > 0)
+        if not active.any():
+            break
+        ww = np.where(active, w, 0.0)
+        # a user whose open pools all weigh 0 shares equally among them
+        zero = ww.sum(axis=1) == 0
+        ww[zero] = active[zero].astype(float)
+        share = ww / np.maximum(ww.sum(axis=1, keepdims=True), 1e-300) * left[:, None]
+        add = np.minimum(np.floor(share).astype(np.int64), room)
+        rest = left - add.sum(axis=1)
+        # largest remainders get one more, among pools with room to spare
+        frac = np.where(active & (room > add), share - np.floor(share), -1.0)
+        order = np.argsort(-frac, axis=1, kind="stable")
+        pos = np.argsort(order, axis=1)
+        bonus = (pos < rest[:, None]) & (frac >= 0)
+        add += bonus
+        counts += add
+        left = k - counts.sum(axis=1)
+    return counts
+
+
+def pool_weights(policy: str, alpha: np.ndarray, beta: np.ndarray, *, seed: int,
+                 date: dt.date, users: np.ndarray,
+                 fixed: np.ndarray | None = None) -> np.ndarray:
+    """Per (user, pool) weights of a blending policy (:data:`POLICIES`): Thompson draws,
+    posterior means (greedy) or the ``fixed`` shares for every user."""
+    if policy == "thompson":
+        return thompson_draws(alpha, beta, seed, date, users)
+    if policy == "greedy":
+        return alpha / (alpha + beta)
+    if policy == "fixed":
+        if fixed is None:
+            raise ValueError("the fixed policy needs the pools' fixed shares")
+        return np.tile(np.asarray(fixed, dtype=float), (alpha.shape[0], 1))
+    raise ValueError(f"unknown blending policy {policy!r}; known: {', '.join(POLICIES)}")
+
+
+def interleave(cands: pd.DataFrame, pools: Sequence[str], counts: np.ndarray,
+               users: np.ndarray) -> pd.DataFrame:
+    """The blended list of every user: each pool's first ``counts[user, pool]`` candidates,
+    interleaved evenly in the ratio of the counts, each pool keeping its own order.
+
+    Args:
+        cands: ``user_id``, ``item_id``, ``pool``, ``pool_rank`` (0 = the pool's best for the
+            user); an item in several pools of one user must appear once (see
+            :func:`assign_pools`).
+        pools: the pools, in the column order of ``counts``.
+        counts: slots per (user, pool), rows in the order of ``users`` (sorted).
+        users: the users of ``counts``' rows, sorted.
+
+    Returns:
+        ``user_id``, ``item_id``, ``pool``, ``rank`` (0-based slot), sorted by user and rank.
+        The j-th item of a pool with c slots sits at fraction ``(j + 1/2) / c`` of the list
+        (ties: the pool with fewer slots first, then the pools' order).
+    """
+    users = np.asarray(users, dtype=np.int64)
+    col = pd.Index(list(pools)).get_indexer(cands["pool"])
+    if (col < 0).any():
+        raise ValueError(f"candidates of pools not blended: {sorted(set(cands['pool'][col < 0]))}")
+    row = np.searchsorted(users, cands["user_id"].to_numpy(dtype=np.int64))
+    row = np.minimum(row, max(len(users) - 1, 0))
+    known = users[row] == cands["user_id"].to_numpy(dtype=np.int64) if len(users) else (
+        np.zeros(len(cands), dtype=bool))
+    c = np.where(known, counts[row, col] if len(users) else 0, 0)
+    j = cands["pool_rank"].to_numpy(dtype=np.int64)
+    keep = j < c
+    out = pd.DataFrame({"user_id": cands["user_id"].to_numpy(dtype=np.int64)[keep],
+                        "item_id": cands["item_id"].to_numpy(dtype=np.int64)[keep],
+                        "pool": cands["pool"].to_numpy()[keep],
+                        "_key": (j[keep] + 0.5) / c[keep], "_c": c[keep], "_p": col[keep]})
+    out = out.sort_values(["user_id", "_key", "_c", "_p"], kind="stable")
+    out["rank"] = out.groupby("user_id").cumcount().to_numpy(dtype=np.int64)
+    return out.drop(columns=["_key", "_c", "_p"]).reset_index(drop=True)
+
+
+def assign_pools(cands: pd.DataFrame, pools: Sequence[str]) -> pd.DataFrame:
+    """One row per (user, item): an item several pools proposed stays in the pool where it
+    ranks best (ties: the earlier pool of ``pools``); ``pool_rank`` renumbered 0.. within each
+    (user, pool) in the pools' own order (``pool_rank``, then ``item_id``)."""
+    order = pd.Index(list(pools)).get_indexer(cands["pool"])
+    df = cands.assign(_o=order).sort_values(["user_id", "item_id", "pool_rank", "_o"],
+                                            kind="stable")
+    df = df.drop_duplicates(["user_id", "item_id"])
+    df = df.sort_values(["user_id", "_o", "pool_rank", "item_id"], kind="stable")
+    df["pool_rank"] = df.groupby(["user_id", "_o"]).cumcount().to_numpy(dtype=np.int64)
+    return df.drop(columns="_o").reset_index(drop=True)
+
+
+def blend(cands: pd.DataFrame, pools: Sequence[str], posteriors: pd.DataFrame,
+          priors: pd.DataFrame, *, k: int, policy: str = "thompson", seed: int = 0,
+          date: dt.date, min_slots: int = 1,
+          fixed: Sequence[float] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Blend every user's pooled candidates into one list of at most ``k`` items.
+
+    Args:
+        cands: ``user_id``, ``item_id``, ``pool``, ``pool_rank`` (an item may come from several
+            pools; it is kept in one, :func:`assign_pools`).
+        posteriors, priors: :func:`pool_posteriors`' output.
+        policy, seed, fixed: :func:`pool_weights`; ``date``: the refresh date (draws are
+            reproducible per seed, date and user).
+        min_slots: :func:`slot_counts`.
+
+    Returns:
+        ``(lists, slots)``: lists as :func:`interleave`; slots has ``user_id`` and one column
+        of slot counts per pool.
+    """
+    cands = assign_pools(cands, pools)
+    users = np.unique(cands["user_id"].to_numpy(dtype=np.int64))
+    col = pd.Index(list(pools)).get_indexer(cands["pool"])
+    row = np.searchsorted(users, cands["user_id"].to_numpy(dtype=np.int64))
+    available = np.zeros((len(users), len(pools)), dtype=np.int64)
+    np.add.at(available, (row, col), 1)
+    alpha, beta = posterior_matrix(users, pools, posteriors, priors)
+    weights = pool_weights(policy, alpha, beta, seed=seed, date=date, users=users,
+                           fixed=None if fixed is None else np.asarray(fixed, dtype=float))
+    counts = slot_counts(weights, available, k, min_slots)
+    lists = interleave(cands, pools, counts, users)
+    slots = pd.DataFrame(counts, columns=list(pools)).assign(user_id=users)
+    return lists, slots[["user_id", *pools]]
