@@ -127,9 +127,12 @@ class XGBoostRanker(ModelFamily):
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
-        """Tree shape, step size, regularization and pairs per row; no row or column sampling
-        (a resumed checkpoint would not replay it)."""
+        """The ranking objective (pairwise or NDCG-weighted LambdaMART; not ``rank:map``, which
+        needs binary labels), tree shape, step size, regularization and pairs per row; no row or
+        column sampling (a resumed checkpoint would not replay it)."""
         return {
+            "objective": trial.suggest_categorical(
+                "objective", ["rank:pairwise", "rank:ndcg"]),
             "max_depth": trial.suggest_int("max_depth", 3, 10),
             "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
             "min_child_weight": trial.suggest_float("min_child_weight", 0.1, 50.0, log=True),
@@ -141,7 +144,8 @@ class XGBoostRanker(ModelFamily):
     @classmethod
     def search_grid(cls) -> dict[str, list[Any]]:
         """18 points: depth by step size by leaf weight, the rest at the defaults."""
-        return {"max_depth": [4, 6, 8], "learning_rate": [0.05, 0.1, 0.2],
+        return {"objective": ["rank:pairwise"],
+                "max_depth": [4, 6, 8], "learning_rate": [0.05, 0.1, 0.2],
                 "min_child_weight": [1.0, 10.0], "reg_lambda": [1.0],
                 "lambdarank_num_pair_per_sample": [10]}
 

@@ -17,7 +17,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -25,12 +25,13 @@ import pandas as pd
 
 from feature_store import io
 from feature_store.definitions import WINDOW_DAYS, W
+from pipeline import pools
+from pipeline.pools import PAIR
 from pipeline.settings import Settings
 from serving.client import COLD_START, NAMESPACE
 
 log = logging.getLogger(__name__)
 
-PAIR = ["user_id", "item_id"]
 
 
 def popularity(item_view: pd.DataFrame) -> pd.Series:
@@ -91,21 +92,6 @@ def user_signals(user_category: pd.DataFrame, clicks: pd.DataFrame, items: pd.Da
             user_clicks.sort_values("user_id", kind="stable").reset_index(drop=True))
 
 
-def _ragged(lengths: np.ndarray) -> np.ndarray:
-    """``0..n-1`` for every ``n`` in ``lengths``, concatenated."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    return np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-
-
-def _unconsumed(pairs: pd.DataFrame, consumed: pd.DataFrame) -> pd.DataFrame:
-    """``pairs`` without the (user, item) pairs in ``consumed`` (order kept)."""
-    if consumed.empty or pairs.empty:
-        return pairs
-    hit = pairs[PAIR].merge(consumed[PAIR].drop_duplicates().assign(_c=True), on=PAIR,
-                            how="left")["_c"].notna().to_numpy()
-    return pairs[~hit]
-
-
 def candidates(
     users: np.ndarray,
     pop: pd.Series,
@@ -116,57 +102,19 @@ def candidates(
     consumed: pd.DataFrame,
     per_user: int,
 ) -> pd.DataFrame:
-    """``(user_id, item_id)`` candidates for ``users`` from the three generators (pure).
+    """``(user_id, item_id)`` candidates for ``users`` from the popular, category and co-click
+    pools (:mod:`pipeline.pools`), a third of ``per_user`` each, merged (pure).
 
-    Each generator gives about a third of ``per_user`` after removing the user's consumed items
-    (each reaches deeper into its ranking by as many items as the user consumed, so a heavy
-    consumer still gets a full share). ``affinity`` holds per-user category clicks
-    (``user_id``, ``category``, ``clicks``) and ``user_clicks`` the items whose neighbours count
-    (see :func:`user_signals`); ``consumed`` holds the (``user_id``, ``item_id``) pairs never to
-    recommend.
+    ``affinity`` holds per-user category clicks (``user_id``, ``category``, ``clicks``) and
+    ``user_clicks`` the items whose neighbours count (see :func:`user_signals`); ``consumed``
+    holds the (``user_id``, ``item_id``) pairs never to recommend.
     """
-    n_pop, n_cat, n_co = per_user // 3, per_user // 3, per_user - 2 * (per_user // 3)
-    users = np.asarray(users)
-    consumed = consumed[consumed["user_id"].isin(users)][PAIR]
-    n_used = consumed.groupby("user_id").size().reindex(users, fill_value=0).to_numpy()
-    frames = []
-
-    # Popularity: the n_pop most popular items the user has not consumed.
-    ranking = pop.index.to_numpy()
-    depth = np.minimum(len(ranking), n_pop + n_used)
-    pp = pd.DataFrame({"user_id": np.repeat(users, depth), "item_id": ranking[_ragged(depth)]})
-    frames.append(_unconsumed(pp, consumed).groupby("user_id").head(n_pop))
-
-    # Category affinity: the user's top 3 categories by clicks, the most popular items in each.
-    per_cat = max(1, n_cat // 3)
-    ranked = items.assign(p=pop.reindex(items["item_id"]).fillna(0).to_numpy()).sort_values(
-        ["category", "p", "item_id"], ascending=[True, False, True])
-    cats, first, size = np.unique(ranked["category"].to_numpy(), return_index=True,
-                                  return_counts=True)
-    uc = affinity[affinity["user_id"].isin(users) & (affinity["clicks"] > 0)
-                  & affinity["category"].isin(cats)]
-    uc = uc.sort_values(["user_id", "clicks", "category"], ascending=[True, False, True])
-    uc = uc.groupby("user_id").head(3)
-    at = np.searchsorted(cats, uc["category"].to_numpy())
-    extra = pd.Series(n_used, index=users).reindex(uc["user_id"]).to_numpy()
-    take = np.minimum(size[at], per_cat + extra)
-    cat = pd.DataFrame({
-        "user_id": np.repeat(uc["user_id"].to_numpy(), take),
-        "category": np.repeat(uc["category"].to_numpy(), take),
-        "item_id": ranked["item_id"].to_numpy()[np.repeat(first[at], take) + _ragged(take)]})
-    cat = _unconsumed(cat, consumed)
-    frames.append(cat.groupby(["user_id", "category"]).head(per_cat)[PAIR])
-
-    # Co-occurrence: neighbours of the user's clicked items, strongest first.
-    rc = user_clicks[user_clicks["user_id"].isin(users)][PAIR].drop_duplicates()
-    co = rc.merge(neighbours, on="item_id")
-    co = co.groupby(["user_id", "item_id_nbr"], as_index=False)["w"].sum()
-    co = _unconsumed(co.rename(columns={"item_id_nbr": "item_id"}), consumed)
-    co = co.sort_values(["user_id", "w", "item_id"], ascending=[True, False, True])
-    frames.append(co.groupby("user_id").head(n_co)[PAIR])
-
-    cand = pd.concat(frames, ignore_index=True).drop_duplicates()
-    return _unconsumed(cand, consumed).reset_index(drop=True)
+    inputs = RefreshInputs(users=np.asarray(users), active=np.asarray(users), pop=pop,
+                           items=items, affinity=affinity, user_clicks=user_clicks,
+                           neighbours=neighbours, consumed=consumed)
+    third = per_user // 3
+    sizes = {"popular": third, "category": third, "co_clicks": per_user - 2 * third}
+    return pools.merged(pools.pooled(np.asarray(users), inputs, sizes))
 
 
 def top_k(user_ids: np.ndarray, item_ids: np.ndarray, scores: np.ndarray,
@@ -190,7 +138,7 @@ def _encoded(frame: pd.DataFrame) -> Iterator[tuple[str, bytes]]:
 
 @dataclass
 class RefreshInputs:
-    """Everything :func:`candidates` needs, for every user of one refresh.
+    """Everything the pools (:mod:`pipeline.pools`) need, for every user of one refresh.
 
     The per-user frames are sorted by ``user_id`` so a chunk of the (sorted) users takes a slice.
     """
@@ -203,18 +151,25 @@ class RefreshInputs:
     user_clicks: pd.DataFrame
     neighbours: pd.DataFrame
     consumed: pd.DataFrame
+    new_items: pd.DataFrame = field(default_factory=lambda: RefreshInputs.new_items_default())
+    """``item_id`` and ``first_seen`` (a date) of the items first seen in the new-item days."""
 
-    def chunk(self, users: np.ndarray) -> dict[str, Any]:
-        """Keyword arguments of :func:`candidates` (all but ``per_user``) for sorted ``users``."""
+    @staticmethod
+    def new_items_default() -> pd.DataFrame:
+        """No new items."""
+        return pd.DataFrame({"item_id": np.empty(0, np.int64),
+                             "first_seen": pd.Series([], dtype=object)})
+
+    def chunk(self, users: np.ndarray) -> RefreshInputs:
+        """These inputs for sorted ``users`` only (per-user frames sliced)."""
         def rows(frame: pd.DataFrame) -> pd.DataFrame:
             ids = frame["user_id"].to_numpy()
             a = np.searchsorted(ids, users[0], side="left")
             b = np.searchsorted(ids, users[-1], side="right")
             return frame.iloc[a:b]
 
-        return {"users": users, "pop": self.pop, "items": self.items,
-                "affinity": rows(self.affinity), "user_clicks": rows(self.user_clicks),
-                "neighbours": self.neighbours, "consumed": rows(self.consumed)}
+        return replace(self, users=users, affinity=rows(self.affinity),
+                       user_clicks=rows(self.user_clicks), consumed=rows(self.consumed))
 
 
 def _read_day(settings: Settings, table: str, date: dt.date, columns: list[str]) -> pd.DataFrame:
@@ -263,6 +218,65 @@ def consumed_pairs(settings: Settings, as_of: dt.date,
     return out.sort_values(PAIR, kind="stable").reset_index(drop=True)
 
 
+def first_seen(settings: Settings, as_of: dt.date) -> pd.DataFrame:
+    """Items first seen in the ``items`` table within ``settings.new_item_days`` days up to
+    ``as_of``: ``item_id``, ``first_seen`` (a date), over every validated date up to ``as_of``.
+
+    Items of the first date of the logs are never new: nothing tells when they appeared.
+    """
+    from pipeline.landing import valid_dates
+
+    dates = valid_dates(settings, [d for d in io.list_dates(settings.raw_dir, "items")
+                                   if d <= as_of])
+    start = as_of - dt.timedelta(days=settings.new_item_days - 1)
+    seen = np.empty(0, dtype=np.int64)
+    new_ids, new_dates = [], []
+    for i, d in enumerate(dates):
+        ids = np.unique(_read_day(settings, "items", d, ["item_id"])["item_id"].to_numpy())
+        fresh = np.setdiff1d(ids, seen, assume_unique=True)
+        if i > 0 and d >= start and len(fresh):
+            new_ids.append(fresh)
+            new_dates += [d] * len(fresh)
+        seen = np.union1d(seen, ids)
+    ids = np.concatenate(new_ids) if new_ids else np.empty(0, dtype=np.int64)
+    return pd.DataFrame({"item_id": ids, "first_seen": pd.Series(new_dates, dtype=object)})
+
+
+def pool_outcomes(settings: Settings, as_of: dt.date, users: np.ndarray) -> pd.DataFrame:
+    """``user_id``, ``pool``, ``reward`` of every impression of ``users`` in the
+    ``history_days`` validated days up to ``as_of`` whose log names the pool that produced it
+    (the impressions' optional ``pool`` column); the reward of an impression is the weight of
+    the deepest action it led to (:data:`models.blending.REWARDS`). Empty when the logs carry
+    no pools: every user then reads the pools' prior."""
+    import pyarrow.parquet as pq
+
+    from models.blending import impression_rewards
+    from pipeline.labels import label_impressions
+    from pipeline.landing import valid_dates
+
+    keep = pd.Index(users)
+    parts = []
+    for d in valid_dates(settings, io.window(as_of, settings.history_days)):
+        path = io.partition_path(settings.raw_dir, "impressions", d)
+        if not path.exists() or "pool" not in pq.read_schema(path).names:
+            continue
+        imp = io.read_parquet(path, ["event_id", "user_id", "pool"])
+        imp = imp[imp["user_id"].isin(keep) & imp["pool"].notna()]
+        clicks = _read_day(settings, "clicks", d, ["event_id", "impression_id"])
+        carts = _read_day(settings, "add_to_cart", d, ["click_id"])
+        buys = _read_day(settings, "purchases", d, ["click_id"])
+        labelled = label_impressions(imp, clicks, carts, buys)
+        parts.append(pd.DataFrame({"user_id": labelled["user_id"].to_numpy(dtype=np.int64),
+                                   "pool": labelled["pool"].astype(str).to_numpy(),
+                                   "reward": impression_rewards(labelled["label"].to_numpy())}))
+    if not parts:
+        log.info("no pool provenance in the impressions up to %s: every user reads the pools' "
+                 "prior", as_of)
+        return pd.DataFrame({"user_id": np.empty(0, np.int64), "pool": np.empty(0, object),
+                             "reward": np.empty(0, float)})
+    return pd.concat(parts, ignore_index=True)
+
+
 def refresh_inputs(settings: Settings, as_of: dt.date,
                    views: dict[str, pd.DataFrame]) -> RefreshInputs:
     """Read what the candidates of ``as_of`` need: raw events of validated dates only."""
@@ -295,8 +309,56 @@ def refresh_inputs(settings: Settings, as_of: dt.date,
              "%d consumed pairs from %s, %d neighbour pairs", as_of, len(users),
              settings.history_days, len(active), WINDOW_DAYS, len(consumed),
              ",".join(settings.consumed_tables), len(neighbours))
+    fresh = (first_seen(settings, as_of) if "new_items" in settings.pool_sizes
+             else RefreshInputs.new_items_default())
     return RefreshInputs(users=users, active=active, pop=pop, items=items, affinity=affinity,
-                         user_clicks=user_clicks, neighbours=neighbours, consumed=consumed)
+                         user_clicks=user_clicks, neighbours=neighbours, consumed=consumed,
+                         new_items=fresh)
+
+
+@dataclass
+class Blender:
+    """The blend of one refresh: the pools, their posteriors and the policy's settings."""
+
+    pools: list[str]
+    posteriors: pd.DataFrame
+    priors: pd.DataFrame
+    policy: str
+    k: int
+    seed: int
+    date: dt.date
+    min_slots: int
+    fixed: list[float]
+
+    @classmethod
+    def from_settings(cls, settings: Settings, as_of: dt.date,
+                      outcomes: pd.DataFrame) -> Blender:
+        from models.blending import pool_posteriors
+
+        names = list(settings.pool_sizes)
+        post, priors = pool_posteriors(outcomes, names, settings.blend_prior_strength)
+        log.info("blend %s over %s: %d (user, pool) posteriors from %d logged impressions; "
+                 "prior means %s", settings.blend, ",".join(names), len(post), len(outcomes),
+                 {p: round(a / (a + b), 4) for p, a, b in zip(
+                     priors.index, priors["alpha0"], priors["beta0"], strict=True)})
+        return cls(names, post, priors, settings.blend, settings.top_k, settings.seed, as_of,
+                   settings.blend_min_slots, settings.fixed_shares)
+
+    def lists(self, pooled: pd.DataFrame, scored: pd.DataFrame) -> pd.DataFrame:
+        """Every user's blended list (``user_id``, ``item_id``, ``score``, ``pool``, in rank
+        order) from the pools' candidates and the champion's scores (``scored``: ``user_id``,
+        ``item_id``, ``score``): within each pool the champion's order."""
+        from models.blending import blend
+
+        c = pooled.merge(scored, on=PAIR)
+        c = c.sort_values(["user_id", "pool", "score", "item_id"],
+                          ascending=[True, True, False, True], kind="stable")
+        c["pool_rank"] = c.groupby(["user_id", "pool"]).cumcount().to_numpy(dtype=np.int64)
+        out, _ = blend(c, self.pools, self.posteriors, self.priors, k=self.k,
+                       policy=self.policy, seed=self.seed, date=self.date,
+                       min_slots=self.min_slots, fixed=self.fixed)
+        out = out.merge(scored, on=PAIR, how="left").sort_values(["user_id", "rank"])
+        return out[["user_id", "item_id", "score", "pool"]].reset_index(drop=True)
 
 
 def refresh(settings: Settings, as_of: dt.date, model_uri: str,
@@ -324,15 +386,21 @@ def refresh(settings: Settings, as_of: dt.date, model_uri: str,
     log.info("hulk: %d users get personal lists, %d of them inactive in the last %d days",
              len(users), inactive, WINDOW_DAYS)
 
-    chunk = max(1, settings.score_batch_rows // settings.candidates_per_user)
+    sizes = settings.pool_sizes
+    blender = None if settings.blend == "merged" else Blender.from_settings(
+        settings, as_of, pool_outcomes(settings, as_of, users))
+    chunk = max(1, settings.score_batch_rows // sum(sizes.values()))
     results, scored = [], 0
     for i in range(0, len(users), chunk):
-        cand = candidates(**inputs.chunk(users[i:i + chunk]),
-                          per_user=settings.candidates_per_user)
-        rows = join_features(cand, views)
+        part = inputs.chunk(users[i:i + chunk])
+        pooled = pools.pooled(part.users, part, sizes)
+        rows = join_features(pools.merged(pooled), views)
         scores = ranker.score(rows)
-        results.append(top_k(rows["user_id"].to_numpy(), rows["item_id"].to_numpy(), scores,
-                             settings.top_k))
+        if blender is None:
+            results.append(top_k(rows["user_id"].to_numpy(), rows["item_id"].to_numpy(), scores,
+                                 settings.top_k))
+        else:
+            results.append(blender.lists(pooled, rows[PAIR].assign(score=scores)))
         scored += len(rows)
         done = min(i + chunk, len(users))
         rate = scored / (time.perf_counter() - t0)
@@ -346,7 +414,11 @@ def refresh(settings: Settings, as_of: dt.date, model_uri: str,
     cold_frame = pd.DataFrame({"user_id": COLD_START, "item_id": cold.index.to_numpy(),
                                "score": cold.to_numpy(dtype=np.float32)})
     meta = {"model_uri": model_uri, "as_of": as_of.isoformat(), "k": settings.top_k,
-            "users": int(len(users)), "sample_user": str(users[0]), **(model_meta or {})}
+            "users": int(len(users)), "sample_user": str(users[0]), "blend": settings.blend,
+            "pools": sizes, **(model_meta or {})}
+    if blender is not None:
+        share = recs["pool"].value_counts(normalize=True).reindex(list(sizes), fill_value=0)
+        meta["pool_share"] = {p: round(float(v), 4) for p, v in share.items()}
 
     def items_iter() -> Iterator[tuple[str, bytes]]:
         yield from _encoded(cold_frame)

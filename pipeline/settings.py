@@ -33,6 +33,8 @@ ENV_PREFIX = "RANKLINE_"
 TEST_PREFIX = "RANKLINE_TEST_"
 """Variables of the test suite (``RANKLINE_TEST_REDIS_URL``…): not settings, never an error."""
 SECRET_FIELDS = frozenset({"api_key"})
+POOL_NAMES = ("popular", "category", "co_clicks", "new_items")
+"""The hulk refresh's candidate pools (:mod:`pipeline.pools` implements them)."""
 """Shown as ``***`` wherever settings are printed."""
 URL_FIELDS = frozenset({"redis_url", "mlflow_tracking_uri", "source_uri", "airflow_db_url"})
 """Shown through :func:`redact_url` (their password or token hidden)."""
@@ -268,6 +270,39 @@ class Settings(BaseSettings):
         default=300, ge=1, le=100_000,
         description="Candidates scored per user in the hulk refresh (the top k are kept).",
     )
+    pools: str = Field(
+        default="", pattern=r"^$|^[a-z_]+:[0-9]+(,[a-z_]+:[0-9]+)*$",
+        description="Candidate pools of the hulk refresh and the candidates each gives per user, "
+        "as pool:n,pool:n (pools: popular, category, co_clicks, new_items); empty: popular, "
+        "category and co_clicks sharing the candidates per user in thirds.",
+    )
+    blend: str = Field(
+        default="merged", pattern=r"^(merged|thompson|greedy|fixed)$",
+        description="How the refresh mixes its pools: merged keeps the k best candidates by the "
+        "champion's score whatever their pool; thompson blends the pools per user in the ratio "
+        "of draws from each (user, pool) Beta posterior; greedy in the ratio of the posterior "
+        "means; fixed in the ratio of RANKLINE_BLEND_FIXED.",
+    )
+    blend_fixed: str = Field(
+        default="", pattern=r"^$|^[0-9.]+(,[0-9.]+)*$",
+        description="The fixed policy's shares, one per pool in RANKLINE_POOLS' order; empty: "
+        "equal shares.",
+    )
+    blend_prior_strength: float = Field(
+        default=20.0, gt=0, le=1e6,
+        description="Weight of each pool's global rate in every user's posterior, in "
+        "pseudo-impressions (a new user's posterior is that prior).",
+    )
+    blend_min_slots: int = Field(
+        default=1, ge=0, le=1000,
+        description="Slots every pool with candidates gets before the rest is shared by the "
+        "blend's weights (keeps every pool explored).",
+    )
+    new_item_days: int = Field(
+        default=7, ge=1, le=3660,
+        description="An item first seen in this many days up to the refresh date is new (the "
+        "new_items pool).",
+    )
     score_batch_rows: int = Field(
         default=500_000, ge=1, le=1_000_000_000,
         description="Rows scored per batch in the hulk refresh (bounds memory).",
@@ -389,6 +424,22 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def pool_sizes(self) -> dict[str, int]:
+        """``RANKLINE_POOLS`` as {pool: candidates per user}, in its order."""
+        if not self.pools:
+            third = self.candidates_per_user // 3
+            return {"popular": third, "category": third,
+                    "co_clicks": self.candidates_per_user - 2 * third}
+        return {name: int(n) for name, n in (p.split(":") for p in self.pools.split(","))}
+
+    @property
+    def fixed_shares(self) -> list[float]:
+        """The fixed blend's share per pool (``RANKLINE_BLEND_FIXED``; equal when empty)."""
+        if not self.blend_fixed:
+            return [1.0] * len(self.pool_sizes)
+        return [float(x) for x in self.blend_fixed.split(",")]
+
+    @property
     def min_demo_days(self) -> int:
         """Dates the demo must ingest: training as of its last date reads train+valid+test
         dates, each with features as of the day before."""
@@ -401,6 +452,16 @@ class Settings(BaseSettings):
             out.append(f"{self._given('candidates_per_user', 'top_k')}: "
                        f"{env_name('candidates_per_user')} must be >= {env_name('top_k')} "
                        "(the top k are chosen among the candidates scored per user)")
+        sizes = self.pool_sizes
+        if sum(sizes.values()) < self.top_k:
+            out.append(f"{self._given('pools', 'top_k')}: the pools' candidates per user "
+                       f"({sum(sizes.values())}) must be >= {env_name('top_k')}")
+        if unknown := sorted(set(sizes) - set(POOL_NAMES)):
+            out.append(f"{self._given('pools')}: unknown pool(s) {', '.join(unknown)}; known: "
+                       f"{', '.join(POOL_NAMES)}")
+        if self.blend_fixed and len(self.blend_fixed.split(",")) != len(sizes):
+            out.append(f"{self._given('blend_fixed', 'pools')}: one share per pool "
+                       f"({len(sizes)}: {', '.join(sizes)})")
         if self.source in ("parquet", "interactions") and not self.source_uri:
             out.append(f"{self._given('source', 'source_uri')}: source={self.source} needs "
                        f"{env_name('source_uri')} (the root holding <table>/date=D/)")

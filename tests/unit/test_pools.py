@@ -1,0 +1,146 @@
+"""Candidate pools (pipeline/pools) on tiny fixtures, the refresh's readers of first-seen items and
+pool outcomes, and the blended lists of the refresh (pipeline/hulk)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from feature_store import io
+from pipeline import pools
+from pipeline.hulk import Blender, RefreshInputs, first_seen, pool_outcomes
+from pipeline.settings import POOL_NAMES
+
+AS_OF = dt.date(2026, 1, 28)
+# items 1-9: category 0 holds 1-3, category 1 holds 4-6, category 2 holds 7-9; popularity falls
+# with the id
+POP = pd.Series(np.arange(9, 0, -1, dtype=float), index=np.arange(1, 10))
+ITEMS = pd.DataFrame({"item_id": np.arange(1, 10), "category": np.repeat([0, 1, 2], 3)})
+
+
+def _inputs(**kw: object) -> RefreshInputs:
+    empty = pd.DataFrame({"user_id": np.empty(0, np.int64), "item_id": np.empty(0, np.int64)})
+    base = {"users": np.array([7]), "active": np.array([7]), "pop": POP, "items": ITEMS,
+            "affinity": pd.DataFrame({"user_id": [7, 7], "category": [2, 1],
+                                      "clicks": [5.0, 2.0]}),
+            "user_clicks": pd.DataFrame({"user_id": [7], "item_id": [9]}),
+            "neighbours": pd.DataFrame({"item_id": [9, 9, 9], "item_id_nbr": [3, 5, 1],
+                                        "w": [4, 2, 1]}),
+            "consumed": empty}
+    return RefreshInputs(**{**base, **kw})
+
+
+def test_every_named_pool_exists():
+    assert set(pools.POOLS) == set(POOL_NAMES)
+
+
+def test_popular_skips_what_the_user_consumed():
+    consumed = pd.DataFrame({"user_id": [7, 7], "item_id": [1, 3]})
+    got = pools.popular(np.array([7, 8]), _inputs(consumed=consumed), 3)
+    assert got[got["user_id"] == 7]["item_id"].tolist() == [2, 4, 5]
+    assert got[got["user_id"] == 8]["item_id"].tolist() == [1, 2, 3]
+    assert got[got["user_id"] == 7]["pool_rank"].tolist() == [0, 1, 2]
+
+
+def test_category_takes_the_users_categories_in_turns():
+    got = pools.category(np.array([7]), _inputs(), 6)  # 2 per category
+    # category 2 (5 clicks) first, then category 1: each one's best, then each one's second
+    assert got["item_id"].tolist() == [7, 4, 8, 5]
+
+
+def test_co_clicks_strongest_first_without_consumed():
+    consumed = pd.DataFrame({"user_id": [7], "item_id": [3]})
+    got = pools.co_clicks_pool(np.array([7]), _inputs(consumed=consumed), 5)
+    assert got["item_id"].tolist() == [5, 1]
+
+
+def test_new_items_newest_first_for_everyone():
+    fresh = pd.DataFrame({"item_id": [6, 8, 9], "first_seen": [AS_OF - dt.timedelta(2), AS_OF,
+                                                               AS_OF]})
+    got = pools.new_items(np.array([7, 8]), _inputs(new_items=fresh), 5)
+    # both seen today first (8 the more popular), then 6
+    assert got[got["user_id"] == 8]["item_id"].tolist() == [8, 9, 6]
+    assert pools.new_items(np.array([7]), _inputs(), 5).empty
+
+
+def test_pooled_names_every_candidates_pool():
+    got = pools.pooled(np.array([7]), _inputs(), {"popular": 2, "co_clicks": 2})
+    assert got[["item_id", "pool"]].values.tolist() == [[1, "popular"], [2, "popular"],
+                                                        [3, "co_clicks"], [5, "co_clicks"]]
+    assert len(pools.merged(pools.pooled(np.array([7]), _inputs(),
+                                         {"popular": 3, "co_clicks": 3}))) == 4  # 1, 3 shared
+    with pytest.raises(ValueError, match="unknown pool 'trending'"):
+        pools.pooled(np.array([7]), _inputs(), {"trending": 2})
+
+
+class _Settings:
+    def __init__(self, home, **kw):
+        self.raw_dir = home / "raw"
+        self.validation_dir = home / "validation"
+        self.new_item_days = kw.get("new_item_days", 3)
+        self.history_days = kw.get("history_days", 28)
+
+
+def _valid(settings, date):
+    marker = settings.validation_dir / f"date={date.isoformat()}" / "_SUCCESS"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+
+
+def test_first_seen_items(tmp_path):
+    s = _Settings(tmp_path, new_item_days=3)
+    catalog = {AS_OF - dt.timedelta(6): [1, 2], AS_OF - dt.timedelta(4): [1, 2, 3],
+               AS_OF - dt.timedelta(1): [1, 2, 3, 4], AS_OF: [1, 2, 4, 5]}
+    for d, ids in catalog.items():
+        io.write_partition(pd.DataFrame({"item_id": ids}), s.raw_dir, "items", d)
+        _valid(s, d)
+    # a date that failed validation is not read
+    io.write_partition(pd.DataFrame({"item_id": [6]}), s.raw_dir, "items",
+                       AS_OF - dt.timedelta(2))
+    got = first_seen(s, AS_OF)
+    # 3 appeared 4 days ago: outside the 3 days; 1 and 2 are of the first date
+    assert dict(zip(got["item_id"], got["first_seen"], strict=True)) == {
+        4: AS_OF - dt.timedelta(1), 5: AS_OF}
+
+
+def test_pool_outcomes_from_logged_pools(tmp_path):
+    s = _Settings(tmp_path)
+    imp = pd.DataFrame({"event_id": [1, 2, 3, 4], "user_id": [7, 7, 7, 8],
+                        "item_id": [1, 2, 3, 4], "pool": ["popular", "co_clicks", "co_clicks",
+                                                          "popular"]})
+    io.write_partition(imp, s.raw_dir, "impressions", AS_OF)
+    io.write_partition(pd.DataFrame({"event_id": [10, 11], "impression_id": [2, 3]}),
+                       s.raw_dir, "clicks", AS_OF)
+    io.write_partition(pd.DataFrame({"click_id": [11]}), s.raw_dir, "add_to_cart", AS_OF)
+    io.write_partition(pd.DataFrame({"click_id": [11]}), s.raw_dir, "purchases", AS_OF)
+    _valid(s, AS_OF)
+    got = pool_outcomes(s, AS_OF, np.array([7]))
+    assert got.sort_values("reward")[["pool", "reward"]].values.tolist() == [
+        ["popular", 0.0], ["co_clicks", 0.2], ["co_clicks", 1.0]]
+    # logs without the pool column: no outcomes, the prior for everyone
+    io.write_partition(imp.drop(columns="pool"), s.raw_dir, "impressions", AS_OF)
+    assert pool_outcomes(s, AS_OF, np.array([7])).empty
+
+
+def test_blended_lists_keep_the_champions_order_within_each_pool():
+    from models.blending import pool_posteriors
+
+    names = ["popular", "co_clicks"]
+    post, priors = pool_posteriors(pd.DataFrame({"user_id": [7] * 20, "pool": ["co_clicks"] * 20,
+                                                 "reward": [1.0] * 20}), names, 5.0)
+    blender = Blender(names, post, priors, "thompson", k=4, seed=0, date=AS_OF, min_slots=1,
+                      fixed=[1.0, 1.0])
+    pooled = pools.pooled(np.array([7]), _inputs(), {"popular": 4, "co_clicks": 3})
+    scored = pools.merged(pooled).assign(score=lambda f: f["item_id"].map(
+        {1: 0.1, 2: 0.9, 3: 0.5, 4: 0.2, 5: 0.8}).astype(float))
+    out = blender.lists(pooled, scored)
+    assert len(out) == 4 and out["item_id"].is_unique
+    assert set(out["pool"]) == set(names)
+    co = out[out["pool"] == "co_clicks"]["item_id"].tolist()
+    assert co == sorted(co, key=lambda i: -scored.set_index("item_id").loc[i, "score"])
+    # item 3 ranks second in both pools: it stays in the earlier pool (popular), so co_clicks has
+    # two candidates (5, 1), and the evidence wins it both; popular fills the rest
+    assert co == [5, 1] and (out["pool"] == "popular").sum() == 2
