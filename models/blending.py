@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -256,6 +257,42 @@ def assign_pools(cands: pd.DataFrame, pools: Sequence[str]) -> pd.DataFrame:
     return df.drop(columns="_o").reset_index(drop=True)
 
 
+@dataclass
+class Pooled:
+    """Pooled candidates ready to blend: one row per (user, item) in its best pool, at most
+    ``k`` per (user, pool) (no pool can get more slots), and the count per (user, pool)."""
+
+    cands: pd.DataFrame
+    pools: list[str]
+    users: np.ndarray  # sorted
+    available: np.ndarray  # (users, pools)
+
+    @classmethod
+    def of(cls, cands: pd.DataFrame, pools: Sequence[str], k: int) -> Pooled:
+        """From ``user_id``, ``item_id``, ``pool``, ``pool_rank`` rows (an item may come from
+        several pools: :func:`assign_pools`)."""
+        cands = assign_pools(cands, pools)
+        cands = cands[cands["pool_rank"].to_numpy() < k].reset_index(drop=True)
+        users = np.unique(cands["user_id"].to_numpy(dtype=np.int64))
+        col = pd.Index(list(pools)).get_indexer(cands["pool"])
+        row = np.searchsorted(users, cands["user_id"].to_numpy(dtype=np.int64))
+        available = np.zeros((len(users), len(pools)), dtype=np.int64)
+        np.add.at(available, (row, col), 1)
+        return cls(cands, list(pools), users, available)
+
+    def blend(self, posteriors: pd.DataFrame, priors: pd.DataFrame, *, k: int,
+              policy: str = "thompson", seed: int = 0, date: dt.date, min_slots: int = 1,
+              fixed: Sequence[float] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """:func:`blend` of these candidates."""
+        alpha, beta = posterior_matrix(self.users, self.pools, posteriors, priors)
+        weights = pool_weights(policy, alpha, beta, seed=seed, date=date, users=self.users,
+                               fixed=None if fixed is None else np.asarray(fixed, dtype=float))
+        counts = slot_counts(weights, self.available, k, min_slots)
+        lists = interleave(self.cands, self.pools, counts, self.users)
+        slots = pd.DataFrame(counts, columns=self.pools).assign(user_id=self.users)
+        return lists, slots[["user_id", *self.pools]]
+
+
 def blend(cands: pd.DataFrame, pools: Sequence[str], posteriors: pd.DataFrame,
           priors: pd.DataFrame, *, k: int, policy: str = "thompson", seed: int = 0,
           date: dt.date, min_slots: int = 1,
@@ -274,16 +311,5 @@ def blend(cands: pd.DataFrame, pools: Sequence[str], posteriors: pd.DataFrame,
         ``(lists, slots)``: lists as :func:`interleave`; slots has ``user_id`` and one column
         of slot counts per pool.
     """
-    cands = assign_pools(cands, pools)
-    users = np.unique(cands["user_id"].to_numpy(dtype=np.int64))
-    col = pd.Index(list(pools)).get_indexer(cands["pool"])
-    row = np.searchsorted(users, cands["user_id"].to_numpy(dtype=np.int64))
-    available = np.zeros((len(users), len(pools)), dtype=np.int64)
-    np.add.at(available, (row, col), 1)
-    alpha, beta = posterior_matrix(users, pools, posteriors, priors)
-    weights = pool_weights(policy, alpha, beta, seed=seed, date=date, users=users,
-                           fixed=None if fixed is None else np.asarray(fixed, dtype=float))
-    counts = slot_counts(weights, available, k, min_slots)
-    lists = interleave(cands, pools, counts, users)
-    slots = pd.DataFrame(counts, columns=list(pools)).assign(user_id=users)
-    return lists, slots[["user_id", *pools]]
+    return Pooled.of(cands, pools, k).blend(posteriors, priors, k=k, policy=policy, seed=seed,
+                                            date=date, min_slots=min_slots, fixed=fixed)

@@ -361,13 +361,38 @@ class Blender:
         return out[["user_id", "item_id", "score", "pool"]].reset_index(drop=True)
 
 
+def scored_pools(settings: Settings, inputs: RefreshInputs, views: dict[str, pd.DataFrame],
+                 ranker: Any, t0: float | None = None,
+                 ) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+    """Every user's pooled candidates and their scores, a chunk of users at a time:
+    ``(pooled, scored)`` with pooled as :func:`pipeline.pools.pooled` and scored ``user_id``,
+    ``item_id``, ``score`` (one row per distinct pair). Chunks hold about
+    ``score_batch_rows`` candidates; progress (rows/s, ETA) is logged after each."""
+    from feature_store.compute import join_features
+
+    t0 = time.perf_counter() if t0 is None else t0
+    sizes, users = settings.pool_sizes, inputs.users
+    chunk = max(1, settings.score_batch_rows // sum(sizes.values()))
+    scored = 0
+    for i in range(0, len(users), chunk):
+        part = inputs.chunk(users[i:i + chunk])
+        pooled = pools.pooled(part.users, part, sizes)
+        rows = join_features(pools.merged(pooled), views)
+        yield pooled, rows[PAIR].assign(score=ranker.score(rows))
+        scored += len(rows)
+        done = min(i + chunk, len(users))
+        rate = scored / (time.perf_counter() - t0)
+        eta = (len(users) - done) / max(done, 1) * (time.perf_counter() - t0)
+        log.info("hulk: %d/%d users, %d rows scored (%.0f rows/s, ETA %.0fs)",
+                 done, len(users), scored, rate, eta)
+
+
 def refresh(settings: Settings, as_of: dt.date, model_uri: str,
             model_meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score every recent user's candidates with the model and publish the top-k lists.
 
     Returns a summary (store version, users, rows scored, rates) for XCom and MLflow.
     """
-    from feature_store.compute import join_features
     from feature_store.offline import read_views
     from models.registry import load_ranker
     from pipeline.landing import require_valid
@@ -389,24 +414,14 @@ def refresh(settings: Settings, as_of: dt.date, model_uri: str,
     sizes = settings.pool_sizes
     blender = None if settings.blend == "merged" else Blender.from_settings(
         settings, as_of, pool_outcomes(settings, as_of, users))
-    chunk = max(1, settings.score_batch_rows // sum(sizes.values()))
     results, scored = [], 0
-    for i in range(0, len(users), chunk):
-        part = inputs.chunk(users[i:i + chunk])
-        pooled = pools.pooled(part.users, part, sizes)
-        rows = join_features(pools.merged(pooled), views)
-        scores = ranker.score(rows)
+    for pooled, rows in scored_pools(settings, inputs, views, ranker, t0):
         if blender is None:
-            results.append(top_k(rows["user_id"].to_numpy(), rows["item_id"].to_numpy(), scores,
-                                 settings.top_k))
+            results.append(top_k(rows["user_id"].to_numpy(), rows["item_id"].to_numpy(),
+                                 rows["score"].to_numpy(), settings.top_k))
         else:
-            results.append(blender.lists(pooled, rows[PAIR].assign(score=scores)))
+            results.append(blender.lists(pooled, rows))
         scored += len(rows)
-        done = min(i + chunk, len(users))
-        rate = scored / (time.perf_counter() - t0)
-        eta = (len(users) - done) / max(done, 1) * (time.perf_counter() - t0)
-        log.info("hulk: %d/%d users, %d rows scored (%.0f rows/s, ETA %.0fs)",
-                 done, len(users), scored, rate, eta)
     recs = pd.concat(results, ignore_index=True)
     t_score = time.perf_counter() - t0
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from pipeline.sources.base import ID_STRIDE, DataSource, conform, id_base
@@ -200,6 +201,19 @@ def utility(world: World, users: np.ndarray, items: np.ndarray,
             + LINE_BOOST * (world.item_line[items] == intent))
 
 
+def behave(world: World, users: np.ndarray, items: np.ndarray, position: np.ndarray,
+           intent: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clicked, carted, bought flags of shown (user, item, 1-based position) rows: a click with
+    probability ``position ** -0.6 * sigmoid(utility - 1.5)``, then an add-to-cart and a
+    purchase with probabilities that grow with the utility. ``u``: uniforms of shape
+    ``(3, rows)`` (the caller's random stream)."""
+    util = utility(world, users, items, intent)
+    clicked = u[0] < np.asarray(position, dtype=float) ** -0.6 * _sigmoid(util - 1.5)
+    carted = clicked & (u[1] < 0.6 * _sigmoid(util - 1.0))
+    bought = carted & (u[2] < 0.7 * _sigmoid(util - 0.5))
+    return clicked, carted, bought
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -254,6 +268,47 @@ class SyntheticSource(DataSource):
             sel = ordinals == day
             intent[sel] = self.intents(dt.date.fromordinal(int(day)))[users[sel]]
         return utility(self.world, users, items, intent)
+
+    def play(self, date: dt.date, lists: pd.DataFrame, fallback: np.ndarray,
+             seed: int = 0) -> pd.DataFrame:
+        """The marketplace's users on ``date`` served by a recommender instead of the logging
+        policy: who asks and the users' behaviour as in :meth:`frames`, each request showing the
+        first ``slots_per_request`` items of the user's list (``lists``: ``user_id``,
+        ``item_id``, ``rank`` 0.., plus any columns to carry, e.g. ``pool``), or of
+        ``fallback`` (item ids, the cold-start list) for a user without one.
+
+        The requests and the uniforms behind every (request, position) depend on (seed, date,
+        ``seed``) only, not on the lists: two recommenders played on the same date and seed
+        meet the same users with the same dice (common random numbers: a paired comparison).
+
+        Returns one row per shown item: ``request``, ``user_id``, ``item_id``, ``position``
+        (1-based), the carried columns, ``clicked``, ``carted``, ``bought``.
+        """
+        w = self.world
+        rng = np.random.default_rng([self.seed, date.toordinal(), 1, seed])
+        n_req = max(1, self.impressions_per_day // self.slots)
+        act = w.user_activity / w.user_activity.sum()
+        req_user = rng.choice(self.n_users, size=n_req, p=act)
+        dice = rng.random((3, n_req, self.slots))
+        shown = lists[lists["rank"] < self.slots].sort_values(["user_id", "rank"])
+        has = np.isin(req_user, shown["user_id"].to_numpy())
+        # each request joins its user's rows; users without a list get the fallback
+        req = pd.DataFrame({"request": np.arange(n_req), "user_id": req_user})
+        personal = req[has].merge(shown, on="user_id")
+        fb = np.asarray(fallback)[:self.slots]
+        cold = pd.DataFrame({"request": np.repeat(np.flatnonzero(~has), len(fb)),
+                             "user_id": np.repeat(req_user[~has], len(fb)),
+                             "item_id": np.tile(fb, int((~has).sum())),
+                             "rank": np.tile(np.arange(len(fb)), int((~has).sum()))})
+        out = pd.concat([personal, cold], ignore_index=True).sort_values(["request", "rank"])
+        r, pos = out["request"].to_numpy(), out["rank"].to_numpy(dtype=np.int64)
+        users, items = out["user_id"].to_numpy(dtype=np.int64), out["item_id"].to_numpy(
+            dtype=np.int64)
+        clicked, carted, bought = behave(w, users, items, pos + 1, self.intents(date)[users],
+                                         dice[:, r, pos])
+        return out.drop(columns="rank").assign(position=pos + 1, clicked=clicked,
+                                               carted=carted, bought=bought).reset_index(
+            drop=True)
 
     def frames(self, date: dt.date) -> dict[str, pa.Table]:
         """One day of the marketplace, deterministic in (seed, date)."""
@@ -329,11 +384,8 @@ class SyntheticSource(DataSource):
         imp_ts = req_ts[r_req] + position.astype(np.int64) * 1_000
 
         # User behaviour: position-biased clicks, then cart and purchase by utility.
-        util = utility(w, r_user, item, intent[r_user])
-        p_click = position.astype(float) ** -0.6 * _sigmoid(util - 1.5)
-        clicked = rng.random(n_imp) < p_click
-        carted = clicked & (rng.random(n_imp) < 0.6 * _sigmoid(util - 1.0))
-        bought = carted & (rng.random(n_imp) < 0.7 * _sigmoid(util - 0.5))
+        clicked, carted, bought = behave(w, r_user, item, position, intent[r_user],
+                                         rng.random((3, n_imp)))
 
         def events(mask: np.ndarray, offset: int, delay_s: tuple[int, int]) -> dict:
             idx = np.flatnonzero(mask)

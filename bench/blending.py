@@ -1,0 +1,182 @@
+"""Blending policies judged by simulation: the synthetic marketplace plays the days after the demo
+with each policy's lists as what its users are shown.
+
+Run after ``make demo`` (it reads the demo's champion, features and logs):
+
+    .venv/bin/python bench/blending.py [--days 7] [--seeds 3]
+
+What it does:
+
+1. The refresh's inputs as of the demo's last date, every user's pooled candidates
+   (``RANKLINE_POOLS``; default popular, category, co-clicks) scored once by the champion, as the
+   hulk refresh does (:func:`pipeline.hulk.scored_pools`).
+2. For each policy (``merged``: the k best by score, today's refresh; ``fixed``: equal shares;
+   ``greedy``: posterior means; ``thompson``: posterior draws) and each seed, the marketplace
+   plays ``--days`` days: each day every policy's lists are built from the outcomes it logged
+   on the days before (its own bandit loop: impressions carry their pool, rewards as
+   :data:`models.blending.REWARDS`), then the day's requests show each user the first
+   ``slots_per_request`` items of their list (the popularity list for a user without one). The
+   requests and the users' dice depend on (date, seed) only, so the policies meet the same
+   users with the same dice: a paired comparison.
+3. Per policy: clicks, add-to-carts and purchases per user with a request (mean and spread over
+   the seeds), the pools' shares of the shown slots, and Thompson − each baseline per seed.
+4. The cost of blending in the refresh: the blend of every user's list against the merged
+   top-k, on the same scored candidates, with the posteriors of the last simulated day; and the
+   refresh time with it against today's (inputs + scoring, measured once, plus each).
+
+Last line: ``ratio purchases/user thompson/merged: <x>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import time
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--days", type=int, default=7)
+    ap.add_argument("--seeds", type=int, default=3)
+    args = ap.parse_args()
+    os.environ.setdefault("RANKLINE_HOME", os.path.abspath("var"))
+
+    import numpy as np
+    import pandas as pd
+
+    from feature_store import io
+    from feature_store.offline import read_views
+    from models.blending import REWARDS, Pooled, pool_posteriors
+    from models.registry import load_ranker
+    from pipeline.hulk import refresh_inputs, scored_pools, top_k
+    from pipeline.landing import valid_dates
+    from pipeline.settings import get_settings
+    from pipeline.sources import get_source
+    from pipeline.steps import champion_uri
+
+    s = get_settings()
+    if s.source != "synthetic":
+        raise SystemExit("the simulation needs the synthetic marketplace (RANKLINE_SOURCE)")
+    dates = valid_dates(s, io.list_dates(s.raw_dir, "impressions"))
+    if not dates:
+        raise SystemExit(f"no validated dates under {s.raw_dir}: run `make demo` first")
+    as_of = dates[-1]
+    champ = champion_uri(s)
+    if s.encoder_features:
+        from pipeline.pretraining import embed_dates
+
+        embed_dates(s, [as_of])
+    source = get_source(s)
+    names = list(s.pool_sizes)
+
+    t0 = time.perf_counter()
+    views = read_views(s.offline_dir, as_of)
+    ranker = load_ranker(champ["model_uri"], s.n_threads)
+    inputs = refresh_inputs(s, as_of, views)
+    parts = list(scored_pools(s, inputs, views, ranker))
+    t_shared = time.perf_counter() - t0
+    pooled = pd.concat([p for p, _ in parts], ignore_index=True)
+    scored = pd.concat([r for _, r in parts], ignore_index=True)
+    del parts
+    pooled["pool"] = pooled["pool"].astype(pd.CategoricalDtype(names))
+    # within each pool the champion's order (as the refresh blends)
+    c = pooled.merge(scored, on=["user_id", "item_id"])
+    c = c.sort_values(["user_id", "pool", "score", "item_id"],
+                      ascending=[True, True, False, True], kind="stable")
+    c["pool_rank"] = c.groupby(["user_id", "pool"], observed=True).cumcount().to_numpy()
+    t1 = time.perf_counter()
+    prepared = Pooled.of(c, names, s.top_k)
+    t_prepare = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    merged = top_k(scored["user_id"].to_numpy(), scored["item_id"].to_numpy(),
+                   scored["score"].to_numpy(), s.top_k)
+    t_merged = time.perf_counter() - t1
+    # the pool of each merged item: its best pool (as the blend would keep it)
+    merged = merged.merge(prepared.cands[["user_id", "item_id", "pool"]], on=["user_id", "item_id"],
+                          how="left")
+    merged["rank"] = merged.groupby("user_id").cumcount().to_numpy()
+    fallback = inputs.pop.head(s.top_k).index.to_numpy()
+    print(f"as of {as_of}: {len(inputs.users):,} users, {len(scored):,} candidates scored "
+          f"({t_shared:.1f} s with the inputs), pools {s.pool_sizes}, k={s.top_k}, "
+          f"{source.slots} slots per request", flush=True)
+
+    weights = np.array([0.0, REWARDS["click"], REWARDS["add_to_cart"], REWARDS["purchase"]])
+    policies = ["merged", "fixed", "greedy", "thompson"]
+    rows, shares = [], {}
+    for seed in range(args.seeds):
+        logged: dict[str, list[pd.DataFrame]] = {p: [] for p in policies}
+        for day in range(1, args.days + 1):
+            date = as_of + dt.timedelta(days=day)
+            for policy in policies:
+                if policy == "merged":
+                    lists = merged
+                else:
+                    outcomes = (pd.concat(logged[policy], ignore_index=True) if logged[policy]
+                                else pd.DataFrame({"user_id": [], "pool": [], "reward": []}))
+                    post, priors = pool_posteriors(outcomes, names, s.blend_prior_strength)
+                    lists, _ = prepared.blend(post, priors, k=s.top_k, policy=policy,
+                                              seed=s.seed + seed, date=date,
+                                              min_slots=s.blend_min_slots,
+                                              fixed=s.fixed_shares)
+                played = source.play(date, lists, fallback, seed=seed)
+                grade = (played["clicked"].to_numpy(dtype=int) + played["carted"].to_numpy(
+                    dtype=int) + played["bought"].to_numpy(dtype=int))
+                personal = played["pool"].notna().to_numpy()
+                logged[policy].append(pd.DataFrame({
+                    "user_id": played["user_id"].to_numpy()[personal],
+                    "pool": played["pool"].astype(str).to_numpy()[personal],
+                    "reward": weights[grade[personal]]}))
+                users = played["user_id"].nunique()
+                rows.append({"seed": seed, "day": day, "policy": policy, "users": users,
+                             "clicks": played["clicked"].sum(), "carts": played["carted"].sum(),
+                             "purchases": played["bought"].sum()})
+                sh = played.loc[personal, "pool"].astype(str).value_counts()
+                shares[policy] = shares.get(policy, 0) + sh
+        done = pd.DataFrame(rows)
+        last = done[done["seed"] == seed].groupby("policy")[["purchases", "users"]].sum()
+        print(f"seed {seed}: purchases/user " + ", ".join(
+            f"{p} {last.loc[p, 'purchases'] / last.loc[p, 'users']:.4f}" for p in policies),
+            flush=True)
+
+    df = pd.DataFrame(rows)
+    per = df.groupby(["policy", "seed"])[["clicks", "carts", "purchases", "users"]].sum()
+    for col in ("clicks", "carts", "purchases"):
+        per[f"{col}/user"] = per[col] / per["users"]
+    print(f"\nper user with a request, {args.days} days x {args.seeds} seeds "
+          "(mean ± sd over seeds):")
+    print(f"{'policy':>9s}  {'clicks/user':>16s}  {'carts/user':>16s}  {'purchases/user':>16s}"
+          "  pools' share of the personal slots")
+    for p in policies:
+        g = per.loc[p]
+        share = (shares[p] / shares[p].sum()).reindex(names, fill_value=0)
+        print(f"{p:>9s}  " + "  ".join(
+            f"{g[f'{c}/user'].mean():.4f} ± {g[f'{c}/user'].std(ddof=1) if len(g) > 1 else 0:.4f}"
+            for c in ("clicks", "carts", "purchases")) + "  " + ", ".join(
+            f"{n} {v:.2f}" for n, v in share.items()))
+    pu = per["purchases/user"].unstack("policy")
+    for base in ("merged", "fixed", "greedy"):
+        d = pu["thompson"] - pu[base]
+        spread = d.std(ddof=1) if len(d) > 1 else float("nan")
+        verdict = ("thompson better" if d.min() > 0 and d.mean() > spread
+                   else "thompson worse" if d.max() < 0 and -d.mean() > spread
+                   else "no difference beyond the spread over seeds")
+        print(f"thompson − {base}: purchases/user {d.mean():+.4f} (per seed "
+              f"{', '.join(f'{x:+.4f}' for x in d)}; sd {spread:.4f}): {verdict}")
+
+    # the cost of blending in the refresh, on the last day's posteriors
+    post, priors = pool_posteriors(pd.concat(logged["thompson"], ignore_index=True), names,
+                                   s.blend_prior_strength)
+    t1 = time.perf_counter()
+    prepared.blend(post, priors, k=s.top_k, policy="thompson", seed=s.seed,
+                   date=as_of + dt.timedelta(days=1), min_slots=s.blend_min_slots)
+    t_blend = time.perf_counter() - t1 + t_prepare
+    print(f"refresh cost: inputs + scoring {t_shared:.1f} s; merged top-k {t_merged:.2f} s; "
+          f"thompson blend {t_blend:.2f} s ({len(post):,} posteriors); refresh time "
+          f"blended/merged: {(t_shared + t_blend) / (t_shared + t_merged):.2f}")
+    ratio = pu["thompson"].mean() / pu["merged"].mean()
+    print(f"ratio purchases/user thompson/merged: {ratio:.4f}")
+
+
+if __name__ == "__main__":
+    main()
