@@ -38,7 +38,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.sources.base import EVENT_TABLES, RAW_SCHEMAS, TABLES
+from pipeline.sources.base import EVENT_TABLES, OPTIONAL_COLUMNS, TABLES, table_schema
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,12 @@ RANGES: dict[str, list[tuple[str, float | None, float | None]]] = {
     "impressions": [("position", 1, 1000)],
     "purchases": [("price", 0.01, 1e6)],
 }
+OPEN_BELOW = {("impressions", "propensity")}
+"""Ranges whose lower bound is excluded: a logged propensity is a probability > 0."""
+OPTIONAL_RANGES: dict[str, list[tuple[str, float | None, float | None]]] = {
+    "impressions": [("propensity", 0, 1)],
+}
+"""Ranges of optional columns, checked when the column is present."""
 UNIQUE = {"users": "user_id", "items": "item_id", **{t: "event_id" for t in EVENT_TABLES}}
 ID_COLUMN = UNIQUE
 """The column whose values name an offending row in failure messages."""
@@ -111,9 +117,10 @@ class ValidationReport:
     data_docs: str = ""
 
 
-def expected_dtypes(table: str) -> dict[str, str]:
-    """The pandas dtype name of every column of a raw table, from its Arrow schema."""
-    empty = pa.Table.from_pylist([], schema=RAW_SCHEMAS[table]).to_pandas()
+def expected_dtypes(table: str, optional: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
+    """The pandas dtype name of every column of a raw table, from its Arrow schema (with the
+    optional columns among ``optional``)."""
+    empty = pa.Table.from_pylist([], schema=table_schema(table, optional)).to_pandas()
     # GX reports tz-aware datetime columns by the type of their values.
     return {c: "Timestamp" if "datetime64" in str(t) else str(t) for c, t in empty.dtypes.items()}
 
@@ -195,12 +202,14 @@ def _not_before(df: pd.DataFrame, ref: pd.DataFrame | None, key: str) -> pd.Seri
         return yes
 
 
-def build_suite(table: str, date: dt.date) -> list[Any]:
-    """The expectations of one raw table of logical date ``date`` (Great Expectations 1.x objects)."""
+def build_suite(table: str, date: dt.date, columns: list[str] | tuple[str, ...] = ()) -> list[Any]:
+    """The expectations of one raw table of logical date ``date`` (Great Expectations 1.x objects);
+    the optional columns (:data:`OPTIONAL_COLUMNS`) among ``columns`` are expected and checked."""
     import great_expectations as gx
 
     E = gx.expectations
-    schema = expected_dtypes(table)
+    optional = [c for c in columns if c in OPTIONAL_COLUMNS.get(table, pa.schema([])).names]
+    schema = expected_dtypes(table, optional)
     exps: list[Any] = [
         E.ExpectTableColumnsToMatchSet(
             column_set=[*schema, *check_columns(table)], exact_match=True,
@@ -217,11 +226,13 @@ def build_suite(table: str, date: dt.date) -> list[Any]:
         if col not in NULLABLE.get(table, ()):
             exps.append(E.ExpectColumnValuesToNotBeNull(
                 column=col, description=f"{table}.{col} is never null"))
-    for col, lo, hi in RANGES.get(table, []):
+    ranges = RANGES.get(table, []) + [r for r in OPTIONAL_RANGES.get(table, []) if r[0] in optional]
+    for col, lo, hi in ranges:
+        open_below = (table, col) in OPEN_BELOW
         exps.append(E.ExpectColumnValuesToBeBetween(
-            column=col, min_value=lo, max_value=hi,
-            description=f"{table}.{col} lies in [{lo}, {hi}]"))
-    for f in RAW_SCHEMAS[table]:
+            column=col, min_value=lo, max_value=hi, strict_min=open_below,
+            description=f"{table}.{col} lies in {'(' if open_below else '['}{lo}, {hi}]"))
+    for f in table_schema(table, optional):
         if pa.types.is_string(f.type) or pa.types.is_large_string(f.type):
             exps.append(E.ExpectColumnValueLengthsToBeBetween(
                 column=f.name, max_value=MAX_STRING_LENGTH,
@@ -370,7 +381,7 @@ def _arrow_type_failures(table: str, schema: pa.Schema) -> list[str]:
     zone would pass a pandas type check but break every later multi-date read), and columns
     named like the validator's own check columns (``_...``)."""
     out = []
-    for expected in RAW_SCHEMAS[table]:
+    for expected in table_schema(table, schema.names):
         i = schema.get_field_index(expected.name)
         if i >= 0 and schema.field(i).type != expected.type:
             out.append(f"{table}: {table}.{expected.name} has Arrow type {expected.type} — found "
@@ -463,7 +474,7 @@ def _run_suites(prepared: dict[str, pd.DataFrame], date: dt.date, docs_dir: Path
         try:
             batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe(table)
             suite = ctx.suites.add(gx.ExpectationSuite(name=f"raw_{table}"))
-            for exp in build_suite(table, date):
+            for exp in build_suite(table, date, list(prepared[table].columns)):
                 suite.add_expectation(exp)
             vd = ctx.validation_definitions.add(
                 gx.ValidationDefinition(name=f"{table}_{date.isoformat()}", data=batch, suite=suite))

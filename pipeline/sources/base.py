@@ -43,7 +43,22 @@ RAW_SCHEMAS: dict[str, pa.Schema] = {
          ("ts", TS)]
     ),
 }
+OPTIONAL_COLUMNS: dict[str, pa.Schema] = {
+    "impressions": pa.schema([("pool", pa.string()), ("propensity", pa.float64())]),
+}
+"""Columns a table may carry: an impression's provenance, the candidate pool that produced the
+shown item (``pool``) and the probability with which the logging policy showed it to the request
+(``propensity``, in (0, 1]): what blending posteriors and off-policy estimates read."""
 TABLES: tuple[str, ...] = tuple(RAW_SCHEMAS)
+
+
+def table_schema(table: str, names: list[str] | tuple[str, ...] = ()) -> pa.Schema:
+    """``table``'s raw schema, plus the optional columns among ``names``."""
+    schema = RAW_SCHEMAS[table]
+    for f in OPTIONAL_COLUMNS.get(table, pa.schema([])):
+        if f.name in names:
+            schema = schema.append(f)
+    return schema
 EVENT_TABLES: tuple[str, ...] = ("impressions", "clicks", "add_to_cart", "purchases")
 
 ID_STRIDE = 1_000_000_000
@@ -56,8 +71,13 @@ def id_base(date: dt.date) -> int:
 
 
 def conform(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
-    """Select and cast each table to its raw schema (for sources that build their own tables)."""
-    return {t: data.select(RAW_SCHEMAS[t].names).cast(RAW_SCHEMAS[t]) for t, data in tables.items()}
+    """Select and cast each table to its raw schema, optional columns kept where present (for
+    sources that build their own tables)."""
+    out = {}
+    for t, data in tables.items():
+        schema = table_schema(t, data.column_names)
+        out[t] = data.select(schema.names).cast(schema)
+    return out
 
 
 class DataSource(abc.ABC):

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipeline.sources.base import RAW_SCHEMAS, TABLES, DataSource
+from pipeline.sources.base import TABLES, DataSource, table_schema
 from serving.store import redact_text, redact_url
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def conform_types(table: str, data: pa.Table) -> pa.Table:
     """Cast columns to the raw schema's type where the cast is lossless and within one family
     (int32 -> int64, timestamp[ns, Europe/Berlin] -> timestamp[us, UTC] when no precision is
     lost); anything else is left for validation to report."""
-    for expected in RAW_SCHEMAS[table]:
+    for expected in table_schema(table, data.schema.names):
         i = data.schema.get_field_index(expected.name)
         if i < 0 or data.schema.field(i).type == expected.type:
             continue

@@ -20,11 +20,13 @@ interaction *sequences* can learn (items clicked together, items that follow eac
 a model of 7-day category counts can only partly see.
 
 A logging policy (popular, category-affine and random items, ordered by a noisy score) fills
-each request's slots; a click happens with probability ``examine(position) *
-sigmoid(utility - 1.5)`` (position bias ``examine(p) = p ** -0.6``). The logging policy's
-category-affine slots follow the intent part of the time (most of those from the intent's line:
-"more like what you looked at", as a recency-aware production policy would); add-to-cart and
-purchase follow a click with probabilities that also grow with utility.
+each request's slots, and each impression records the pool that drew it and the probability
+that the policy's slate held it (``pool``, ``propensity``: the optional provenance columns); a
+click happens with probability ``examine(position) * sigmoid(utility - 1.5)`` (position bias
+``examine(p) = p ** -0.6``). The logging policy's category-affine slots follow the intent part
+of the time (most of those from the intent's line: "more like what you looked at", as a
+recency-aware production policy would); add-to-cart and purchase follow a click with
+probabilities that also grow with utility.
 
 The world (users, items, latent factors) depends on the seed only; each day's traffic on
 (seed, date), so the same date always yields identical partitions. The utility is never
@@ -46,6 +48,9 @@ from pipeline.sources.base import ID_STRIDE, DataSource, conform, id_base
 REGIONS = np.array(["north", "south", "east", "west", "central", "islands"])
 LATENT_DIM = 8
 SOURCE_MIX = (0.35, 0.45, 0.20)  # popular, category-affine, random slots of the logging policy
+LOGGING_POOLS = ("popular", "category", "random")
+"""The logging policy's pools, in :data:`SOURCE_MIX`'s order: what each impression's ``pool``
+column names."""
 INTENT_DAYS = 3  # an intent lasts this many days
 INTENT_CHAIN = 6  # intents per chain before it restarts from the user's affinity
 INTENT_FOLLOW = 0.8  # chance the next intent is the successor of the current line
@@ -269,6 +274,26 @@ class SyntheticSource(DataSource):
             intent[sel] = self.intents(dt.date.fromordinal(int(day)))[users[sel]]
         return utility(self.world, users, items, intent)
 
+    def propensity(self, users: np.ndarray, items: np.ndarray,
+                   intent: np.ndarray) -> np.ndarray:
+        """The probability that the logging policy's slate for a request of ``users`` (whose
+        intent lines are ``intent``) contains ``items``: ``1 - (1 - q) ** slots``, ``q`` the
+        chance one slot draws the item from the mixture of popular (``popularity_prior``),
+        category-affine (the user's affinity, the intent's category or line) and uniformly
+        random items (:data:`SOURCE_MIX`). The position follows the policy's noisy score and is
+        not part of it: an item-in-slate propensity, what an off-policy estimate of a policy's
+        click rate per shown item reweighs by."""
+        w = self.world
+        cat = w.item_category[items]
+        size = np.array([len(m) for m in w.items_by_category])[cat]
+        on_line = w.item_line[items] == intent
+        affine = ((1 - POLICY_INTENT) * w.user_affinity[users, cat] / size
+                  + POLICY_INTENT * ((1 - POLICY_LINE) * (cat == w.line_category[intent]) / size
+                                     + POLICY_LINE * on_line / w.line_size[intent]))
+        q = (SOURCE_MIX[0] * w.popularity_prior[items] + SOURCE_MIX[1] * affine
+             + SOURCE_MIX[2] / self.n_items)
+        return np.clip(1.0 - (1.0 - q) ** self.slots, 1e-12, 1.0)
+
     def play(self, date: dt.date, lists: pd.DataFrame, fallback: np.ndarray,
              seed: int = 0) -> pd.DataFrame:
         """The marketplace's users on ``date`` served by a recommender instead of the logging
@@ -366,7 +391,7 @@ class SyntheticSource(DataSource):
         key = r_req.astype(np.int64) * self.n_items + item
         _, first = np.unique(key, return_index=True)
         keep = np.sort(first)
-        r_req, r_user, item = r_req[keep], r_user[keep], item[keep]
+        r_req, r_user, item, kind = r_req[keep], r_user[keep], item[keep], kind[keep]
 
         # The policy orders each request by a noisy score: informative, far from perfect.
         policy = (
@@ -375,7 +400,7 @@ class SyntheticSource(DataSource):
             + rng.normal(0.0, 1.0, size=len(item))
         )
         order = np.lexsort((-policy, r_req))
-        r_req, r_user, item = r_req[order], r_user[order], item[order]
+        r_req, r_user, item, kind = r_req[order], r_user[order], item[order], kind[order]
         starts = np.r_[0, np.flatnonzero(np.diff(r_req)) + 1]
         counts = np.diff(np.r_[starts, len(r_req)])
         position = (np.arange(len(r_req)) - np.repeat(starts, counts) + 1).astype(np.int16)
@@ -416,6 +441,8 @@ class SyntheticSource(DataSource):
             "item_id": item.astype(np.int64),
             "position": position,
             "ts": pa.array(imp_ts.astype("datetime64[us]"), type=pa.timestamp("us", tz="UTC")),
+            "pool": np.asarray(LOGGING_POOLS)[kind],
+            "propensity": self.propensity(r_user, item, intent[r_user]),
         })
         common = ["event_id", "request_id", "user_id", "item_id", "ts"]
         return conform({

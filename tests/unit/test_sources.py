@@ -3,8 +3,14 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from pipeline.sources.base import RAW_SCHEMAS, id_base
-from pipeline.sources.synthetic import INTENT_BOOST, LINE_BOOST, LINE_SIZE, SyntheticSource
+from pipeline.sources.base import OPTIONAL_COLUMNS, RAW_SCHEMAS, id_base, table_schema
+from pipeline.sources.synthetic import (
+    INTENT_BOOST,
+    LINE_BOOST,
+    LINE_SIZE,
+    LOGGING_POOLS,
+    SyntheticSource,
+)
 from tests.conftest import D0
 
 
@@ -18,9 +24,12 @@ def test_same_date_same_partitions_different_dates_differ(source):
 
 def test_tables_follow_schema_and_funnel(source):
     f = source.frames(D0)
-    for t, schema in RAW_SCHEMAS.items():
-        assert f[t].schema.equals(schema), t
+    for t in RAW_SCHEMAS:
+        optional = OPTIONAL_COLUMNS[t].names if t in OPTIONAL_COLUMNS else []
+        assert f[t].schema.equals(table_schema(t, optional)), t
     imp = f["impressions"].to_pandas()
+    assert set(imp["pool"]) == set(LOGGING_POOLS)
+    assert imp["propensity"].between(0, 1, inclusive="right").all()
     clicks = f["clicks"].to_pandas()
     carts = f["add_to_cart"].to_pandas()
     buys = f["purchases"].to_pandas()
@@ -114,3 +123,25 @@ def test_movielens_replay_is_valid(tmp_path):
         report = validate_tables(paths, day, tmp_path / "report")
         assert report.success, report.failures
         assert report.rows["impressions"] > 0
+
+
+def test_logged_propensities_add_up_to_the_slates_size():
+    """Each impression's propensity is P(the request's slate holds the item); over every item,
+    those probabilities add up to the expected number of distinct items of a slate, which the
+    logs show."""
+    src = SyntheticSource(n_users=40, n_items=60, n_categories=4, impressions_per_day=40_000,
+                          slots_per_request=10)
+    imp = src.frames(D0)["impressions"].to_pandas()
+    intent = src.intents(D0)
+    per_request = imp.groupby("request_id")["user_id"].agg(["first", "size"])
+    users = per_request["first"].to_numpy()
+    items = np.arange(src.n_items)
+    expected = np.array([src.propensity(np.full(60, u), items, np.full(60, intent[u])).sum()
+                         for u in users])
+    assert expected.mean() == pytest.approx(per_request["size"].mean(), rel=0.01)
+    # and per item: how often a request of user 0 held it, against its propensity
+    mine = imp[imp["user_id"] == users[0]]
+    n_req = mine["request_id"].nunique()
+    seen = mine.groupby("item_id").size().reindex(items, fill_value=0) / n_req
+    prop = src.propensity(np.full(60, users[0]), items, np.full(60, intent[users[0]]))
+    assert np.abs(seen.to_numpy() - prop).max() < 4 * np.sqrt(0.25 / n_req)

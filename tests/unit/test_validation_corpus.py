@@ -121,10 +121,10 @@ def test_a_crash_inside_validation_is_a_failure_line_not_an_exception(clean, tmp
 
     real = validation.build_suite
 
-    def crashing(table, date):
+    def crashing(table, date, columns=()):
         if table == "clicks":
             raise RuntimeError("boom\nsecond line")
-        return real(table, date)
+        return real(table, date, columns)
 
     monkeypatch.setattr(validation, "build_suite", crashing)
     report = validate_tables(_write(clean, tmp_path / "raw"), D0, tmp_path / "report")
@@ -151,3 +151,26 @@ def test_the_parquet_source_conforms_lossless_types_only(clean, tmp_path):
     assert got.schema.field("ts").type == pa.timestamp("us", tz="UTC")
     assert got["ts"].equals(clean["impressions"]["ts"])
     assert got.schema.field("position").type == pa.string()
+
+
+def test_provenance_columns_are_optional_and_checked_when_present(clean, tmp_path):
+    imp = clean["impressions"]
+    assert {"pool", "propensity"} <= set(imp.column_names)  # the synthetic logs carry them
+    # without them (a source that does not know its pools), the day still passes
+    bare = {**clean, "impressions": imp.drop_columns(["pool", "propensity"])}
+    report = validate_tables(_write(bare, tmp_path / "bare"), D0, tmp_path / "r1")
+    assert report.success, report.failures
+    # a propensity of 0 (the item could not have been shown) and a missing pool are named
+    i = imp.column_names.index("propensity")
+    prop = imp.column("propensity").to_numpy().copy()
+    prop[:2] = 0.0
+    pools = imp.column("pool").to_pylist()
+    pools[3] = None
+    bad = imp.set_column(i, "propensity", pa.array(prop))
+    bad = bad.set_column(bad.column_names.index("pool"), "pool", pa.array(pools, pa.string()))
+    report = validate_tables(_write({**clean, "impressions": bad}, tmp_path / "bad"), D0,
+                             tmp_path / "r2")
+    assert not report.success
+    text = "\n".join(report.failures)
+    assert "impressions.propensity lies in (0, 1]" in text
+    assert "impressions.pool is never null" in text
