@@ -103,7 +103,7 @@ def main() -> None:
 
     weights = np.array([0.0, REWARDS["click"], REWARDS["add_to_cart"], REWARDS["purchase"]])
     policies = ["merged", "fixed", "greedy", "thompson"]
-    rows, shares = [], {}
+    rows, shares, first_lists = [], {}, {}
     for seed in range(args.seeds):
         logged: dict[str, list[pd.DataFrame]] = {p: [] for p in policies}
         for day in range(1, args.days + 1):
@@ -119,6 +119,8 @@ def main() -> None:
                                               seed=s.seed + seed, date=date,
                                               min_slots=s.blend_min_slots,
                                               fixed=s.fixed_shares)
+                if seed == 0 and day == 1:
+                    first_lists[policy] = lists
                 played = source.play(date, lists, fallback, seed=seed)
                 grade = (played["clicked"].to_numpy(dtype=int) + played["carted"].to_numpy(
                     dtype=int) + played["bought"].to_numpy(dtype=int))
@@ -129,6 +131,7 @@ def main() -> None:
                     "reward": weights[grade[personal]]}))
                 users = played["user_id"].nunique()
                 rows.append({"seed": seed, "day": day, "policy": policy, "users": users,
+                             "requests": played["request"].nunique(),
                              "clicks": played["clicked"].sum(), "carts": played["carted"].sum(),
                              "purchases": played["bought"].sum()})
                 sh = played.loc[personal, "pool"].astype(str).value_counts()
@@ -163,6 +166,41 @@ def main() -> None:
                    else "no difference beyond the spread over seeds")
         print(f"thompson − {base}: purchases/user {d.mean():+.4f} (per seed "
               f"{', '.join(f'{x:+.4f}' for x in d)}; sd {spread:.4f}): {verdict}")
+
+    # off-policy: each policy's clicks per request on the first day, from the logging policy's
+    # logs of that day alone (its impressions' propensities), against the simulation
+    from models.ope import estimate
+
+    day1 = as_of + dt.timedelta(days=1)
+    frames = source.frames(day1)
+    imp = frames["impressions"].to_pandas()
+    clicked = imp["event_id"].isin(frames["clicks"].column("impression_id").to_numpy())
+    n_req = imp["request_id"].nunique()
+    print(f"\noff-policy, {day1}: the logging policy's {len(imp):,} impressions of {n_req:,} "
+          f"requests (click rate per request {clicked.sum() / n_req:.4f}); target slates: each "
+          f"policy's first {source.slots} items; propensities: P(slate holds the item)")
+    print(f"{'policy':>9s}  {'simulated':>9s}  {'IPS':>26s}  {'SNIPS':>9s}")
+    for policy in policies:
+        lists = first_lists[policy]
+        slate = lists[lists["rank"] < source.slots]
+        with_list = np.isin(imp["user_id"], slate["user_id"].unique())
+        cold = pd.DataFrame({"user_id": imp.loc[~with_list, "user_id"].unique()})
+        cold = cold.merge(pd.DataFrame({"item_id": fallback[:source.slots]}), how="cross")
+        target = pd.concat([slate[["user_id", "item_id"]], cold], ignore_index=True)
+        hit = imp[["user_id", "item_id"]].merge(target.drop_duplicates().assign(_t=1.0),
+                                                how="left", on=["user_id", "item_id"])
+        w_target = hit["_t"].fillna(0.0).to_numpy()
+        r = clicked.to_numpy(dtype=float)
+        est = estimate(r, w_target, imp["propensity"].to_numpy(), imp["request_id"].to_numpy())
+        # per request: IPS sums over a request's slots; the estimator's value is per logged slot
+        slots_per_req = len(imp) / n_req
+        w = w_target / imp["propensity"].to_numpy()
+        snips = source.slots * (r * w).sum() / max(w.sum(), 1e-12)
+        sim = df[(df["policy"] == policy) & (df["seed"] == 0) & (df["day"] == 1)]
+        truth = sim["clicks"].sum() / max(int(sim["requests"].sum()), 1)
+        print(f"{policy:>9s}  {truth:9.4f}  {est.value * slots_per_req:.4f} "
+              f"[{est.low * slots_per_req:.4f}, {est.high * slots_per_req:.4f}]  {snips:9.4f}"
+              f"  (largest weight {est.max_weight:.0f})")
 
     # the cost of blending in the refresh, on the last day's posteriors
     post, priors = pool_posteriors(pd.concat(logged["thompson"], ignore_index=True), names,

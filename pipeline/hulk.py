@@ -125,15 +125,20 @@ def top_k(user_ids: np.ndarray, item_ids: np.ndarray, scores: np.ndarray,
     return df.groupby("user_id", sort=False).head(k).reset_index(drop=True)
 
 
-def _encoded(frame: pd.DataFrame) -> Iterator[tuple[str, bytes]]:
+def _encoded(frame: pd.DataFrame,
+             pool_names: list[str] | None = None) -> Iterator[tuple[str, bytes]]:
+    """Each user's packed list; with ``pool_names``, the index of each item's ``pool`` too."""
     from serving.codec import encode_recs
 
     users = frame["user_id"].to_numpy()
     items = frame["item_id"].to_numpy()
     scores = frame["score"].to_numpy(dtype=np.float32)
+    pools_ = (None if pool_names is None
+              else pd.Index(pool_names).get_indexer(frame["pool"]).astype(np.int64))
     bounds = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1, len(users)]
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        yield str(users[a]), encode_recs(items[a:b], scores[a:b])
+        yield str(users[a]), encode_recs(items[a:b], scores[a:b],
+                                         None if pools_ is None else pools_[a:b])
 
 
 @dataclass
@@ -434,10 +439,11 @@ def refresh(settings: Settings, as_of: dt.date, model_uri: str,
     if blender is not None:
         share = recs["pool"].value_counts(normalize=True).reindex(list(sizes), fill_value=0)
         meta["pool_share"] = {p: round(float(v), 4) for p, v in share.items()}
+        meta["pool_names"] = list(sizes)
 
     def items_iter() -> Iterator[tuple[str, bytes]]:
         yield from _encoded(cold_frame)
-        yield from _encoded(recs)
+        yield from _encoded(recs, None if blender is None else list(sizes))
 
     store = open_store(settings)
     try:

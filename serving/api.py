@@ -60,6 +60,8 @@ class Item(BaseModel):
 
     item_id: int
     score: float
+    pool: str | None = Field(default=None, description="The candidate pool the item came from, "
+                             "where the refresh blended pools (RANKLINE_BLEND)")
 
 
 class Recommendations(BaseModel):
@@ -141,7 +143,8 @@ def create_app(client: RecsClient, api_key: str = "", timeout_s: float = 2.0) ->
         return Recommendations(
             user_id=user_id, cold_start=r.cold_start, store_version=r.store_version,
             model=r.model, as_of=r.as_of,
-            items=[Item(item_id=i, score=s) for i, s in zip(r.item_ids, r.scores, strict=True)],
+            items=[Item(item_id=i, score=s, pool=None if r.pools is None else r.pools[n])
+                   for n, (i, s) in enumerate(zip(r.item_ids, r.scores, strict=True))],
         )
 
     return app

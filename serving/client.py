@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.codec import decode_recs
+from serving.codec import decode_pooled_recs
 from serving.store import KVStore, StoreCorrupt, StoreError, redact_url
 
 NAMESPACE = "recs"
@@ -48,6 +48,7 @@ class Recs:
     store_version: int
     model: str  # MLflow URI of the model that produced the lists
     as_of: str  # features date the lists were computed from
+    pools: list[str] | None = None  # the pool of each item, where the refresh blended pools
 
 
 class RecsClient:
@@ -91,14 +92,18 @@ class RecsClient:
             if blob is None and cold is None:
                 raise StoreError(f"store version {info.version} has no cold-start list")
             try:
-                ids, scores = decode_recs(blob if blob is not None else cold)  # type: ignore[arg-type]
+                ids, scores, pools = decode_pooled_recs(
+                    blob if blob is not None else cold)  # type: ignore[arg-type]
             except (ValueError, struct.error) as exc:
                 raise StoreCorrupt(
                     f"store version {info.version} holds a damaged list for user {u!r} ({exc}): "
                     "roll back with `rankline store rollback` or republish with "
                     "`rankline run-dag hulk_refresh`") from exc
+            names = info.meta.get("pool_names") or []
             out[u] = Recs(u, ids[:k].tolist(), scores[:k].tolist(), blob is None, info.version,
-                          str(info.meta.get("model_uri", "")), str(info.meta.get("as_of", "")))
+                          str(info.meta.get("model_uri", "")), str(info.meta.get("as_of", "")),
+                          None if pools is None else [
+                              names[i] if i < len(names) else f"pool {i}" for i in pools[:k]])
         return out
 
     def close(self) -> None:

@@ -3,6 +3,8 @@
 A recommendation list is ``<B version=1><B id width 2|4|8><H k>`` followed by k item ids (little
 endian uint16, int32 or int64: the narrowest that holds them) and k float32 scores: 304 bytes for
 50 items with ids below 65,536, 404 with 32-bit ids, against ~1.9 KB as JSON text.
+A blended list (version 3) adds, after the scores, k uint8 indexes of the pool each item came
+from (the names are in the published version's metadata, ``pool_names``).
 A feature vector is ``<B version=2><H n>`` and n float32 values.
 """
 
@@ -12,7 +14,7 @@ import struct
 
 import numpy as np
 
-_RECS, _VEC = 1, 2
+_RECS, _VEC, _POOLED = 1, 2, 3
 _HEAD = struct.Struct("<BBH")
 _VHEAD = struct.Struct("<BH")
 _ID_TYPES = {2: "<u2", 4: "<i4", 8: "<i8"}
@@ -24,14 +26,21 @@ def _id_dtype(ids: np.ndarray) -> str:
     return "<u2" if 0 <= lo and hi < 65_536 else "<i4" if -(2**31) <= lo and hi < 2**31 else "<i8"
 
 
-def encode_recs(item_ids: np.ndarray, scores: np.ndarray) -> bytes:
-    """Pack one ranked list (ids in rank order, their scores)."""
+def encode_recs(item_ids: np.ndarray, scores: np.ndarray,
+                pools: np.ndarray | None = None) -> bytes:
+    """Pack one ranked list (ids in rank order, their scores, and optionally the index of the
+    pool each item came from: 0..255)."""
     ids = np.asarray(item_ids)
     if len(ids) != len(scores) or len(ids) > 65_535:
         raise ValueError("need as many scores as ids, and at most 65535 of them")
     ids = ids.astype(_id_dtype(ids))
-    return _HEAD.pack(_RECS, ids.itemsize, len(ids)) + ids.tobytes() + np.asarray(
-        scores, dtype="<f4").tobytes()
+    body = ids.tobytes() + np.asarray(scores, dtype="<f4").tobytes()
+    if pools is None:
+        return _HEAD.pack(_RECS, ids.itemsize, len(ids)) + body
+    p = np.asarray(pools)
+    if len(p) != len(ids) or (len(p) and (p.min() < 0 or p.max() > 255)):
+        raise ValueError("need one pool index (0..255) per id")
+    return _HEAD.pack(_POOLED, ids.itemsize, len(ids)) + body + p.astype("u1").tobytes()
 
 
 def encode_recs_matrix(item_ids: np.ndarray, scores: np.ndarray) -> list[bytes]:
@@ -50,13 +59,22 @@ def encode_recs_matrix(item_ids: np.ndarray, scores: np.ndarray) -> list[bytes]:
 
 def decode_recs(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
     """Unpack a list packed by :func:`encode_recs`: ``(item_ids int64, scores float32)``."""
+    ids, scores, _ = decode_pooled_recs(blob)
+    return ids, scores
+
+
+def decode_pooled_recs(blob: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Unpack a list packed by :func:`encode_recs`: ``(item_ids int64, scores float32, pool
+    indexes uint8 or None)``."""
     version, width, k = _HEAD.unpack_from(blob)
-    if version != _RECS or width not in _ID_TYPES:
+    if version not in (_RECS, _POOLED) or width not in _ID_TYPES:
         raise ValueError(f"not a recommendation list (version {version}, id width {width})")
     off = _HEAD.size
     ids = np.frombuffer(blob, dtype=_ID_TYPES[width], count=k, offset=off).astype(np.int64)
     scores = np.frombuffer(blob, dtype="<f4", count=k, offset=off + k * width)
-    return ids, scores
+    pools = (np.frombuffer(blob, dtype="u1", count=k, offset=off + k * (width + 4))
+             if version == _POOLED else None)
+    return ids, scores, pools
 
 
 def encode_vector(values: np.ndarray) -> bytes:

@@ -26,6 +26,19 @@ def _publish(store, model="models:/m/1"):
     return store.publish("recs", items, meta={"model_uri": model, "as_of": "2026-01-14"})
 
 
+def test_a_blended_list_names_each_items_pool(client):
+    c, store = client
+    items = [(COLD_START, encode_recs(np.array([5, 6, 7]), np.array([3, 2, 1]))),
+             ("42", encode_recs(np.array([1, 2, 3]), np.array([0.9, 0.8, 0.7]),
+                                np.array([1, 0, 1])))]
+    store.publish("recs", items, meta={"model_uri": "m", "as_of": "2026-01-14",
+                                       "pool_names": ["popular", "co_clicks"]})
+    body = c.get("/v1/recommendations/42").json()
+    assert [i["pool"] for i in body["items"]] == ["co_clicks", "popular", "co_clicks"]
+    cold = c.get("/v1/recommendations/nobody").json()
+    assert cold["cold_start"] and all(i["pool"] is None for i in cold["items"])
+
+
 def test_known_user_gets_its_list_with_versions(client):
     c, store = client
     _publish(store)

@@ -29,6 +29,20 @@ def test_recs_roundtrip_and_size():
     assert decode_recs(wide)[0][0] == 2**40
 
 
+def test_pooled_lists_carry_each_items_pool():
+    from serving.codec import decode_pooled_recs
+
+    ids, scores = np.array([9, 3, 7]), np.array([0.5, 0.9, 0.1])
+    blob = encode_recs(ids, scores, np.array([2, 0, 2]))
+    assert len(blob) == 4 + 3 * 6 + 3
+    got_ids, got_scores, pools = decode_pooled_recs(blob)
+    assert got_ids.tolist() == [9, 3, 7] and pools.tolist() == [2, 0, 2]
+    assert decode_recs(blob)[0].tolist() == [9, 3, 7]  # a reader of ids and scores reads it too
+    assert decode_pooled_recs(encode_recs(ids, scores))[2] is None
+    with pytest.raises(ValueError, match="pool index"):
+        encode_recs(ids, scores, np.array([0, 300, 1]))
+
+
 def test_matrix_encoding_matches_one_by_one():
     rng = np.random.default_rng(0)
     for hi in (5_000, 2**20, 2**40):
