@@ -102,7 +102,12 @@ def main() -> None:
           f"{source.slots} slots per request", flush=True)
 
     weights = np.array([0.0, REWARDS["click"], REWARDS["add_to_cart"], REWARDS["purchase"]])
-    policies = ["merged", "fixed", "greedy", "thompson"]
+    # label: (policy, order of the blended list)
+    order = s.blend_order
+    other = "even" if order == "score" else "score"
+    specs = {"merged": ("merged", ""), "fixed": ("fixed", order), "greedy": ("greedy", order),
+             "thompson": ("thompson", order), f"thompson/{other}": ("thompson", other)}
+    policies = list(specs)
     rows, shares, first_lists = [], {}, {}
     for seed in range(args.seeds):
         logged: dict[str, list[pd.DataFrame]] = {p: [] for p in policies}
@@ -115,10 +120,10 @@ def main() -> None:
                     outcomes = (pd.concat(logged[policy], ignore_index=True) if logged[policy]
                                 else pd.DataFrame({"user_id": [], "pool": [], "reward": []}))
                     post, priors = pool_posteriors(outcomes, names, s.blend_prior_strength)
-                    lists, _ = prepared.blend(post, priors, k=s.top_k, policy=policy,
+                    lists, _ = prepared.blend(post, priors, k=s.top_k, policy=specs[policy][0],
                                               seed=s.seed + seed, date=date,
                                               min_slots=s.blend_min_slots,
-                                              fixed=s.fixed_shares)
+                                              fixed=s.fixed_shares, order=specs[policy][1])
                 if seed == 0 and day == 1:
                     first_lists[policy] = lists
                 played = source.play(date, lists, fallback, seed=seed)
@@ -148,17 +153,17 @@ def main() -> None:
         per[f"{col}/user"] = per[col] / per["users"]
     print(f"\nper user with a request, {args.days} days x {args.seeds} seeds "
           "(mean ± sd over seeds):")
-    print(f"{'policy':>9s}  {'clicks/user':>16s}  {'carts/user':>16s}  {'purchases/user':>16s}"
+    print(f"{'policy':>10s}  {'clicks/user':>16s}  {'carts/user':>16s}  {'purchases/user':>16s}"
           "  pools' share of the personal slots")
     for p in policies:
         g = per.loc[p]
         share = (shares[p] / shares[p].sum()).reindex(names, fill_value=0)
-        print(f"{p:>9s}  " + "  ".join(
+        print(f"{p:>10s}  " + "  ".join(
             f"{g[f'{c}/user'].mean():.4f} ± {g[f'{c}/user'].std(ddof=1) if len(g) > 1 else 0:.4f}"
             for c in ("clicks", "carts", "purchases")) + "  " + ", ".join(
             f"{n} {v:.2f}" for n, v in share.items()))
     pu = per["purchases/user"].unstack("policy")
-    for base in ("merged", "fixed", "greedy"):
+    for base in ("merged", "fixed", "greedy", f"thompson/{other}"):
         d = pu["thompson"] - pu[base]
         spread = d.std(ddof=1) if len(d) > 1 else float("nan")
         verdict = ("thompson better" if d.min() > 0 and d.mean() > spread
@@ -179,17 +184,30 @@ def main() -> None:
     print(f"\noff-policy, {day1}: the logging policy's {len(imp):,} impressions of {n_req:,} "
           f"requests (click rate per request {clicked.sum() / n_req:.4f}); target slates: each "
           f"policy's first {source.slots} items; propensities: P(slate holds the item)")
-    print(f"{'policy':>9s}  {'simulated':>9s}  {'IPS':>26s}  {'SNIPS':>9s}")
+    from models.propensity import examination
+
+    exam = examination(imp["position"].to_numpy(), imp["item_id"].to_numpy(),
+                       clicked.to_numpy())
+    theta0 = 1.0 / exam.inverse_propensity(imp["position"].to_numpy(), floor=1e-3)
+    print(f"examination by position estimated from the day's logs (PBM): "
+          f"{np.round(exam.theta[:6], 3).tolist()} ... (planted: p ** -0.6)")
+    print(f"{'policy':>10s}  {'simulated':>9s}  {'IPS':>26s}  {'SNIPS':>9s}  "
+          f"{'IPS x examination':>26s}")
     for policy in policies:
         lists = first_lists[policy]
         slate = lists[lists["rank"] < source.slots]
         with_list = np.isin(imp["user_id"], slate["user_id"].unique())
         cold = pd.DataFrame({"user_id": imp.loc[~with_list, "user_id"].unique()})
         cold = cold.merge(pd.DataFrame({"item_id": fallback[:source.slots]}), how="cross")
-        target = pd.concat([slate[["user_id", "item_id"]], cold], ignore_index=True)
-        hit = imp[["user_id", "item_id"]].merge(target.drop_duplicates().assign(_t=1.0),
-                                                how="left", on=["user_id", "item_id"])
+        cold["rank"] = np.tile(np.arange(min(source.slots, len(fallback))), len(cold) // max(
+            min(source.slots, len(fallback)), 1))
+        target = pd.concat([slate[["user_id", "item_id", "rank"]], cold], ignore_index=True)
+        hit = imp[["user_id", "item_id"]].merge(
+            target.drop_duplicates(["user_id", "item_id"]).assign(_t=1.0), how="left",
+            on=["user_id", "item_id"])
         w_target = hit["_t"].fillna(0.0).to_numpy()
+        theta_e = 1.0 / exam.inverse_propensity(hit["rank"].to_numpy(dtype=float) + 1,
+                                                floor=1e-3)
         r = clicked.to_numpy(dtype=float)
         est = estimate(r, w_target, imp["propensity"].to_numpy(), imp["request_id"].to_numpy())
         # per request: IPS sums over a request's slots; the estimator's value is per logged slot
@@ -198,9 +216,13 @@ def main() -> None:
         snips = source.slots * (r * w).sum() / max(w.sum(), 1e-12)
         sim = df[(df["policy"] == policy) & (df["seed"] == 0) & (df["day"] == 1)]
         truth = sim["clicks"].sum() / max(int(sim["requests"].sum()), 1)
-        print(f"{policy:>9s}  {truth:9.4f}  {est.value * slots_per_req:.4f} "
+        # the position-based model: the item examined at its target slot, not its logged one
+        pbm = estimate(r, w_target * np.where(w_target > 0, theta_e, 0.0),
+                       imp["propensity"].to_numpy() * theta0, imp["request_id"].to_numpy())
+        print(f"{policy:>10s}  {truth:9.4f}  {est.value * slots_per_req:.4f} "
               f"[{est.low * slots_per_req:.4f}, {est.high * slots_per_req:.4f}]  {snips:9.4f}"
-              f"  (largest weight {est.max_weight:.0f})")
+              f"  {pbm.value * slots_per_req:.4f} [{pbm.low * slots_per_req:.4f}, "
+              f"{pbm.high * slots_per_req:.4f}]  (largest weight {pbm.max_weight:.0f})")
 
     # the cost of blending in the refresh, on the last day's posteriors
     post, priors = pool_posteriors(pd.concat(logged["thompson"], ignore_index=True), names,

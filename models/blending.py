@@ -207,9 +207,11 @@ def pool_weights(policy: str, alpha: np.ndarray, beta: np.ndarray, *, seed: int,
 
 
 def interleave(cands: pd.DataFrame, pools: Sequence[str], counts: np.ndarray,
-               users: np.ndarray) -> pd.DataFrame:
+               users: np.ndarray, order: str = "even") -> pd.DataFrame:
     """The blended list of every user: each pool's first ``counts[user, pool]`` candidates,
-    interleaved evenly in the ratio of the counts, each pool keeping its own order.
+    interleaved evenly in the ratio of the counts (``order="even"``), or sorted by the
+    candidates' ``score`` column (``order="score"``: a pool ordered by that score keeps its
+    order either way), each pool keeping its own order.
 
     Args:
         cands: ``user_id``, ``item_id``, ``pool``, ``pool_rank`` (0 = the pool's best for the
@@ -239,7 +241,13 @@ def interleave(cands: pd.DataFrame, pools: Sequence[str], counts: np.ndarray,
                         "item_id": cands["item_id"].to_numpy(dtype=np.int64)[keep],
                         "pool": cands["pool"].to_numpy()[keep],
                         "_key": (j[keep] + 0.5) / c[keep], "_c": c[keep], "_p": col[keep]})
-    out = out.sort_values(["user_id", "_key", "_c", "_p"], kind="stable")
+    if order == "score":
+        out["_s"] = -cands["score"].to_numpy(dtype=float)[keep]
+        out = out.sort_values(["user_id", "_s", "_key", "_p"], kind="stable").drop(columns="_s")
+    elif order == "even":
+        out = out.sort_values(["user_id", "_key", "_c", "_p"], kind="stable")
+    else:
+        raise ValueError(f"unknown blend order {order!r}: even or score (RANKLINE_BLEND_ORDER)")
     out["rank"] = out.groupby("user_id").cumcount().to_numpy(dtype=np.int64)
     return out.drop(columns=["_key", "_c", "_p"]).reset_index(drop=True)
 
@@ -282,21 +290,22 @@ class Pooled:
 
     def blend(self, posteriors: pd.DataFrame, priors: pd.DataFrame, *, k: int,
               policy: str = "thompson", seed: int = 0, date: dt.date, min_slots: int = 1,
-              fixed: Sequence[float] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+              fixed: Sequence[float] | None = None,
+              order: str = "even") -> tuple[pd.DataFrame, pd.DataFrame]:
         """:func:`blend` of these candidates."""
         alpha, beta = posterior_matrix(self.users, self.pools, posteriors, priors)
         weights = pool_weights(policy, alpha, beta, seed=seed, date=date, users=self.users,
                                fixed=None if fixed is None else np.asarray(fixed, dtype=float))
         counts = slot_counts(weights, self.available, k, min_slots)
-        lists = interleave(self.cands, self.pools, counts, self.users)
+        lists = interleave(self.cands, self.pools, counts, self.users, order)
         slots = pd.DataFrame(counts, columns=self.pools).assign(user_id=self.users)
         return lists, slots[["user_id", *self.pools]]
 
 
 def blend(cands: pd.DataFrame, pools: Sequence[str], posteriors: pd.DataFrame,
           priors: pd.DataFrame, *, k: int, policy: str = "thompson", seed: int = 0,
-          date: dt.date, min_slots: int = 1,
-          fixed: Sequence[float] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+          date: dt.date, min_slots: int = 1, fixed: Sequence[float] | None = None,
+          order: str = "even") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Blend every user's pooled candidates into one list of at most ``k`` items.
 
     Args:
@@ -305,11 +314,12 @@ def blend(cands: pd.DataFrame, pools: Sequence[str], posteriors: pd.DataFrame,
         posteriors, priors: :func:`pool_posteriors`' output.
         policy, seed, fixed: :func:`pool_weights`; ``date``: the refresh date (draws are
             reproducible per seed, date and user).
-        min_slots: :func:`slot_counts`.
+        min_slots: :func:`slot_counts`; order: :func:`interleave`'s.
 
     Returns:
         ``(lists, slots)``: lists as :func:`interleave`; slots has ``user_id`` and one column
         of slot counts per pool.
     """
     return Pooled.of(cands, pools, k).blend(posteriors, priors, k=k, policy=policy, seed=seed,
-                                            date=date, min_slots=min_slots, fixed=fixed)
+                                            date=date, min_slots=min_slots, fixed=fixed,
+                                            order=order)

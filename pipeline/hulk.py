@@ -334,6 +334,7 @@ class Blender:
     date: dt.date
     min_slots: int
     fixed: list[float]
+    order: str = "score"
 
     @classmethod
     def from_settings(cls, settings: Settings, as_of: dt.date,
@@ -347,7 +348,7 @@ class Blender:
                  {p: round(a / (a + b), 4) for p, a, b in zip(
                      priors.index, priors["alpha0"], priors["beta0"], strict=True)})
         return cls(names, post, priors, settings.blend, settings.top_k, settings.seed, as_of,
-                   settings.blend_min_slots, settings.fixed_shares)
+                   settings.blend_min_slots, settings.fixed_shares, settings.blend_order)
 
     def lists(self, pooled: pd.DataFrame, scored: pd.DataFrame) -> pd.DataFrame:
         """Every user's blended list (``user_id``, ``item_id``, ``score``, ``pool``, in rank
@@ -361,7 +362,7 @@ class Blender:
         c["pool_rank"] = c.groupby(["user_id", "pool"]).cumcount().to_numpy(dtype=np.int64)
         out, _ = blend(c, self.pools, self.posteriors, self.priors, k=self.k,
                        policy=self.policy, seed=self.seed, date=self.date,
-                       min_slots=self.min_slots, fixed=self.fixed)
+                       min_slots=self.min_slots, fixed=self.fixed, order=self.order)
         out = out.merge(scored, on=PAIR, how="left").sort_values(["user_id", "rank"])
         return out[["user_id", "item_id", "score", "pool"]].reset_index(drop=True)
 

@@ -97,6 +97,11 @@ class Settings(BaseSettings):
                                      description="Synthetic impressions a day.")
     slots_per_request: int = Field(default=20, ge=1, le=1000,
                                    description="Items shown per request (page size).")
+    new_items_per_day: int = Field(
+        default=2, ge=0, le=1_000_000,
+        description="Synthetic items launched a day after the start date (the catalog grows for "
+        "60 days; at most a fifth of the items launch late); 0: every item on sale from the "
+        "start.")
     start_date: dt.date = Field(
         default=dt.date(2026, 1, 1), description="First logical date of the demo and of catchup."
     )
@@ -282,6 +287,13 @@ class Settings(BaseSettings):
         "champion's score whatever their pool; thompson blends the pools per user in the ratio "
         "of draws from each (user, pool) Beta posterior; greedy in the ratio of the posterior "
         "means; fixed in the ratio of RANKLINE_BLEND_FIXED.",
+    )
+    blend_order: str = Field(
+        default="score", pattern=r"^(even|score)$",
+        description="Order of a blended list: score sorts the items the blend chose by the "
+        "champion's score; even interleaves the pools in the ratio of their slots (each pool's "
+        "own order is the champion's either way). Simulated, even cost 3 % of the purchases "
+        "(the best items lose the top positions): bench/blending.py.",
     )
     blend_fixed: str = Field(
         default="", pattern=r"^$|^[0-9.]+(,[0-9.]+)*$",

@@ -18,6 +18,8 @@ def get_source(settings: Settings) -> DataSource:
             n_categories=settings.n_categories,
             impressions_per_day=settings.impressions_per_day,
             slots_per_request=settings.slots_per_request,
+            new_items_per_day=settings.new_items_per_day,
+            start=settings.start_date,
         )
     if settings.source == "movielens":
         from pipeline.sources.movielens import MovieLensSource

@@ -48,6 +48,8 @@ from pipeline.sources.base import ID_STRIDE, DataSource, conform, id_base
 REGIONS = np.array(["north", "south", "east", "west", "central", "islands"])
 LATENT_DIM = 8
 SOURCE_MIX = (0.35, 0.45, 0.20)  # popular, category-affine, random slots of the logging policy
+GROWTH_DAYS = 60  # the catalog grows for this many days after the start date
+LATE_SHARE = 0.2  # at most this share of the items launch after the start date
 LOGGING_POOLS = ("popular", "category", "random")
 """The logging policy's pools, in :data:`SOURCE_MIX`'s order: what each impression's ``pool``
 column names."""
@@ -188,6 +190,20 @@ def intents(seed: int, n_users: int, n_items: int, n_categories: int,
     return out
 
 
+def _catalog(w: World, launch: np.ndarray, ordinal: int) -> Catalog:
+    """The :class:`Catalog` of the items whose ``launch`` ordinal is at most ``ordinal``."""
+    on = launch <= ordinal
+    ids = np.flatnonzero(on)
+    prior = w.popularity_prior[ids] / w.popularity_prior[ids].sum()
+    by_cat = tuple(m[on[m]] if on[m].any() else ids for m in w.items_by_category)
+    members = w.line_members
+    ok = (members >= 0) & on[np.maximum(members, 0)]
+    order = np.argsort(~ok, axis=1, kind="stable")  # launched members first, in line order
+    line_members = np.where(np.take_along_axis(ok, order, axis=1),
+                            np.take_along_axis(members, order, axis=1), -1)
+    return Catalog(ids, prior, by_cat, line_members, ok.sum(axis=1))
+
+
 def utility(world: World, users: np.ndarray, items: np.ndarray,
             intent: np.ndarray | None = None) -> np.ndarray:
     """The hidden utility of each (user, item) pair, given each row's user intent line
@@ -230,6 +246,18 @@ def _sample_categories(rng: np.random.Generator, probs: np.ndarray) -> np.ndarra
     return np.minimum((u > cdf).sum(axis=1), probs.shape[1] - 1)
 
 
+@dataclass(frozen=True)
+class Catalog:
+    """The items on sale on one date: what the items table lists and the logging policy draws."""
+
+    ids: np.ndarray  # launched item ids, sorted
+    prior: np.ndarray  # the popularity prior over ``ids`` (sums to 1)
+    by_category: tuple[np.ndarray, ...]  # launched items of each category (all launched items
+    # for a category with none yet)
+    line_members: np.ndarray  # (n_lines, LINE_SIZE): launched members first, -1 padded
+    line_size: np.ndarray  # launched members per line (0: the line draws from its category)
+
+
 class SyntheticSource(DataSource):
     """The seeded synthetic marketplace (see the module docstring)."""
 
@@ -243,7 +271,12 @@ class SyntheticSource(DataSource):
         n_categories: int = 24,
         impressions_per_day: int = 150_000,
         slots_per_request: int = 20,
+        new_items_per_day: int = 0,
+        start: dt.date = dt.date(2026, 1, 1),
     ) -> None:
+        """``new_items_per_day``: the catalog grows: the last ``min(new_items_per_day *
+        GROWTH_DAYS, LATE_SHARE * n_items)`` item ids launch ``new_items_per_day`` a day from
+        the day after ``start`` (before its launch an item is in no table and never shown)."""
         if n_items < n_categories or n_users < 1 or slots_per_request < 1:
             raise ValueError(
                 f"need n_items >= n_categories ({n_items} < {n_categories}), n_users >= 1 "
@@ -253,6 +286,22 @@ class SyntheticSource(DataSource):
         self.n_users, self.n_items, self.n_categories = n_users, n_items, n_categories
         self.impressions_per_day = impressions_per_day
         self.slots = slots_per_request
+        late = min(new_items_per_day * GROWTH_DAYS, int(LATE_SHARE * n_items))
+        self._catalogs: dict[int, Catalog] = {}
+        self.launch = np.full(n_items, -(2**62), dtype=np.int64)  # ordinal of each launch day
+        if late > 0:
+            first = n_items - late
+            self.launch[first:] = (start.toordinal() + 1
+                                   + (np.arange(late) // new_items_per_day))
+
+    def catalog(self, date: dt.date) -> Catalog:
+        """The items launched by ``date`` and the logging policy's draws among them."""
+        key = date.toordinal()
+        if (hit := self._catalogs.get(key)) is None:
+            if len(self._catalogs) > 64:
+                self._catalogs.clear()
+            hit = self._catalogs[key] = _catalog(self.world, self.launch, key)
+        return hit
 
     @property
     def world(self) -> World:
@@ -274,24 +323,36 @@ class SyntheticSource(DataSource):
             intent[sel] = self.intents(dt.date.fromordinal(int(day)))[users[sel]]
         return utility(self.world, users, items, intent)
 
-    def propensity(self, users: np.ndarray, items: np.ndarray,
-                   intent: np.ndarray) -> np.ndarray:
+    def propensity(self, users: np.ndarray, items: np.ndarray, intent: np.ndarray,
+                   date: dt.date | None = None) -> np.ndarray:
         """The probability that the logging policy's slate for a request of ``users`` (whose
         intent lines are ``intent``) contains ``items``: ``1 - (1 - q) ** slots``, ``q`` the
         chance one slot draws the item from the mixture of popular (``popularity_prior``),
         category-affine (the user's affinity, the intent's category or line) and uniformly
         random items (:data:`SOURCE_MIX`). The position follows the policy's noisy score and is
         not part of it: an item-in-slate propensity, what an off-policy estimate of a policy's
-        click rate per shown item reweighs by."""
+        click rate per shown item reweighs by. ``date``: the catalog's (None: every item
+        launched)."""
         w = self.world
-        cat = w.item_category[items]
-        size = np.array([len(m) for m in w.items_by_category])[cat]
-        on_line = w.item_line[items] == intent
-        affine = ((1 - POLICY_INTENT) * w.user_affinity[users, cat] / size
-                  + POLICY_INTENT * ((1 - POLICY_LINE) * (cat == w.line_category[intent]) / size
-                                     + POLICY_LINE * on_line / w.line_size[intent]))
-        q = (SOURCE_MIX[0] * w.popularity_prior[items] + SOURCE_MIX[1] * affine
-             + SOURCE_MIX[2] / self.n_items)
+        cat_ = self.catalog(date) if date is not None else self.catalog(dt.date.max)
+        csize = np.array([len(m) for m in cat_.by_category])
+        in_cat = np.array([np.isin(items, m) for m in cat_.by_category])  # (categories, rows)
+        rows = np.arange(len(items))
+        # a category draw picks uniformly among its launched items
+        aff = (w.user_affinity[users] * in_cat.T / csize[None, :]).sum(axis=1)
+        icat = w.line_category[intent]
+        in_icat = in_cat[icat, rows]
+        lsize = cat_.line_size[intent]
+        on_line = (w.item_line[items] == intent) & (lsize > 0)
+        from_line = np.where(lsize > 0, on_line / np.maximum(lsize, 1), in_icat / csize[icat])
+        affine = ((1 - POLICY_INTENT) * aff
+                  + POLICY_INTENT * ((1 - POLICY_LINE) * in_icat / csize[icat]
+                                     + POLICY_LINE * from_line))
+        prior = np.zeros(self.n_items)
+        prior[cat_.ids] = cat_.prior
+        q = (SOURCE_MIX[0] * prior[items] + SOURCE_MIX[1] * affine
+             + SOURCE_MIX[2] / len(cat_.ids)) * (self.launch[items] <= (
+                 date or dt.date.max).toordinal())
         return np.clip(1.0 - (1.0 - q) ** self.slots, 1e-12, 1.0)
 
     def play(self, date: dt.date, lists: pd.DataFrame, fallback: np.ndarray,
@@ -350,10 +411,11 @@ class SyntheticSource(DataSource):
             "age_band": w.user_age_band,
             "signup_date": [date - dt.timedelta(days=int(d)) for d in w.user_signup],
         })
+        cat_ = self.catalog(date)
         items = pa.table({
-            "item_id": np.arange(self.n_items, dtype=np.int64),
-            "category": w.item_category,
-            "price": w.item_price,
+            "item_id": cat_.ids.astype(np.int64),
+            "category": w.item_category[cat_.ids],
+            "price": w.item_price[cat_.ids],
         })
 
         intent = self.intents(date)
@@ -370,9 +432,9 @@ class SyntheticSource(DataSource):
         r_user = np.repeat(req_user, s)
         r_req = np.repeat(np.arange(n_req), s)
         kind = rng.choice(3, size=n_req * s, p=SOURCE_MIX)
-        item = rng.integers(0, self.n_items, size=n_req * s)  # random slots
+        item = cat_.ids[rng.integers(0, len(cat_.ids), size=n_req * s)]  # random slots
         pop = kind == 0
-        item[pop] = rng.choice(self.n_items, size=int(pop.sum()), p=w.popularity_prior)
+        item[pop] = rng.choice(cat_.ids, size=int(pop.sum()), p=cat_.prior)
         aff = kind == 1
         cats = _sample_categories(rng, w.user_affinity[r_user[aff]])
         follows = rng.random(len(cats)) < POLICY_INTENT
@@ -380,13 +442,15 @@ class SyntheticSource(DataSource):
         cats[follows] = w.line_category[lines[follows]]
         picked = np.empty(len(cats), dtype=np.int64)
         for c in np.unique(cats):
-            members = w.items_by_category[c]
+            members = cat_.by_category[c]
             sel = cats == c
             picked[sel] = members[rng.integers(0, len(members), size=int(sel.sum()))]
         from_line = follows & (rng.random(len(cats)) < POLICY_LINE)
         fl = lines[from_line]
-        picked[from_line] = w.line_members[
-            fl, np.floor(rng.random(len(fl)) * w.line_size[fl]).astype(np.int64)]
+        drawn = cat_.line_members[fl, np.floor(rng.random(len(fl)) * np.maximum(
+            cat_.line_size[fl], 1)).astype(np.int64)]
+        # a line none of whose items is on sale yet: the category's draw stands
+        picked[from_line] = np.where(cat_.line_size[fl] > 0, drawn, picked[from_line])
         item[aff] = picked
         key = r_req.astype(np.int64) * self.n_items + item
         _, first = np.unique(key, return_index=True)
@@ -442,7 +506,7 @@ class SyntheticSource(DataSource):
             "position": position,
             "ts": pa.array(imp_ts.astype("datetime64[us]"), type=pa.timestamp("us", tz="UTC")),
             "pool": np.asarray(LOGGING_POOLS)[kind],
-            "propensity": self.propensity(r_user, item, intent[r_user]),
+            "propensity": self.propensity(r_user, item, intent[r_user], date),
         })
         common = ["event_id", "request_id", "user_id", "item_id", "ts"]
         return conform({

@@ -99,7 +99,9 @@ def test_recommendation_over_http_names_model_and_version(demo):
 @pytest.mark.integration
 def test_refresh_publishes_to_redis_where_the_api_and_the_client_read(demo):
     """The production path: the refresh DAG publishes to the real Redis, the API (with an API
-    key) and the reader client answer from it; the SQLite store is not touched."""
+    key) and the reader client answer from it; the SQLite store is not touched. This refresh
+    blends its pools by Thompson sampling (from the pools the demo's logs carry): each served
+    item names its pool."""
     from serving.client import RecsClient
     from tests.store_support import REDIS_URL, purge, require_redis
 
@@ -107,7 +109,8 @@ def test_refresh_publishes_to_redis_where_the_api_and_the_client_read(demo):
     home, env, _ = demo
     prefix = f"rltest_e2e_{os.getpid()}"
     redis_env = {**env, "RANKLINE_STORE_BACKEND": "redis", "RANKLINE_REDIS_URL": REDIS_URL,
-                 "RANKLINE_REDIS_PREFIX": prefix, "RANKLINE_API_KEY": "e2e-key"}
+                 "RANKLINE_REDIS_PREFIX": prefix, "RANKLINE_API_KEY": "e2e-key",
+                 "RANKLINE_BLEND": "thompson"}
     sqlite_before = rankline(env, "store", "versions")
     try:
         rankline(redis_env, "run-dag", "hulk_refresh")
@@ -120,6 +123,9 @@ def test_refresh_publishes_to_redis_where_the_api_and_the_client_read(demo):
         with RecsClient.connect(REDIS_URL, prefix=prefix) as recs:
             direct = recs.get_many(["5", "nobody"], k=5)
         assert direct["5"].item_ids == [i["item_id"] for i in body["items"]]
+        assert direct["5"].pools == [i["pool"] for i in body["items"]]
+        assert set(direct["5"].pools) <= {"popular", "category", "co_clicks"}
+        assert direct["nobody"].pools is None  # the cold-start list is not blended
         assert not direct["5"].cold_start and direct["nobody"].cold_start
         assert direct["5"].store_version == body["store_version"] == 1
         assert rankline(env, "store", "versions") == sqlite_before

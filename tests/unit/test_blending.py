@@ -159,3 +159,15 @@ def test_greedy_and_fixed_policies():
     assert s[POOLS].to_numpy().tolist() == [[5, 3, 2], [5, 3, 2]]
     with pytest.raises(ValueError, match="unknown blending policy"):
         blending.blend(_cands([1]), POOLS, post, priors, k=10, policy="ucb", date=DAY)
+
+
+def test_score_order_sorts_the_chosen_items_by_the_champion():
+    cands = _cands([5]).assign(score=lambda f: -f["pool_rank"] - 0.1 * f.index.to_numpy() / 60)
+    counts = np.array([[4, 2, 4]])
+    out = blending.interleave(cands, POOLS, counts, np.array([5]), order="score")
+    even = blending.interleave(cands, POOLS, counts, np.array([5]))
+    assert set(out["item_id"]) == set(even["item_id"])  # the same items chosen
+    got = cands.set_index("item_id").loc[out["item_id"], "score"].to_numpy()
+    assert (np.diff(got) <= 0).all()  # best score first
+    with pytest.raises(ValueError, match="unknown blend order"):
+        blending.interleave(cands, POOLS, counts, np.array([5]), order="random")

@@ -125,23 +125,43 @@ def test_movielens_replay_is_valid(tmp_path):
         assert report.rows["impressions"] > 0
 
 
-def test_logged_propensities_add_up_to_the_slates_size():
+@pytest.mark.parametrize("new_items_per_day", [0, 3])
+def test_logged_propensities_add_up_to_the_slates_size(new_items_per_day):
     """Each impression's propensity is P(the request's slate holds the item); over every item,
     those probabilities add up to the expected number of distinct items of a slate, which the
-    logs show."""
+    logs show (with every item on sale, and in a growing catalog)."""
     src = SyntheticSource(n_users=40, n_items=60, n_categories=4, impressions_per_day=40_000,
-                          slots_per_request=10)
+                          slots_per_request=10, new_items_per_day=new_items_per_day,
+                          start=D0 - dt.timedelta(days=1))
     imp = src.frames(D0)["impressions"].to_pandas()
     intent = src.intents(D0)
     per_request = imp.groupby("request_id")["user_id"].agg(["first", "size"])
     users = per_request["first"].to_numpy()
     items = np.arange(src.n_items)
-    expected = np.array([src.propensity(np.full(60, u), items, np.full(60, intent[u])).sum()
-                         for u in users])
+    expected = np.array([src.propensity(np.full(60, u), items, np.full(60, intent[u]),
+                                        D0).sum() for u in users])
     assert expected.mean() == pytest.approx(per_request["size"].mean(), rel=0.01)
     # and per item: how often a request of user 0 held it, against its propensity
     mine = imp[imp["user_id"] == users[0]]
     n_req = mine["request_id"].nunique()
     seen = mine.groupby("item_id").size().reindex(items, fill_value=0) / n_req
-    prop = src.propensity(np.full(60, users[0]), items, np.full(60, intent[users[0]]))
+    prop = src.propensity(np.full(60, users[0]), items, np.full(60, intent[users[0]]), D0)
     assert np.abs(seen.to_numpy() - prop).max() < 4 * np.sqrt(0.25 / n_req)
+
+
+def test_the_catalog_grows_and_unlaunched_items_are_never_shown():
+    start = D0 - dt.timedelta(days=1)
+    src = SyntheticSource(n_users=200, n_items=100, n_categories=5, impressions_per_day=5000,
+                          new_items_per_day=2, start=start)
+    late = np.flatnonzero(src.launch > start.toordinal())
+    assert len(late) == 20  # a fifth of the catalog at most
+    for day in range(4):
+        d = D0 + dt.timedelta(days=day)
+        f = src.frames(d)
+        on_sale = set(f["items"].column("item_id").to_pylist())
+        assert len(on_sale) == 80 + 2 * (day + 1)  # 2 launch each day after the start
+        assert set(f["impressions"].column("item_id").to_pylist()) <= on_sale
+        for t in ("clicks", "purchases"):
+            assert set(f[t].column("item_id").to_pylist()) <= on_sale
+    # the same day gives the same tables
+    assert src.frames(D0)["impressions"].equals(src.frames(D0)["impressions"])
