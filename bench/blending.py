@@ -3,24 +3,34 @@ with each policy's lists as what its users are shown.
 
 Run after ``make demo`` (it reads the demo's champion, features and logs):
 
-    .venv/bin/python bench/blending.py [--days 7] [--seeds 3]
+    .venv/bin/python bench/blending.py [--days 7] [--seeds 3] [--pools ...]
 
 What it does:
 
 1. The refresh's inputs as of the demo's last date, every user's pooled candidates
-   (``RANKLINE_POOLS``; default popular, category, co-clicks) scored once by the champion, as the
-   hulk refresh does (:func:`pipeline.hulk.scored_pools`).
+   (``--pools``, by default popular, category, co-clicks and new items) scored once by the
+   champion, as the hulk refresh does (:func:`pipeline.hulk.scored_pools`).
 2. For each policy (``merged``: the k best by score, today's refresh; ``fixed``: equal shares;
-   ``greedy``: posterior means; ``thompson``: posterior draws) and each seed, the marketplace
-   plays ``--days`` days: each day every policy's lists are built from the outcomes it logged
-   on the days before (its own bandit loop: impressions carry their pool, rewards as
-   :data:`models.blending.REWARDS`), then the day's requests show each user the first
-   ``slots_per_request`` items of their list (the popularity list for a user without one). The
-   requests and the users' dice depend on (date, seed) only, so the policies meet the same
-   users with the same dice: a paired comparison.
+   ``greedy``: posterior means; ``thompson``: posterior draws; each blended list in
+   ``RANKLINE_BLEND_ORDER``, and Thompson in the other order too) and each seed, the
+   marketplace plays ``--days`` days: each day every policy's lists are built from the
+   outcomes it logged on the days before (its own bandit loop: impressions carry their pool,
+   rewards as :data:`models.blending.REWARDS`), then the day's requests show each user the
+   first ``slots_per_request`` items of their list (the popularity list for a user without
+   one). The requests and the users' dice depend on (date, seed) only, so the policies meet
+   the same users with the same dice: a paired comparison. Candidates and scores stay those of
+   the refresh date all week (one refresh, played for a week).
 3. Per policy: clicks, add-to-carts and purchases per user with a request (mean and spread over
-   the seeds), the pools' shares of the shown slots, and Thompson − each baseline per seed.
-4. The cost of blending in the refresh: the blend of every user's list against the merged
+   the seeds), the pools' shares of the shown slots, Thompson − each other policy per seed;
+   new items (first seen within ``RANKLINE_NEW_ITEM_DAYS``): their share of the shown slots
+   and their clicks per impression; new users (first shown anything in the 7 days before):
+   purchases per user, and the share of them whose page showed every pool they had
+   candidates from.
+4. Off-policy, from the logging policy's logs of the first simulated day alone: IPS and SNIPS
+   of each policy's clicks per request (propensities: P(the slate holds the item)), and IPS
+   with the position-based model's examination ratio (estimated from the same logs), against
+   the simulated value.
+5. The cost of blending in the refresh: the blend of every user's list against the merged
    top-k, on the same scored candidates, with the posteriors of the last simulated day; and the
    refresh time with it against today's (inputs + scoring, measured once, plus each).
 
@@ -39,8 +49,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--days", type=int, default=7)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--pools", default="popular:100,category:100,co_clicks:100,new_items:30",
+                    help="RANKLINE_POOLS of the simulated refresh")
     args = ap.parse_args()
     os.environ.setdefault("RANKLINE_HOME", os.path.abspath("var"))
+    os.environ["RANKLINE_POOLS"] = args.pools
 
     import numpy as np
     import pandas as pd
@@ -97,9 +110,18 @@ def main() -> None:
                           how="left")
     merged["rank"] = merged.groupby("user_id").cumcount().to_numpy()
     fallback = inputs.pop.head(s.top_k).index.to_numpy()
+    n_avail = pd.Series((prepared.available > 0).sum(axis=1), index=prepared.users)
+    # new items: first seen in the items table within RANKLINE_NEW_ITEM_DAYS of the refresh;
+    # new users: first shown anything within the last 7 days
+    new_items = inputs.new_items["item_id"].to_numpy()
+    first = io.read_dates(s.raw_dir, "impressions", dates, ["user_id"]).groupby("user_id")[
+        "date"].min()
+    new_users = first.index[first >= as_of - dt.timedelta(days=6)].to_numpy()
     print(f"as of {as_of}: {len(inputs.users):,} users, {len(scored):,} candidates scored "
           f"({t_shared:.1f} s with the inputs), pools {s.pool_sizes}, k={s.top_k}, "
-          f"{source.slots} slots per request", flush=True)
+          f"{source.slots} slots per request; {len(new_items)} new items (first seen in "
+          f"{s.new_item_days} days), {len(new_users):,} new users (first shown in 7 days)",
+          flush=True)
 
     weights = np.array([0.0, REWARDS["click"], REWARDS["add_to_cart"], REWARDS["purchase"]])
     # label: (policy, order of the blended list)
@@ -135,10 +157,24 @@ def main() -> None:
                     "pool": played["pool"].astype(str).to_numpy()[personal],
                     "reward": weights[grade[personal]]}))
                 users = played["user_id"].nunique()
+                is_new_item = np.isin(played["item_id"].to_numpy(), new_items)
+                is_new_user = np.isin(played["user_id"].to_numpy(), new_users)
+                nu = played[is_new_user & personal]
+                pools_seen = nu.groupby("user_id")["pool"].nunique()
                 rows.append({"seed": seed, "day": day, "policy": policy, "users": users,
                              "requests": played["request"].nunique(),
                              "clicks": played["clicked"].sum(), "carts": played["carted"].sum(),
-                             "purchases": played["bought"].sum()})
+                             "purchases": played["bought"].sum(),
+                             "new_item_shown": int(is_new_item.sum()),
+                             "new_item_clicks": int(played["clicked"].to_numpy()[
+                                 is_new_item].sum()),
+                             "shown": len(played),
+                             "new_users": int(played.loc[is_new_user, "user_id"].nunique()),
+                             "new_user_purchases": int(played["bought"].to_numpy()[
+                                 is_new_user].sum()),
+                             "new_users_all_pools": int((pools_seen >= n_avail.reindex(
+                                 pools_seen.index).fillna(0).to_numpy()).sum()),
+                             "new_users_personal": len(pools_seen)})
                 sh = played.loc[personal, "pool"].astype(str).value_counts()
                 shares[policy] = shares.get(policy, 0) + sh
         done = pd.DataFrame(rows)
@@ -162,6 +198,18 @@ def main() -> None:
             f"{g[f'{c}/user'].mean():.4f} ± {g[f'{c}/user'].std(ddof=1) if len(g) > 1 else 0:.4f}"
             for c in ("clicks", "carts", "purchases")) + "  " + ", ".join(
             f"{n} {v:.2f}" for n, v in share.items()))
+    print("\nnew items and new users (all seeds and days):")
+    print(f"{'policy':>10s}  {'new items: share of slots':>26s}  {'their clicks/shown':>18s}  "
+          f"{'new users: purchases/user':>25s}  {'new users shown all their pools':>31s}")
+    tot = df.groupby("policy")[["new_item_shown", "new_item_clicks", "shown", "new_users",
+                                "new_user_purchases", "new_users_all_pools",
+                                "new_users_personal"]].sum()
+    for p in policies:
+        t = tot.loc[p]
+        print(f"{p:>10s}  {t['new_item_shown'] / t['shown']:26.4f}  "
+              f"{t['new_item_clicks'] / max(t['new_item_shown'], 1):18.4f}  "
+              f"{t['new_user_purchases'] / max(t['new_users'], 1):25.4f}  "
+              f"{t['new_users_all_pools'] / max(t['new_users_personal'], 1):31.2f}")
     pu = per["purchases/user"].unstack("policy")
     for base in ("merged", "fixed", "greedy", f"thompson/{other}"):
         d = pu["thompson"] - pu[base]

@@ -24,6 +24,7 @@ from feature_store.definitions import (
     FeatureView,
 )
 from feature_store.embeddings import read_embeddings
+from feature_store.pool_view import POOL_VIEW, build_pool_view
 from feature_store.sequences import build_sequences, read_sequences
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ def build_features(
         paths[view.name] = str(io.write_partition(df, view_root(offline_dir, view), "", date))
         log.info("features %s as of %s: %d rows", view.name, date, len(df))
     paths[SEQUENCE_VIEW] = build_sequences(raw_dir, offline_dir, date, usable)
+    paths[POOL_VIEW] = build_pool_view(raw_dir, offline_dir, date, usable)
     return paths
 
 

@@ -14,8 +14,9 @@ led to (purchase > add-to-cart > click > ignored = 0, :data:`REWARDS`). An impre
 to alpha and ``1 - r`` to beta (a fractional Bernoulli trial), so a purchase counts as a full
 success and a bare click as a fraction of one.
 
-The pool's prior has mean ``(R_p + 1) / (N_p + 2)`` (``R_p``: the pool's rewards over all users,
-``N_p``: its impressions; Laplace's rule, 1/2 for a pool never shown) and weight ``strength``
+The pool's prior has mean ``(R_p + 2 m) / (N_p + 2)`` (``R_p``: the pool's rewards over all
+users, ``N_p``: its impressions, ``m`` the rate of all pools together, 1/2 when nothing was
+logged: a pool never shown starts at the others' rate, not above them) and weight ``strength``
 pseudo-impressions: ``alpha0 = strength * mean``, ``beta0 = strength * (1 - mean)``. A new user's
 posterior is the prior, so every pool is drawn from its global rate: a new user sees some of
 every pool (see also ``min_slots`` in :func:`slot_counts`).
@@ -50,19 +51,31 @@ def impression_rewards(labels: np.ndarray, weights: Mapping[str, float] = REWARD
     return table[np.asarray(labels, dtype=np.int64)]
 
 
-def pool_priors(outcomes: pd.DataFrame, pools: Sequence[str], strength: float) -> pd.DataFrame:
+def pool_priors(totals: pd.DataFrame, pools: Sequence[str], strength: float) -> pd.DataFrame:
     """Each pool's global prior, ``alpha0`` and ``beta0`` indexed by pool (see the module).
 
-    ``outcomes``: one row per impression, ``pool`` and ``reward``. A pool without impressions
-    gets mean 1/2.
+    ``totals``: per (user, pool) rows of ``pool``, ``reward`` (summed) and ``impressions``
+    (:func:`pool_totals`). A pool without impressions gets the rate of all pools together
+    (1/2 when nothing was logged).
     """
     if strength <= 0:
         raise ValueError(f"the prior's strength must be > 0 pseudo-impressions, got {strength}")
-    g = outcomes.groupby("pool", observed=True)["reward"].agg(["sum", "size"])
+    g = totals.groupby("pool", observed=True)[["reward", "impressions"]].sum()
     g = g.reindex(list(pools), fill_value=0)
-    mean = (g["sum"].to_numpy(dtype=float) + 1.0) / (g["size"].to_numpy(dtype=float) + 2.0)
+    n_all = float(g["impressions"].sum())
+    overall = float(g["reward"].sum()) / n_all if n_all > 0 else 0.5
+    mean = (g["reward"].to_numpy(dtype=float) + 2.0 * overall) / (
+        g["impressions"].to_numpy(dtype=float) + 2.0)
+    mean = np.clip(mean, 1e-3, 1 - 1e-3)  # both Beta parameters > 0
     return pd.DataFrame({"alpha0": strength * mean, "beta0": strength * (1.0 - mean)},
                         index=pd.Index(list(pools), name="pool"))
+
+
+def pool_totals(outcomes: pd.DataFrame) -> pd.DataFrame:
+    """Per-impression outcomes (``user_id``, ``pool``, ``reward``) summed per (user, pool):
+    ``user_id``, ``pool``, ``reward``, ``impressions``."""
+    g = outcomes.groupby(["user_id", "pool"], observed=True)["reward"].agg(["sum", "size"])
+    return g.reset_index().rename(columns={"sum": "reward", "size": "impressions"})
 
 
 def pool_posteriors(outcomes: pd.DataFrame, pools: Sequence[str],
@@ -80,21 +93,40 @@ def pool_posteriors(outcomes: pd.DataFrame, pools: Sequence[str],
         ``impressions`` for every (user, pool) with at least one impression, sorted by user
         and pool order; priors as :func:`pool_priors` (what a user without rows gets).
     """
-    outcomes = outcomes[outcomes["pool"].isin(list(pools))]
-    priors = pool_priors(outcomes, pools, strength)
-    g = outcomes.groupby(["user_id", "pool"], observed=True)["reward"].agg(["sum", "size"])
-    g = g.reset_index()
-    prior = priors.reindex(g["pool"])
+    return posteriors_from_totals(pool_totals(outcomes), pools, strength)
+
+
+def posteriors_from_totals(totals: pd.DataFrame, pools: Sequence[str],
+                           strength: float = 20.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`pool_posteriors` from per (user, pool) sums (:func:`pool_totals`, or the
+    ``user_pool`` feature view's counts weighted by :func:`view_totals`)."""
+    totals = totals[totals["pool"].isin(list(pools))]
+    priors = pool_priors(totals, pools, strength)
+    prior = priors.reindex(totals["pool"])
+    reward = totals["reward"].to_numpy(dtype=float)
+    n = totals["impressions"].to_numpy(dtype=float)
     post = pd.DataFrame({
-        "user_id": g["user_id"].to_numpy(dtype=np.int64),
-        "pool": g["pool"].astype(str).to_numpy(),
-        "alpha": prior["alpha0"].to_numpy() + g["sum"].to_numpy(dtype=float),
-        "beta": prior["beta0"].to_numpy() + (g["size"] - g["sum"]).to_numpy(dtype=float),
-        "impressions": g["size"].to_numpy(dtype=np.int64),
+        "user_id": totals["user_id"].to_numpy(dtype=np.int64),
+        "pool": totals["pool"].astype(str).to_numpy(),
+        "alpha": prior["alpha0"].to_numpy() + reward,
+        "beta": prior["beta0"].to_numpy() + (n - reward),
+        "impressions": totals["impressions"].to_numpy(dtype=np.int64),
     })
     order = {p: i for i, p in enumerate(pools)}
     post = post.assign(_o=post["pool"].map(order)).sort_values(["user_id", "_o"], kind="stable")
     return post.drop(columns="_o").reset_index(drop=True), priors
+
+
+def view_totals(view: pd.DataFrame, weights: Mapping[str, float] = REWARDS) -> pd.DataFrame:
+    """The ``user_pool`` view's counts (impressions, and those ending in a click only, an
+    add-to-cart, a purchase) as :func:`pool_totals`' sums: each impression's reward is the
+    weight of its deepest action."""
+    reward = (weights["click"] * view["clicked"].to_numpy(dtype=float)
+              + weights["add_to_cart"] * view["carted"].to_numpy(dtype=float)
+              + weights["purchase"] * view["bought"].to_numpy(dtype=float))
+    return pd.DataFrame({"user_id": view["user_id"].to_numpy(dtype=np.int64),
+                         "pool": view["pool"].to_numpy(), "reward": reward,
+                         "impressions": view["impressions"].to_numpy(dtype=np.int64)})
 
 
 def posterior_matrix(users: np.ndarray, pools: Sequence[str], posteriors: pd.DataFrame,

@@ -247,39 +247,23 @@ def first_seen(settings: Settings, as_of: dt.date) -> pd.DataFrame:
     return pd.DataFrame({"item_id": ids, "first_seen": pd.Series(new_dates, dtype=object)})
 
 
-def pool_outcomes(settings: Settings, as_of: dt.date, users: np.ndarray) -> pd.DataFrame:
-    """``user_id``, ``pool``, ``reward`` of every impression of ``users`` in the
-    ``history_days`` validated days up to ``as_of`` whose log names the pool that produced it
-    (the impressions' optional ``pool`` column); the reward of an impression is the weight of
-    the deepest action it led to (:data:`models.blending.REWARDS`). Empty when the logs carry
-    no pools: every user then reads the pools' prior."""
-    import pyarrow.parquet as pq
+def pool_totals(settings: Settings, as_of: dt.date, users: np.ndarray) -> pd.DataFrame:
+    """Per (user, pool) of ``users``: the summed reward and the impressions of the
+    ``user_pool`` feature view as of ``as_of`` (28 days of logged outcomes on each pool's
+    items; an impression's reward is the weight of its deepest action,
+    :data:`models.blending.REWARDS`). Empty when the view is missing or the logs carry no
+    pools: every user then reads the pools' prior."""
+    from feature_store.pool_view import read_pool_view
+    from models.blending import view_totals
 
-    from models.blending import impression_rewards
-    from pipeline.labels import label_impressions
-    from pipeline.landing import valid_dates
-
-    keep = pd.Index(users)
-    parts = []
-    for d in valid_dates(settings, io.window(as_of, settings.history_days)):
-        path = io.partition_path(settings.raw_dir, "impressions", d)
-        if not path.exists() or "pool" not in pq.read_schema(path).names:
-            continue
-        imp = io.read_parquet(path, ["event_id", "user_id", "pool"])
-        imp = imp[imp["user_id"].isin(keep) & imp["pool"].notna()]
-        clicks = _read_day(settings, "clicks", d, ["event_id", "impression_id"])
-        carts = _read_day(settings, "add_to_cart", d, ["click_id"])
-        buys = _read_day(settings, "purchases", d, ["click_id"])
-        labelled = label_impressions(imp, clicks, carts, buys)
-        parts.append(pd.DataFrame({"user_id": labelled["user_id"].to_numpy(dtype=np.int64),
-                                   "pool": labelled["pool"].astype(str).to_numpy(),
-                                   "reward": impression_rewards(labelled["label"].to_numpy())}))
-    if not parts:
-        log.info("no pool provenance in the impressions up to %s: every user reads the pools' "
-                 "prior", as_of)
+    view = read_pool_view(settings.offline_dir, as_of)
+    if view is None or view.empty:
+        log.info("no pool outcomes as of %s (the impressions carry no pool column, or the "
+                 "user_pool view was not built: rerun the ingest DAG for that date): every "
+                 "user reads the pools' prior", as_of)
         return pd.DataFrame({"user_id": np.empty(0, np.int64), "pool": np.empty(0, object),
-                             "reward": np.empty(0, float)})
-    return pd.concat(parts, ignore_index=True)
+                             "reward": np.empty(0, float), "impressions": np.empty(0, np.int64)})
+    return view_totals(view[view["user_id"].isin(pd.Index(users))])
 
 
 def refresh_inputs(settings: Settings, as_of: dt.date,
@@ -338,13 +322,16 @@ class Blender:
 
     @classmethod
     def from_settings(cls, settings: Settings, as_of: dt.date,
-                      outcomes: pd.DataFrame) -> Blender:
-        from models.blending import pool_posteriors
+                      totals: pd.DataFrame) -> Blender:
+        """The blend of the refresh as of ``as_of`` from per (user, pool) ``totals``
+        (:func:`pool_totals`)."""
+        from models.blending import posteriors_from_totals
 
         names = list(settings.pool_sizes)
-        post, priors = pool_posteriors(outcomes, names, settings.blend_prior_strength)
+        post, priors = posteriors_from_totals(totals, names, settings.blend_prior_strength)
         log.info("blend %s over %s: %d (user, pool) posteriors from %d logged impressions; "
-                 "prior means %s", settings.blend, ",".join(names), len(post), len(outcomes),
+                 "prior means %s", settings.blend, ",".join(names), len(post),
+                 int(totals["impressions"].sum()),
                  {p: round(a / (a + b), 4) for p, a, b in zip(
                      priors.index, priors["alpha0"], priors["beta0"], strict=True)})
         return cls(names, post, priors, settings.blend, settings.top_k, settings.seed, as_of,
@@ -419,7 +406,7 @@ def refresh(settings: Settings, as_of: dt.date, model_uri: str,
 
     sizes = settings.pool_sizes
     blender = None if settings.blend == "merged" else Blender.from_settings(
-        settings, as_of, pool_outcomes(settings, as_of, users))
+        settings, as_of, pool_totals(settings, as_of, users))
     results, scored = [], 0
     for pooled, rows in scored_pools(settings, inputs, views, ranker, t0):
         if blender is None:

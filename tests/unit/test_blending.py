@@ -26,10 +26,12 @@ def _outcomes() -> pd.DataFrame:
 
 def test_posteriors_match_the_hand_computed_beta():
     post, priors = blending.pool_posteriors(_outcomes(), POOLS, strength=10.0)
-    # priors: Laplace mean of each pool's rewards, times 10 pseudo-impressions
-    pop_mean = (0.0 + 0.5 + 1) / (6 + 2)  # 6 popular impressions, 0.5 of reward
-    cat_mean = (0.2 + 1) / (1 + 2)
-    co_mean = (2.0 + 1) / (2 + 2)
+    # priors: each pool's rate, with 2 pseudo-impressions at the rate of all pools together
+    # (2.7 of reward in 9 impressions), times 10 pseudo-impressions
+    m = 2.7 / 9
+    pop_mean = (0.0 + 0.5 + 2 * m) / (6 + 2)  # 6 popular impressions, 0.5 of reward
+    cat_mean = (0.2 + 2 * m) / (1 + 2)
+    co_mean = (2.0 + 2 * m) / (2 + 2)
     assert priors.loc["popular", "alpha0"] == pytest.approx(10 * pop_mean)
     assert priors.loc["category", "beta0"] == pytest.approx(10 * (1 - cat_mean))
     assert priors.loc["co_clicks", "alpha0"] == pytest.approx(10 * co_mean)
@@ -171,3 +173,12 @@ def test_score_order_sorts_the_chosen_items_by_the_champion():
     assert (np.diff(got) <= 0).all()  # best score first
     with pytest.raises(ValueError, match="unknown blend order"):
         blending.interleave(cands, POOLS, counts, np.array([5]), order="random")
+
+
+def test_a_pool_never_logged_starts_at_the_others_rate():
+    rows = pd.DataFrame({"user_id": [1] * 10, "pool": ["popular"] * 10,
+                         "reward": [0.0] * 9 + [1.0]})
+    _, priors = blending.pool_posteriors(rows, POOLS, strength=10.0)
+    means = priors["alpha0"] / (priors["alpha0"] + priors["beta0"])
+    assert means["category"] == pytest.approx(0.1) == means["co_clicks"]  # not 1/2
+    assert means["popular"] == pytest.approx((1 + 2 * 0.1) / 12)

@@ -11,7 +11,7 @@ import pytest
 
 from feature_store import io
 from pipeline import pools
-from pipeline.hulk import Blender, RefreshInputs, first_seen, pool_outcomes
+from pipeline.hulk import Blender, RefreshInputs, first_seen, pool_totals
 from pipeline.settings import POOL_NAMES
 
 AS_OF = dt.date(2026, 1, 28)
@@ -106,8 +106,11 @@ def test_first_seen_items(tmp_path):
         4: AS_OF - dt.timedelta(1), 5: AS_OF}
 
 
-def test_pool_outcomes_from_logged_pools(tmp_path):
+def test_pool_totals_read_the_user_pool_view(tmp_path):
+    from feature_store.pool_view import build_pool_view
+
     s = _Settings(tmp_path)
+    s.offline_dir = tmp_path / "offline"
     imp = pd.DataFrame({"event_id": [1, 2, 3, 4], "user_id": [7, 7, 7, 8],
                         "item_id": [1, 2, 3, 4], "pool": ["popular", "co_clicks", "co_clicks",
                                                           "popular"]})
@@ -116,13 +119,12 @@ def test_pool_outcomes_from_logged_pools(tmp_path):
                        s.raw_dir, "clicks", AS_OF)
     io.write_partition(pd.DataFrame({"click_id": [11]}), s.raw_dir, "add_to_cart", AS_OF)
     io.write_partition(pd.DataFrame({"click_id": [11]}), s.raw_dir, "purchases", AS_OF)
-    _valid(s, AS_OF)
-    got = pool_outcomes(s, AS_OF, np.array([7]))
-    assert got.sort_values("reward")[["pool", "reward"]].values.tolist() == [
-        ["popular", 0.0], ["co_clicks", 0.2], ["co_clicks", 1.0]]
-    # logs without the pool column: no outcomes, the prior for everyone
-    io.write_partition(imp.drop(columns="pool"), s.raw_dir, "impressions", AS_OF)
-    assert pool_outcomes(s, AS_OF, np.array([7])).empty
+    assert pool_totals(s, AS_OF, np.array([7])).empty  # no view yet: the prior
+    build_pool_view(s.raw_dir, s.offline_dir, AS_OF)
+    got = pool_totals(s, AS_OF, np.array([7])).set_index("pool")
+    assert got.loc["co_clicks", "reward"] == pytest.approx(1.2)  # a click, and a purchase
+    assert got.loc["co_clicks", "impressions"] == 2 and got.loc["popular", "reward"] == 0
+    assert 8 not in set(got["user_id"])
 
 
 def test_blended_lists_keep_the_champions_order_within_each_pool():
