@@ -60,7 +60,7 @@ def main() -> None:
 
     from feature_store import io
     from feature_store.offline import read_views
-    from models.blending import REWARDS, Pooled, pool_posteriors
+    from models.blending import REWARDS, Pooled, pool_posteriors, rank_by_score
     from models.registry import load_ranker
     from pipeline.hulk import refresh_inputs, scored_pools, top_k
     from pipeline.landing import valid_dates
@@ -94,10 +94,7 @@ def main() -> None:
     del parts
     pooled["pool"] = pooled["pool"].astype(pd.CategoricalDtype(names))
     # within each pool the champion's order (as the refresh blends)
-    c = pooled.merge(scored, on=["user_id", "item_id"])
-    c = c.sort_values(["user_id", "pool", "score", "item_id"],
-                      ascending=[True, True, False, True], kind="stable")
-    c["pool_rank"] = c.groupby(["user_id", "pool"], observed=True).cumcount().to_numpy()
+    c = rank_by_score(pooled.merge(scored, on=["user_id", "item_id"]), names)
     t1 = time.perf_counter()
     prepared = Pooled.of(c, names, s.top_k)
     t_prepare = time.perf_counter() - t1

@@ -238,6 +238,64 @@ def pool_weights(policy: str, alpha: np.ndarray, beta: np.ndarray, *, seed: int,
     raise ValueError(f"unknown blending policy {policy!r}; known: {', '.join(POLICIES)}")
 
 
+def pool_codes(pool: pd.Series, pools: Sequence[str]) -> np.ndarray:
+    """Each row's position in ``pools`` (-1 for another pool): a categorical column whose
+    categories are ``pools`` gives its codes without a lookup."""
+    dtype = getattr(pool, "dtype", None)
+    if isinstance(dtype, pd.CategoricalDtype) and list(dtype.categories) == list(pools):
+        return pool.cat.codes.to_numpy(dtype=np.int64)
+    return pd.Index(list(pools)).get_indexer(pool)
+
+
+def _rank_in_runs(*keys: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... within each run of rows equal on every key (rows sorted by the keys)."""
+    n = len(keys[0])
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    start = np.zeros(n, dtype=bool)
+    start[0] = True
+    for k in keys:
+        start[1:] |= k[1:] != k[:-1]
+    at = np.maximum.accumulate(np.where(start, np.arange(n), 0))
+    return np.arange(n) - at
+
+
+def _sort_keys(*keys: np.ndarray) -> list[np.ndarray]:
+    """``keys`` (most significant first, non-negative int64) packed pairwise into fewer int64
+    keys where the values fit (fewer passes of ``np.lexsort``), in ``np.lexsort`` order (least
+    significant first)."""
+    packed: list[np.ndarray] = []
+    for k in keys:
+        if packed and len(k):
+            hi = packed[-1]
+            bits = int(k.max()).bit_length()
+            if k.min() >= 0 and hi.min() >= 0 and int(hi.max()).bit_length() + bits < 63:
+                packed[-1] = (hi << bits) | k
+                continue
+        packed.append(k)
+    return packed[::-1]
+
+
+def _take(cands: pd.DataFrame, rows: np.ndarray, pools: Sequence[str],
+          codes: np.ndarray) -> pd.DataFrame:
+    """``cands``' ``rows``, the pool as a categorical of ``pools``."""
+    out = cands.iloc[rows].reset_index(drop=True)
+    out["pool"] = pd.Categorical.from_codes(codes[rows], categories=list(pools))
+    return out
+
+
+def rank_by_score(cands: pd.DataFrame, pools: Sequence[str]) -> pd.DataFrame:
+    """``cands`` (``user_id``, ``item_id``, ``pool``, ``score``) with ``pool_rank``: 0.. in
+    descending score within each (user, pool) (ties: smaller item id first)."""
+    u = cands["user_id"].to_numpy(dtype=np.int64)
+    o = pool_codes(cands["pool"], pools)
+    idx = np.lexsort((cands["item_id"].to_numpy(dtype=np.int64),
+                      -cands["score"].to_numpy(dtype=float), *_sort_keys(u, o)))
+    out = _take(cands, idx, pools, o)
+    out["pool_rank"] = _rank_in_runs(u[idx], o[idx])
+    return out
+
+
 def interleave(cands: pd.DataFrame, pools: Sequence[str], counts: np.ndarray,
                users: np.ndarray, order: str = "even") -> pd.DataFrame:
     """The blended list of every user: each pool's first ``counts[user, pool]`` candidates,
@@ -259,7 +317,7 @@ def interleave(cands: pd.DataFrame, pools: Sequence[str], counts: np.ndarray,
         (ties: the pool with fewer slots first, then the pools' order).
     """
     users = np.asarray(users, dtype=np.int64)
-    col = pd.Index(list(pools)).get_indexer(cands["pool"])
+    col = pool_codes(cands["pool"], pools)
     if (col < 0).any():
         raise ValueError(f"candidates of pools not blended: {sorted(set(cands['pool'][col < 0]))}")
     row = np.searchsorted(users, cands["user_id"].to_numpy(dtype=np.int64))
@@ -268,33 +326,42 @@ def interleave(cands: pd.DataFrame, pools: Sequence[str], counts: np.ndarray,
         np.zeros(len(cands), dtype=bool))
     c = np.where(known, counts[row, col] if len(users) else 0, 0)
     j = cands["pool_rank"].to_numpy(dtype=np.int64)
-    keep = j < c
-    out = pd.DataFrame({"user_id": cands["user_id"].to_numpy(dtype=np.int64)[keep],
-                        "item_id": cands["item_id"].to_numpy(dtype=np.int64)[keep],
-                        "pool": cands["pool"].to_numpy()[keep],
-                        "_key": (j[keep] + 0.5) / c[keep], "_c": c[keep], "_p": col[keep]})
+    keep = np.flatnonzero(j < c)
+    u = cands["user_id"].to_numpy(dtype=np.int64)[keep]
+    key, ck, pk = (j[keep] + 0.5) / c[keep], c[keep], col[keep]
     if order == "score":
-        out["_s"] = -cands["score"].to_numpy(dtype=float)[keep]
-        out = out.sort_values(["user_id", "_s", "_key", "_p"], kind="stable").drop(columns="_s")
+        at = np.lexsort((pk, key, -cands["score"].to_numpy(dtype=float)[keep], u))
     elif order == "even":
-        out = out.sort_values(["user_id", "_key", "_c", "_p"], kind="stable")
+        at = np.lexsort((pk, ck, key, u))
     else:
         raise ValueError(f"unknown blend order {order!r}: even or score (RANKLINE_BLEND_ORDER)")
-    out["rank"] = out.groupby("user_id").cumcount().to_numpy(dtype=np.int64)
-    return out.drop(columns=["_key", "_c", "_p"]).reset_index(drop=True)
+    rows = keep[at]
+    out = pd.DataFrame({"user_id": u[at],
+                        "item_id": cands["item_id"].to_numpy(dtype=np.int64)[rows],
+                        "pool": pd.Categorical.from_codes(col[rows], categories=list(pools)),
+                        "rank": _rank_in_runs(u[at])})
+    for extra in ("score",):
+        if extra in cands:
+            out[extra] = cands[extra].to_numpy()[rows]
+    return out
 
 
 def assign_pools(cands: pd.DataFrame, pools: Sequence[str]) -> pd.DataFrame:
     """One row per (user, item): an item several pools proposed stays in the pool where it
     ranks best (ties: the earlier pool of ``pools``); ``pool_rank`` renumbered 0.. within each
     (user, pool) in the pools' own order (``pool_rank``, then ``item_id``)."""
-    order = pd.Index(list(pools)).get_indexer(cands["pool"])
-    df = cands.assign(_o=order).sort_values(["user_id", "item_id", "pool_rank", "_o"],
-                                            kind="stable")
-    df = df.drop_duplicates(["user_id", "item_id"])
-    df = df.sort_values(["user_id", "_o", "pool_rank", "item_id"], kind="stable")
-    df["pool_rank"] = df.groupby(["user_id", "_o"]).cumcount().to_numpy(dtype=np.int64)
-    return df.drop(columns="_o").reset_index(drop=True)
+    o = pool_codes(cands["pool"], pools)
+    u = cands["user_id"].to_numpy(dtype=np.int64)
+    i = cands["item_id"].to_numpy(dtype=np.int64)
+    r = cands["pool_rank"].to_numpy(dtype=np.int64)
+    # by user, item, then the best rank, then the pool order
+    idx = np.lexsort(_sort_keys(u, i, r, o))
+    first = _rank_in_runs(u[idx], i[idx]) == 0
+    best = idx[first]
+    best = best[np.lexsort(_sort_keys(u[best], o[best], r[best], i[best]))]
+    out = _take(cands, best, pools, o)
+    out["pool_rank"] = _rank_in_runs(u[best], o[best])
+    return out
 
 
 @dataclass
@@ -314,7 +381,7 @@ class Pooled:
         cands = assign_pools(cands, pools)
         cands = cands[cands["pool_rank"].to_numpy() < k].reset_index(drop=True)
         users = np.unique(cands["user_id"].to_numpy(dtype=np.int64))
-        col = pd.Index(list(pools)).get_indexer(cands["pool"])
+        col = pool_codes(cands["pool"], pools)
         row = np.searchsorted(users, cands["user_id"].to_numpy(dtype=np.int64))
         available = np.zeros((len(users), len(pools)), dtype=np.int64)
         np.add.at(available, (row, col), 1)

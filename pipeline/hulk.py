@@ -341,17 +341,13 @@ class Blender:
         """Every user's blended list (``user_id``, ``item_id``, ``score``, ``pool``, in rank
         order) from the pools' candidates and the champion's scores (``scored``: ``user_id``,
         ``item_id``, ``score``): within each pool the champion's order."""
-        from models.blending import blend
+        from models.blending import blend, rank_by_score
 
-        c = pooled.merge(scored, on=PAIR)
-        c = c.sort_values(["user_id", "pool", "score", "item_id"],
-                          ascending=[True, True, False, True], kind="stable")
-        c["pool_rank"] = c.groupby(["user_id", "pool"]).cumcount().to_numpy(dtype=np.int64)
+        c = rank_by_score(pooled.merge(scored, on=PAIR), self.pools)
         out, _ = blend(c, self.pools, self.posteriors, self.priors, k=self.k,
                        policy=self.policy, seed=self.seed, date=self.date,
                        min_slots=self.min_slots, fixed=self.fixed, order=self.order)
-        out = out.merge(scored, on=PAIR, how="left").sort_values(["user_id", "rank"])
-        return out[["user_id", "item_id", "score", "pool"]].reset_index(drop=True)
+        return out[["user_id", "item_id", "score", "pool"]]
 
 
 def scored_pools(settings: Settings, inputs: RefreshInputs, views: dict[str, pd.DataFrame],

@@ -148,6 +148,7 @@ def pooled(users: np.ndarray, inputs: Any, sizes: Mapping[str, int]) -> pd.DataF
             raise ValueError(f"unknown pool {name!r}; known: {', '.join(POOLS)} (RANKLINE_POOLS)")
         frames.append(POOLS[name](np.asarray(users), inputs, int(n)).assign(pool=name))
     out = pd.concat(frames, ignore_index=True)
+    out["pool"] = pd.Categorical(out["pool"], categories=list(sizes))
     return out[["user_id", "item_id", "pool", "pool_rank"]]
 
 

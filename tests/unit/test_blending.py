@@ -182,3 +182,12 @@ def test_a_pool_never_logged_starts_at_the_others_rate():
     means = priors["alpha0"] / (priors["alpha0"] + priors["beta0"])
     assert means["category"] == pytest.approx(0.1) == means["co_clicks"]  # not 1/2
     assert means["popular"] == pytest.approx((1 + 2 * 0.1) / 12)
+
+
+def test_packed_sort_keys_sort_as_the_keys_do():
+    rng = np.random.default_rng(0)
+    for lo, hi in ((0, 50), (0, 2**40), (-5, 5)):
+        keys = [rng.integers(lo, hi, 2000) for _ in range(4)]
+        want = np.lexsort(keys[::-1])
+        got = np.lexsort(blending._sort_keys(*keys))
+        assert np.array_equal(np.stack(keys)[:, want], np.stack(keys)[:, got])
