@@ -104,7 +104,11 @@ def refresh(settings: Settings, as_of: dt.date, champion: dict[str, str],
             mlflow.log_params({"as_of": as_of.isoformat(), "model_uri": champion["model_uri"],
                                "top_k": settings.top_k, "consumed": settings.consumed,
                                "history_days": settings.history_days,
-                               "threads": settings.n_threads})
+                               "threads": settings.n_threads, "blend": settings.blend,
+                               "pools": ",".join(f"{p}:{n}" for p, n in
+                                                 settings.pool_sizes.items())})
+            for pool, share in summary.get("pool_share", {}).items():
+                mlflow.log_metric(f"pool_share_{pool}", share)
             for key in ("store_version", "users", "users_inactive_7d", "consumed_pairs", "keys",
                         "rows_scored", "score_rows_per_s", "publish_keys_per_s", "seconds"):
                 mlflow.log_metric(key, summary[key])
