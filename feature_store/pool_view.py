@@ -9,7 +9,9 @@ impression's deepest action). It reads the impressions' optional ``pool`` column
 impressions carry none adds nothing.
 
 Each date's counts are written once (``user_pool_day``, an overwrite on rerun); the view as of D
-sums the daily counts of its window, so a daily build reads one day of events.
+sums the daily counts of its window, so a daily build reads one day of events. An action is
+matched to an impression of its own date: a click after midnight on an impression of the day
+before counts as ignored (as the training labels do, :mod:`pipeline.labels`).
 """
 
 from __future__ import annotations
@@ -73,27 +75,37 @@ def _empty() -> pd.DataFrame:
                          **{c: np.empty(0, np.int64) for c in COUNTS}})
 
 
-def build_pool_view(raw_dir: Path, offline_dir: Path, date: dt.date,
-                    usable: Callable[[dt.date], bool] | None = None) -> str:
-    """Write ``date``'s daily counts, then the view as of the end of ``date`` (overwrites)."""
+def _from_raw(raw_dir: Path, date: dt.date) -> pd.DataFrame:
+    """``date``'s counts from its raw partitions (empty when its impressions carry no pool)."""
     import pyarrow.parquet as pq
 
     path = io.partition_path(raw_dir, "impressions", date)
-    if path.exists() and "pool" in pq.read_schema(path).names:
-        imp = io.read_parquet(path, ["event_id", "user_id", "pool"])
-        clicks = io.read_partition(raw_dir, "clicks", date, ["event_id", "impression_id"])
-        carts = io.read_partition(raw_dir, "add_to_cart", date, ["click_id"])
-        buys = io.read_partition(raw_dir, "purchases", date, ["click_id"])
-        today = day_counts(imp, clicks, carts, buys)
-    else:
-        today = _empty()
+    if not path.exists() or "pool" not in pq.read_schema(path).names:
+        return _empty()
+    imp = io.read_parquet(path, ["event_id", "user_id", "pool"])
+    clicks = io.read_partition(raw_dir, "clicks", date, ["event_id", "impression_id"])
+    carts = io.read_partition(raw_dir, "add_to_cart", date, ["click_id"])
+    buys = io.read_partition(raw_dir, "purchases", date, ["click_id"])
+    return day_counts(imp, clicks, carts, buys)
+
+
+def build_pool_view(raw_dir: Path, offline_dir: Path, date: dt.date,
+                    usable: Callable[[dt.date], bool] | None = None) -> str:
+    """Write ``date``'s daily counts, then the view as of the end of ``date`` (overwrites).
+
+    A day of the window without daily counts yet (built out of order, or before this view
+    existed) is counted from its raw partitions, so the view depends on the usable raw data
+    alone, not on the order the dates were built in."""
+    today = _from_raw(raw_dir, date)
     io.write_partition(today, _root(offline_dir, POOL_DAY), "", date)
     parts = [today]
     for d in io.window(date, LONG_WINDOW_DAYS)[:-1]:
+        if usable is not None and not usable(d):
+            continue
         p = io.partition_path(_root(offline_dir, POOL_DAY), "", d)
-        if p.exists() and (usable is None or usable(d)):
-            parts.append(io.read_parquet(p))
-    both = pd.concat(parts, ignore_index=True)
+        parts.append(io.read_parquet(p) if p.exists() else _from_raw(raw_dir, d))
+    both = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(
+        len(p) for p in parts) else _empty()
     view = (both.groupby(["user_id", "pool"], as_index=False)[COUNTS].sum() if len(both)
             else _empty())
     view = view.astype({"user_id": "int64", **{c: "int64" for c in COUNTS}})

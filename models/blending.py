@@ -21,8 +21,9 @@ pseudo-impressions: ``alpha0 = strength * mean``, ``beta0 = strength * (1 - mean
 posterior is the prior, so every pool is drawn from its global rate: a new user sees some of
 every pool (see also ``min_slots`` in :func:`slot_counts`).
 
-Draws are reproducible per (seed, date, user, pool) and independent of how users are chunked: the
-uniform behind each draw is a hash of those four numbers, mapped through the Beta's inverse CDF.
+Draws are reproducible per (seed, date, user, pool position in the pools' list) and independent
+of how users are chunked: the uniform behind each draw is a hash of those four numbers, mapped
+through the Beta's inverse CDF (reordering the pools reorders the draws).
 
 Pure numpy/pandas/scipy: the refresh (``pipeline``) reads the logs and calls these.
 """
@@ -192,12 +193,17 @@ def slot_counts(weights: np.ndarray, available: np.ndarray, k: int,
     counts = np.zeros((n, m), dtype=np.int64)
     if n == 0 or m == 0 or k <= 0:
         return counts
-    # floors, in order of weight, while slots remain
+    # floors, in order of weight, each granted if it still fits in the k slots
     floor = np.minimum(avail, min_slots)
-    rank = np.argsort(np.argsort(-w - (avail > 0) * 1e9, axis=1, kind="stable"), axis=1)
-    take = np.cumsum(np.take_along_axis(floor, np.argsort(rank, axis=1), axis=1), axis=1)
-    ok_sorted = take <= k
-    counts += np.where(np.take_along_axis(ok_sorted, rank, axis=1), floor, 0)
+    order = np.argsort(-w - (avail > 0) * 1e9, axis=1, kind="stable")
+    used = np.zeros(n, dtype=np.int64)
+    rows = np.arange(n)
+    for r in range(m):
+        p = order[:, r]
+        f = floor[rows, p]
+        fits = used + f <= k
+        counts[rows[fits], p[fits]] += f[fits]
+        used += np.where(fits, f, 0)
     left = k - counts.sum(axis=1)
     for _ in range(m + 1):  # each pass fills or exhausts at least one pool per user
         room = avail - counts
@@ -382,6 +388,9 @@ class Pooled:
         cands = cands[cands["pool_rank"].to_numpy() < k].reset_index(drop=True)
         users = np.unique(cands["user_id"].to_numpy(dtype=np.int64))
         col = pool_codes(cands["pool"], pools)
+        if (col < 0).any():
+            raise ValueError("candidates of pools not blended: "
+                             f"{sorted(set(cands['pool'][col < 0].astype(str)))}")
         row = np.searchsorted(users, cands["user_id"].to_numpy(dtype=np.int64))
         available = np.zeros((len(users), len(pools)), dtype=np.int64)
         np.add.at(available, (row, col), 1)

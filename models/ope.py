@@ -42,6 +42,9 @@ def importance_weights(target: np.ndarray, pscore: np.ndarray) -> np.ndarray:
     target, pscore = np.asarray(target, dtype=float), np.asarray(pscore, dtype=float)
     if target.shape != pscore.shape:
         raise ValueError(f"target and pscore shapes differ: {target.shape} vs {pscore.shape}")
+    if not (np.isfinite(target).all() and np.isfinite(pscore).all()):
+        raise ValueError("target and logged propensities must be finite numbers (a NaN "
+                         "propensity: check the logs' propensity column)")
     if len(pscore) and (pscore.min() <= 0 or pscore.max() > 1):
         raise ValueError("logged propensities must lie in (0, 1]: a slot logged with propensity "
                          "0 cannot be reweighed (check the logs' propensity column)")

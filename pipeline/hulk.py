@@ -329,6 +329,12 @@ class Blender:
 
         names = list(settings.pool_sizes)
         post, priors = posteriors_from_totals(totals, names, settings.blend_prior_strength)
+        logged = set(totals["pool"].astype(str))
+        if missing := [p for p in names if p not in logged]:
+            log.warning("no logged outcomes for pool(s) %s: they start at the rate of the "
+                        "others; the logs name the pools %s (the impressions' pool column must "
+                        "name the refresh's pools for their posteriors to learn)",
+                        ",".join(missing), ",".join(sorted(logged)) or "none")
         log.info("blend %s over %s: %d (user, pool) posteriors from %d logged impressions; "
                  "prior means %s", settings.blend, ",".join(names), len(post),
                  int(totals["impressions"].sum()),

@@ -104,7 +104,7 @@ def category(users: np.ndarray, inputs: Any, n: int) -> pd.DataFrame:
     cat = unconsumed(cat, mine)
     cat = cat.assign(within=cat.groupby(["user_id", "category"]).cumcount().to_numpy())
     cat = cat[cat["within"] < per_cat].sort_values(["user_id", "within", "turn"], kind="stable")
-    return _ranked(cat, 3 * per_cat)
+    return _ranked(cat, min(n, 3 * per_cat))
 
 
 def co_clicks_pool(users: np.ndarray, inputs: Any, n: int) -> pd.DataFrame:

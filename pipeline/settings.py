@@ -33,9 +33,9 @@ ENV_PREFIX = "RANKLINE_"
 TEST_PREFIX = "RANKLINE_TEST_"
 """Variables of the test suite (``RANKLINE_TEST_REDIS_URL``…): not settings, never an error."""
 SECRET_FIELDS = frozenset({"api_key"})
+"""Shown as ``***`` wherever settings are printed."""
 POOL_NAMES = ("popular", "category", "co_clicks", "new_items")
 """The hulk refresh's candidate pools (:mod:`pipeline.pools` implements them)."""
-"""Shown as ``***`` wherever settings are printed."""
 URL_FIELDS = frozenset({"redis_url", "mlflow_tracking_uri", "source_uri", "airflow_db_url"})
 """Shown through :func:`redact_url` (their password or token hidden)."""
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -474,6 +474,13 @@ class Settings(BaseSettings):
         if self.blend_fixed and len(self.blend_fixed.split(",")) != len(sizes):
             out.append(f"{self._given('blend_fixed', 'pools')}: one share per pool "
                        f"({len(sizes)}: {', '.join(sizes)})")
+        try:
+            shares = [float(x) for x in self.blend_fixed.split(",")] if self.blend_fixed else []
+        except ValueError:
+            shares = [-1.0]
+        if shares and (min(shares) < 0 or sum(shares) <= 0):
+            out.append(f"{self._given('blend_fixed')}: shares are numbers >= 0, not all 0 "
+                       "(e.g. 0.5,0.3,0.2)")
         if self.source in ("parquet", "interactions") and not self.source_uri:
             out.append(f"{self._given('source', 'source_uri')}: source={self.source} needs "
                        f"{env_name('source_uri')} (the root holding <table>/date=D/)")

@@ -191,3 +191,16 @@ def test_packed_sort_keys_sort_as_the_keys_do():
         want = np.lexsort(keys[::-1])
         got = np.lexsort(blending._sort_keys(*keys))
         assert np.array_equal(np.stack(keys)[:, want], np.stack(keys)[:, got])
+
+
+def test_a_floor_that_does_not_fit_is_skipped_not_the_rest():
+    # floors 2, 2, 1 in k=3 slots: the heaviest pool's 2, then the third pool's 1 still fits
+    c = blending.slot_counts(np.array([[0.5, 0.4, 0.3]]), np.array([[10, 10, 1]]), k=3,
+                             min_slots=2)
+    assert c.tolist() == [[2, 0, 1]]
+
+
+def test_candidates_of_a_pool_not_blended_are_refused():
+    cands = pd.DataFrame({"user_id": [1], "item_id": [2], "pool": ["trending"], "pool_rank": [0]})
+    with pytest.raises(ValueError, match="pools not blended"):
+        blending.Pooled.of(cands, POOLS, 10)

@@ -60,3 +60,8 @@ def test_bad_propensities_say_what_is_wrong():
         ope.ips(np.array([1.0]), np.array([0.5]), np.array([0.0]))
     with pytest.raises(ValueError, match="shapes differ"):
         ope.snips(np.array([1.0]), np.array([0.5, 0.5]), np.array([0.5]))
+
+
+def test_nan_propensities_are_refused():
+    with pytest.raises(ValueError, match="finite"):
+        ope.ips(np.array([1.0, 0.0]), np.array([0.5, 0.5]), np.array([0.5, np.nan]))

@@ -146,3 +146,8 @@ def test_blended_lists_keep_the_champions_order_within_each_pool():
     # item 3 ranks second in both pools: it stays in the earlier pool (popular), so co_clicks has
     # two candidates (5, 1), and the evidence wins it both; popular fills the rest
     assert co == [5, 1] and (out["pool"] == "popular").sum() == 2
+
+
+def test_a_small_category_pool_gives_at_most_n():
+    assert len(pools.category(np.array([7]), _inputs(), 2)) == 2
+    assert pools.category(np.array([7]), _inputs(), 0).empty
