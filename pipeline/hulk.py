@@ -158,6 +158,9 @@ class RefreshInputs:
     consumed: pd.DataFrame
     new_items: pd.DataFrame = field(default_factory=lambda: RefreshInputs.new_items_default())
     """``item_id`` and ``first_seen`` (a date) of the items first seen in the new-item days."""
+    encoder: dict[str, pd.DataFrame] | None = None
+    """The encoder's ``user`` states and ``item`` embeddings as of the refresh (None before the
+    first encoder): the ``embedding`` pool's."""
 
     @staticmethod
     def new_items_default() -> pd.DataFrame:
@@ -300,9 +303,16 @@ def refresh_inputs(settings: Settings, as_of: dt.date,
              ",".join(settings.consumed_tables), len(neighbours))
     fresh = (first_seen(settings, as_of) if "new_items" in settings.pool_sizes
              else RefreshInputs.new_items_default())
+    from feature_store.definitions import ENCODER_ITEM, ENCODER_USER
+
+    encoder = ({"user": views[ENCODER_USER], "item": views[ENCODER_ITEM]}
+               if ENCODER_USER in views and ENCODER_ITEM in views else None)
+    if encoder is None and "embedding" in settings.pool_sizes:
+        log.warning("no encoder embeddings as of %s: the embedding pool is empty (pre-training "
+                    "runs in the train DAG)", as_of)
     return RefreshInputs(users=users, active=active, pop=pop, items=items, affinity=affinity,
                          user_clicks=user_clicks, neighbours=neighbours, consumed=consumed,
-                         new_items=fresh)
+                         new_items=fresh, encoder=encoder)
 
 
 @dataclass

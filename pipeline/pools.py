@@ -11,7 +11,10 @@ consumed, so a heavy consumer still gets a full share). The pools:
 - ``co_clicks``: items clicked by the users who clicked what this user clicked, strongest first;
 - ``new_items``: items first seen in the last ``new_item_days`` days (their behavioural
   features are still near zero, so no other pool reaches them), newest first, then by
-  popularity.
+  popularity;
+- ``embedding``: the items nearest the user in the pre-trained sequence encoder's space (the
+  encoder's next-item score: the user's sequence state against every item's embedding), once
+  an encoder exists (else none).
 
 :data:`POOLS` maps names to pools; ``RANKLINE_POOLS`` picks which run and how many candidates
 each gives. The refresh (:mod:`pipeline.hulk`) scores every pool's candidates with the champion,
@@ -134,8 +137,37 @@ def new_items(users: np.ndarray, inputs: Any, n: int) -> pd.DataFrame:
                          n)
 
 
+def embedding(users: np.ndarray, inputs: Any, n: int) -> pd.DataFrame:
+    """The ``n`` items of the encoder's vocabulary (on sale: in the items table) with the
+    highest next-item score for each user with an encoder state, none the user consumed."""
+    users = np.asarray(users, dtype=np.int64)
+    vecs = inputs.encoder
+    if vecs is None or n <= 0:
+        return _ranked(pd.DataFrame({"user_id": np.empty(0, np.int64),
+                                     "item_id": np.empty(0, np.int64)}), n)
+    from feature_store.embeddings import vector_columns
+
+    u, i = vecs["user"], vecs["item"]
+    i = i[i["item_id"].isin(inputs.items["item_id"])]
+    mine = u[u["user_id"].isin(users)]
+    mine_ids = mine["user_id"].to_numpy(np.int64)
+    cols = vector_columns(u)
+    scores = mine[cols].to_numpy(np.float32) @ i[cols].to_numpy(np.float32).T
+    item_ids = i["item_id"].to_numpy(np.int64)
+    mine_consumed, n_used = _consumed_of(mine_ids, inputs.consumed)
+    depth = int(min(len(item_ids), n + (n_used.max() if len(n_used) else 0)))
+    if depth == 0 or len(mine_ids) == 0:
+        return _ranked(pd.DataFrame({"user_id": np.empty(0, np.int64),
+                                     "item_id": np.empty(0, np.int64)}), n)
+    top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    top = np.take_along_axis(top, np.argsort(-top_scores, axis=1, kind="stable"), axis=1)
+    pairs = pd.DataFrame({"user_id": np.repeat(mine_ids, depth), "item_id": item_ids[top].ravel()})
+    return _ranked(unconsumed(pairs, mine_consumed), n)
+
+
 POOLS: dict[str, Pool] = {"popular": popular, "category": category, "co_clicks": co_clicks_pool,
-                          "new_items": new_items}
+                          "new_items": new_items, "embedding": embedding}
 """Every pool by name (``RANKLINE_POOLS`` names them)."""
 
 

@@ -34,7 +34,7 @@ TEST_PREFIX = "RANKLINE_TEST_"
 """Variables of the test suite (``RANKLINE_TEST_REDIS_URL``…): not settings, never an error."""
 SECRET_FIELDS = frozenset({"api_key"})
 """Shown as ``***`` wherever settings are printed."""
-POOL_NAMES = ("popular", "category", "co_clicks", "new_items")
+POOL_NAMES = ("popular", "category", "co_clicks", "new_items", "embedding")
 """The hulk refresh's candidate pools (:mod:`pipeline.pools` implements them)."""
 URL_FIELDS = frozenset({"redis_url", "mlflow_tracking_uri", "source_uri", "airflow_db_url"})
 """Shown through :func:`redact_url` (their password or token hidden)."""
@@ -278,7 +278,8 @@ class Settings(BaseSettings):
     pools: str = Field(
         default="", pattern=r"^$|^[a-z_]+:[0-9]+(,[a-z_]+:[0-9]+)*$",
         description="Candidate pools of the hulk refresh and the candidates each gives per user, "
-        "as pool:n,pool:n (pools: popular, category, co_clicks, new_items); empty: popular, "
+        "as pool:n,pool:n (pools: popular, category, co_clicks, new_items, embedding); empty: "
+        "popular, "
         "category and co_clicks sharing the candidates per user in thirds.",
     )
     blend: str = Field(

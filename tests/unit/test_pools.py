@@ -151,3 +151,19 @@ def test_blended_lists_keep_the_champions_order_within_each_pool():
 def test_a_small_category_pool_gives_at_most_n():
     assert len(pools.category(np.array([7]), _inputs(), 2)) == 2
     assert pools.category(np.array([7]), _inputs(), 0).empty
+
+
+def test_embedding_pool_ranks_by_the_encoders_score():
+    from feature_store.embeddings import embedding_frame
+
+    users = embedding_frame("user_id", np.array([7, 8]), np.array([[1.0, 0.0], [0.0, 1.0]]), "e")
+    # item i's embedding (i, 10 - i): user 7 prefers high ids, user 8 low ids
+    ids = np.arange(1, 10)
+    items = embedding_frame("item_id", ids, np.stack([ids, 10 - ids], axis=1), "e")
+    consumed = pd.DataFrame({"user_id": [7], "item_id": [9]})
+    inp = _inputs(encoder={"user": users, "item": items}, consumed=consumed)
+    got = pools.embedding(np.array([7, 8, 5]), inp, 3)
+    assert got[got["user_id"] == 7]["item_id"].tolist() == [8, 7, 6]  # 9 consumed
+    assert got[got["user_id"] == 8]["item_id"].tolist() == [1, 2, 3]
+    assert 5 not in set(got["user_id"])  # no encoder state: nothing from this pool
+    assert pools.embedding(np.array([7]), _inputs(), 3).empty  # no encoder yet
