@@ -8,7 +8,7 @@ Run after ``make demo`` (it reads the demo's champion, features and logs):
 What it does:
 
 1. The refresh's inputs as of the demo's last date, every user's pooled candidates
-   (``--pools``, by default popular, category, co-clicks and new items) scored once by the
+   (``--pools``, by default popular, category, co-clicks, new items and embedding) scored once by the
    champion, as the hulk refresh does (:func:`pipeline.hulk.scored_pools`).
 2. For each policy (``merged``: the k best by score, today's refresh; ``fixed``: equal shares;
    ``greedy``: posterior means; ``thompson``: posterior draws; each blended list in
@@ -49,7 +49,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--days", type=int, default=7)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--pools", default="popular:100,category:100,co_clicks:100,new_items:30",
+    ap.add_argument("--pools",
+                    default="popular:100,category:100,co_clicks:100,new_items:30,embedding:100",
                     help="RANKLINE_POOLS of the simulated refresh")
     args = ap.parse_args()
     os.environ.setdefault("RANKLINE_HOME", os.path.abspath("var"))
