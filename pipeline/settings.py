@@ -293,8 +293,9 @@ class Settings(BaseSettings):
         default="score", pattern=r"^(even|score)$",
         description="Order of a blended list: score sorts the items the blend chose by the "
         "champion's score; even interleaves the pools in the ratio of their slots (each pool's "
-        "own order is the champion's either way). Simulated, even cost 3 % of the purchases "
-        "(the best items lose the top positions): bench/blending.py.",
+        "own order is the champion's either way). Simulated, even cost 8 % of the purchases "
+        "(the best items lose the top positions) and showed new items ten times as often: "
+        "bench/blending.py.",
     )
     blend_fixed: str = Field(
         default="", pattern=r"^$|^[0-9.]+(,[0-9.]+)*$",
