@@ -366,6 +366,33 @@ class Blender:
         return out[["user_id", "item_id", "score", "pool"]]
 
 
+NEW_USER = -1
+"""The user id the cold-start blend is computed for: nobody's, so it has no history."""
+
+
+def cold_start_blend(settings: Settings, inputs: RefreshInputs,
+                     views: dict[str, pd.DataFrame], ranker: Any,
+                     blender: Blender) -> pd.DataFrame:
+    """The cold-start list of a blended refresh: what the pools give a user without history
+    (popular and new items; the others need a history), scored by the champion for a user
+    whose features are the defaults, and blended by the pools' prior (a new user's posterior):
+    every pool with candidates gets its slots, interleaved evenly whatever
+    ``RANKLINE_BLEND_ORDER`` (a user without history has nothing to rank the pools by, so the
+    first page shows some of each). Published under the cold-start key, with pools."""
+    from feature_store.compute import join_features
+
+    anon = np.array([NEW_USER], dtype=np.int64)
+    part = replace(inputs, users=anon, affinity=inputs.affinity.iloc[0:0],
+                   user_clicks=inputs.user_clicks.iloc[0:0], consumed=inputs.consumed.iloc[0:0])
+    pooled = pools.pooled(anon, part, settings.pool_sizes)
+    rows = join_features(pools.merged(pooled), views)
+    out = replace(blender, order="even").lists(pooled, rows[PAIR].assign(
+        score=ranker.score(rows)))
+    log.info("hulk: the cold-start list blends %s",
+             out["pool"].astype(str).value_counts().to_dict())
+    return out.assign(user_id=COLD_START)
+
+
 def scored_pools(settings: Settings, inputs: RefreshInputs, views: dict[str, pd.DataFrame],
                  ranker: Any, t0: float | None = None,
                  ) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
@@ -430,9 +457,12 @@ def refresh(settings: Settings, as_of: dt.date, model_uri: str,
     recs = pd.concat(results, ignore_index=True)
     t_score = time.perf_counter() - t0
 
-    cold = inputs.pop.head(settings.top_k)
-    cold_frame = pd.DataFrame({"user_id": COLD_START, "item_id": cold.index.to_numpy(),
-                               "score": cold.to_numpy(dtype=np.float32)})
+    if blender is None:
+        cold = inputs.pop.head(settings.top_k)
+        cold_frame = pd.DataFrame({"user_id": COLD_START, "item_id": cold.index.to_numpy(),
+                                   "score": cold.to_numpy(dtype=np.float32)})
+    else:
+        cold_frame = cold_start_blend(settings, inputs, views, ranker, blender)
     meta = {"model_uri": model_uri, "as_of": as_of.isoformat(), "k": settings.top_k,
             "users": int(len(users)), "sample_user": str(users[0]), "blend": settings.blend,
             "pools": sizes, **(model_meta or {})}
@@ -442,7 +472,7 @@ def refresh(settings: Settings, as_of: dt.date, model_uri: str,
         meta["pool_names"] = list(sizes)
 
     def items_iter() -> Iterator[tuple[str, bytes]]:
-        yield from _encoded(cold_frame)
+        yield from _encoded(cold_frame, None if blender is None else list(sizes))
         yield from _encoded(recs, None if blender is None else list(sizes))
 
     store = open_store(settings)

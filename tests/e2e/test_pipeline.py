@@ -110,7 +110,8 @@ def test_refresh_publishes_to_redis_where_the_api_and_the_client_read(demo):
     prefix = f"rltest_e2e_{os.getpid()}"
     redis_env = {**env, "RANKLINE_STORE_BACKEND": "redis", "RANKLINE_REDIS_URL": REDIS_URL,
                  "RANKLINE_REDIS_PREFIX": prefix, "RANKLINE_API_KEY": "e2e-key",
-                 "RANKLINE_BLEND": "thompson"}
+                 "RANKLINE_BLEND": "thompson",
+                 "RANKLINE_POOLS": "popular:20,category:20,co_clicks:20,new_items:10"}
     sqlite_before = rankline(env, "store", "versions")
     try:
         rankline(redis_env, "run-dag", "hulk_refresh")
@@ -122,10 +123,13 @@ def test_refresh_publishes_to_redis_where_the_api_and_the_client_read(demo):
                              headers={"X-API-Key": "e2e-key"}).json()
         with RecsClient.connect(REDIS_URL, prefix=prefix) as recs:
             direct = recs.get_many(["5", "nobody"], k=5)
+            cold = recs.get("nobody", k=20)
         assert direct["5"].item_ids == [i["item_id"] for i in body["items"]]
         assert direct["5"].pools == [i["pool"] for i in body["items"]]
-        assert set(direct["5"].pools) <= {"popular", "category", "co_clicks"}
-        assert direct["nobody"].pools is None  # the cold-start list is not blended
+        assert set(direct["5"].pools) <= {"popular", "category", "co_clicks", "new_items"}
+        # a user never seen: the cold-start list blends the pools that need no history (the
+        # catalog grows: there are new items), every one of them
+        assert set(cold.pools) == {"popular", "new_items"} and cold.cold_start
         assert not direct["5"].cold_start and direct["nobody"].cold_start
         assert direct["5"].store_version == body["store_version"] == 1
         assert rankline(env, "store", "versions") == sqlite_before
