@@ -111,7 +111,9 @@ def test_refresh_publishes_to_redis_where_the_api_and_the_client_read(demo):
     redis_env = {**env, "RANKLINE_STORE_BACKEND": "redis", "RANKLINE_REDIS_URL": REDIS_URL,
                  "RANKLINE_REDIS_PREFIX": prefix, "RANKLINE_API_KEY": "e2e-key",
                  "RANKLINE_BLEND": "thompson",
-                 "RANKLINE_POOLS": "popular:20,category:20,co_clicks:20,new_items:10"}
+                 "RANKLINE_POOLS": "popular:20,category:20,co_clicks:20,new_items:10",
+                 # the tiny catalog's late items all launch in the demo's first 12 days
+                 "RANKLINE_NEW_ITEM_DAYS": "20"}
     sqlite_before = rankline(env, "store", "versions")
     try:
         rankline(redis_env, "run-dag", "hulk_refresh")
