@@ -366,6 +366,14 @@ class Blender:
         return out[["user_id", "item_id", "score", "pool"]]
 
 
+def _scored(pooled: pd.DataFrame, views: dict[str, pd.DataFrame], ranker: Any) -> pd.DataFrame:
+    """The champion's score of each distinct (user, item) pair of pooled candidates."""
+    from feature_store.compute import join_features
+
+    rows = join_features(pools.merged(pooled), views)
+    return rows[PAIR].assign(score=ranker.score(rows))
+
+
 NEW_USER = -1
 """The user id the cold-start blend is computed for: nobody's, so it has no history."""
 
@@ -379,15 +387,11 @@ def cold_start_blend(settings: Settings, inputs: RefreshInputs,
     every pool with candidates gets its slots, interleaved evenly whatever
     ``RANKLINE_BLEND_ORDER`` (a user without history has nothing to rank the pools by, so the
     first page shows some of each). Published under the cold-start key, with pools."""
-    from feature_store.compute import join_features
-
     anon = np.array([NEW_USER], dtype=np.int64)
     part = replace(inputs, users=anon, affinity=inputs.affinity.iloc[0:0],
                    user_clicks=inputs.user_clicks.iloc[0:0], consumed=inputs.consumed.iloc[0:0])
     pooled = pools.pooled(anon, part, settings.pool_sizes)
-    rows = join_features(pools.merged(pooled), views)
-    out = replace(blender, order="even").lists(pooled, rows[PAIR].assign(
-        score=ranker.score(rows)))
+    out = replace(blender, order="even").lists(pooled, _scored(pooled, views, ranker))
     log.info("hulk: the cold-start list blends %s",
              out["pool"].astype(str).value_counts().to_dict())
     return out.assign(user_id=COLD_START)
@@ -400,8 +404,6 @@ def scored_pools(settings: Settings, inputs: RefreshInputs, views: dict[str, pd.
     ``(pooled, scored)`` with pooled as :func:`pipeline.pools.pooled` and scored ``user_id``,
     ``item_id``, ``score`` (one row per distinct pair). Chunks hold about
     ``score_batch_rows`` candidates; progress (rows/s, ETA) is logged after each."""
-    from feature_store.compute import join_features
-
     t0 = time.perf_counter() if t0 is None else t0
     sizes, users = settings.pool_sizes, inputs.users
     chunk = max(1, settings.score_batch_rows // sum(sizes.values()))
@@ -409,8 +411,8 @@ def scored_pools(settings: Settings, inputs: RefreshInputs, views: dict[str, pd.
     for i in range(0, len(users), chunk):
         part = inputs.chunk(users[i:i + chunk])
         pooled = pools.pooled(part.users, part, sizes)
-        rows = join_features(pools.merged(pooled), views)
-        yield pooled, rows[PAIR].assign(score=ranker.score(rows))
+        rows = _scored(pooled, views, ranker)
+        yield pooled, rows
         scored += len(rows)
         done = min(i + chunk, len(users))
         rate = scored / (time.perf_counter() - t0)
