@@ -15,7 +15,8 @@ What it does:
    ``RANKLINE_BLEND_ORDER``, and Thompson in the other order too) and each seed, the
    marketplace plays ``--days`` days: each day every policy's lists are built from the
    outcomes it logged on the days before (its own bandit loop: impressions carry their pool,
-   rewards as :data:`models.blending.REWARDS`), then the day's requests show each user the
+   rewards as :data:`models.blending.REWARDS`; on top of the refresh's own posteriors, the
+   demo's ``user_pool`` view as of the refresh date), then the day's requests show each user the
    first ``slots_per_request`` items of their list (the popularity list for a user without
    one). The requests and the users' dice depend on (date, seed) only, so the policies meet
    the same users with the same dice: a paired comparison. Candidates and scores stay those of
@@ -23,9 +24,12 @@ What it does:
 3. Per policy: clicks, add-to-carts and purchases per user with a request (mean and spread over
    the seeds), the pools' shares of the shown slots, Thompson − each other policy per seed;
    new items (first seen within ``RANKLINE_NEW_ITEM_DAYS``): their share of the shown slots
-   and their clicks per impression; new users (first shown anything in the 7 days before):
-   purchases per user, and the share of them whose page showed every pool they had
-   candidates from.
+   and their clicks per impression; new users (the bandit's: fewer logged impressions on the
+   blended pools than ``RANKLINE_BLEND_PRIOR_STRENGTH`` at the refresh,
+   :func:`models.blending.new_users`): purchases per user, and the share of them whose page
+   showed every pool they had candidates from. Thompson is also played with new users'
+   lists in score order (``thompson/new-by-score``), the cost or gain of
+   ``RANKLINE_BLEND_NEW_USER_ORDER=even``.
 4. Off-policy, from the logging policy's logs of the first simulated day alone: IPS and SNIPS
    of each policy's clicks per request (propensities: P(the slate holds the item)), and IPS
    with the position-based model's examination ratio (estimated from the same logs), against
@@ -61,8 +65,9 @@ def main() -> None:
 
     from feature_store import io
     from feature_store.offline import read_views
-    from models.blending import REWARDS, Pooled, pool_posteriors, rank_by_score
+    from models.blending import REWARDS, Pooled, new_users, pool_totals, posteriors_from_totals, rank_by_score
     from models.registry import load_ranker
+    from pipeline.hulk import pool_totals as logged_totals
     from pipeline.hulk import refresh_inputs, scored_pools, top_k
     from pipeline.landing import valid_dates
     from pipeline.settings import get_settings
@@ -109,24 +114,38 @@ def main() -> None:
     merged["rank"] = merged.groupby("user_id").cumcount().to_numpy()
     fallback = inputs.pop.head(s.top_k).index.to_numpy()
     n_avail = pd.Series((prepared.available > 0).sum(axis=1), index=prepared.users)
+    # the refresh's posteriors: the user_pool view as of the refresh date (the logging
+    # policy's outcomes on its pools of the same names)
+    base = logged_totals(s, as_of, prepared.users)
+
+    def posteriors(outcomes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        both = pd.concat([base, pool_totals(outcomes)], ignore_index=True)
+        both = both.groupby(["user_id", "pool"], as_index=False)[
+            ["reward", "impressions"]].sum()
+        return posteriors_from_totals(both, names, s.blend_prior_strength)
+
     # new items: first seen in the items table within RANKLINE_NEW_ITEM_DAYS of the refresh;
-    # new users: first shown anything within the last 7 days
+    # new users: the bandit's at the refresh (the prior outweighs what was logged of them)
     new_items = inputs.new_items["item_id"].to_numpy()
-    first = io.read_dates(s.raw_dir, "impressions", dates, ["user_id"]).groupby("user_id")[
-        "date"].min()
-    new_users = first.index[first >= as_of - dt.timedelta(days=6)].to_numpy()
+    post0, priors0 = posteriors(pd.DataFrame({"user_id": [], "pool": [], "reward": []}))
+    fresh_users = prepared.users[new_users(prepared.users, post0, priors0)]
     print(f"as of {as_of}: {len(inputs.users):,} users, {len(scored):,} candidates scored "
           f"({t_shared:.1f} s with the inputs), pools {s.pool_sizes}, k={s.top_k}, "
           f"{source.slots} slots per request; {len(new_items)} new items (first seen in "
-          f"{s.new_item_days} days), {len(new_users):,} new users (first shown in 7 days)",
-          flush=True)
+          f"{s.new_item_days} days); {int(base['impressions'].sum()):,} logged impressions "
+          f"in the user_pool view, {len(fresh_users):,} new users (fewer than "
+          f"{s.blend_prior_strength:g} of them)", flush=True)
 
     weights = np.array([0.0, REWARDS["click"], REWARDS["add_to_cart"], REWARDS["purchase"]])
-    # label: (policy, order of the blended list)
-    order = s.blend_order
+    # label: (policy, order of the blended list, order of a new user's)
+    order, new_order = s.blend_order, s.blend_new_user_order
     other = "even" if order == "score" else "score"
-    specs = {"merged": ("merged", ""), "fixed": ("fixed", order), "greedy": ("greedy", order),
-             "thompson": ("thompson", order), f"thompson/{other}": ("thompson", other)}
+    other_new = "even" if new_order == "score" else "score"
+    specs = {"merged": ("merged", "", ""), "fixed": ("fixed", order, new_order),
+             "greedy": ("greedy", order, new_order),
+             "thompson": ("thompson", order, new_order),
+             f"thompson/{other}": ("thompson", other, other),
+             f"thompson/new-by-{other_new}": ("thompson", order, other_new)}
     policies = list(specs)
     rows, shares, first_lists = [], {}, {}
     for seed in range(args.seeds):
@@ -139,11 +158,12 @@ def main() -> None:
                 else:
                     outcomes = (pd.concat(logged[policy], ignore_index=True) if logged[policy]
                                 else pd.DataFrame({"user_id": [], "pool": [], "reward": []}))
-                    post, priors = pool_posteriors(outcomes, names, s.blend_prior_strength)
+                    post, priors = posteriors(outcomes)
                     lists, _ = prepared.blend(post, priors, k=s.top_k, policy=specs[policy][0],
                                               seed=s.seed + seed, date=date,
                                               min_slots=s.blend_min_slots,
-                                              fixed=s.fixed_shares, order=specs[policy][1])
+                                              fixed=s.fixed_shares, order=specs[policy][1],
+                                              new_user_order=specs[policy][2])
                 if seed == 0 and day == 1:
                     first_lists[policy] = lists
                 played = source.play(date, lists, fallback, seed=seed)
@@ -156,7 +176,7 @@ def main() -> None:
                     "reward": weights[grade[personal]]}))
                 users = played["user_id"].nunique()
                 is_new_item = np.isin(played["item_id"].to_numpy(), new_items)
-                is_new_user = np.isin(played["user_id"].to_numpy(), new_users)
+                is_new_user = np.isin(played["user_id"].to_numpy(), fresh_users)
                 nu = played[is_new_user & personal]
                 pools_seen = nu.groupby("user_id")["pool"].nunique()
                 rows.append({"seed": seed, "day": day, "policy": policy, "users": users,
@@ -208,14 +228,21 @@ def main() -> None:
               f"{t['new_item_clicks'] / max(t['new_item_shown'], 1):18.4f}  "
               f"{t['new_user_purchases'] / max(t['new_users'], 1):25.4f}  "
               f"{t['new_users_all_pools'] / max(t['new_users_personal'], 1):31.2f}")
+    # does the bandit's learning pay as the week goes on? Thompson − merged day by day
+    daily = df.groupby(["policy", "day", "seed"])[["purchases", "users"]].sum()
+    daily = (daily["purchases"] / daily["users"]).unstack("policy")
+    gap = (daily["thompson"] - daily["merged"]).groupby("day")
+    print("thompson − merged by day (mean over seeds): " + ", ".join(
+        f"day {d} {v:+.4f}" for d, v in gap.mean().items()))
     pu = per["purchases/user"].unstack("policy")
-    for base in ("merged", "fixed", "greedy", f"thompson/{other}"):
-        d = pu["thompson"] - pu[base]
+    for against in ("merged", "fixed", "greedy", f"thompson/{other}",
+                    f"thompson/new-by-{other_new}"):
+        d = pu["thompson"] - pu[against]
         spread = d.std(ddof=1) if len(d) > 1 else float("nan")
         verdict = ("thompson better" if d.min() > 0 and d.mean() > spread
                    else "thompson worse" if d.max() < 0 and -d.mean() > spread
                    else "no difference beyond the spread over seeds")
-        print(f"thompson − {base}: purchases/user {d.mean():+.4f} (per seed "
+        print(f"thompson − {against}: purchases/user {d.mean():+.4f} (per seed "
               f"{', '.join(f'{x:+.4f}' for x in d)}; sd {spread:.4f}): {verdict}")
 
     # off-policy: each policy's clicks per request on the first day, from the logging policy's
@@ -271,11 +298,11 @@ def main() -> None:
               f"{pbm.high * slots_per_req:.4f}]  (largest weight {pbm.max_weight:.0f})")
 
     # the cost of blending in the refresh, on the last day's posteriors
-    post, priors = pool_posteriors(pd.concat(logged["thompson"], ignore_index=True), names,
-                                   s.blend_prior_strength)
+    post, priors = posteriors(pd.concat(logged["thompson"], ignore_index=True))
     t1 = time.perf_counter()
     prepared.blend(post, priors, k=s.top_k, policy="thompson", seed=s.seed,
-                   date=as_of + dt.timedelta(days=1), min_slots=s.blend_min_slots)
+                   date=as_of + dt.timedelta(days=1), min_slots=s.blend_min_slots,
+                   order=order, new_user_order=new_order)
     t_blend = time.perf_counter() - t1 + t_prepare
     print(f"refresh cost: inputs + scoring {t_shared:.1f} s; merged top-k {t_merged:.2f} s; "
           f"thompson blend {t_blend:.2f} s ({len(post):,} posteriors); refresh time "

@@ -18,8 +18,10 @@ The pool's prior has mean ``(R_p + 2 m) / (N_p + 2)`` (``R_p``: the pool's rewar
 users, ``N_p``: its impressions, ``m`` the rate of all pools together, 1/2 when nothing was
 logged: a pool never shown starts at the others' rate, not above them) and weight ``strength``
 pseudo-impressions: ``alpha0 = strength * mean``, ``beta0 = strength * (1 - mean)``. A new user's
-posterior is the prior, so every pool is drawn from its global rate: a new user sees some of
-every pool (see also ``min_slots`` in :func:`slot_counts`).
+posterior is the prior, so every pool is drawn from its global rate, every pool gets at least
+``min_slots`` slots (:func:`slot_counts`), and a new user's list (fewer logged impressions than
+the prior's pseudo-impressions, :func:`new_users`) is interleaved evenly, so its first slots show
+some of every pool even where the rest are ordered by score.
 
 Draws are reproducible per (seed, date, user, pool position in the pools' list) and independent
 of how users are chunked: the uniform behind each draw is a hash of those four numbers, mapped
@@ -303,7 +305,8 @@ def rank_by_score(cands: pd.DataFrame, pools: Sequence[str]) -> pd.DataFrame:
 
 
 def interleave(cands: pd.DataFrame, pools: Sequence[str], counts: np.ndarray,
-               users: np.ndarray, order: str = "even") -> pd.DataFrame:
+               users: np.ndarray, order: str = "even",
+               even: np.ndarray | None = None) -> pd.DataFrame:
     """The blended list of every user: each pool's first ``counts[user, pool]`` candidates,
     interleaved evenly in the ratio of the counts (``order="even"``), or sorted by the
     candidates' ``score`` column (``order="score"``: a pool ordered by that score keeps its
@@ -316,11 +319,15 @@ def interleave(cands: pd.DataFrame, pools: Sequence[str], counts: np.ndarray,
         pools: the pools, in the column order of ``counts``.
         counts: slots per (user, pool), rows in the order of ``users`` (sorted).
         users: the users of ``counts``' rows, sorted.
+        even: optional booleans per user (``users``' order): these users' lists are
+            interleaved evenly whatever ``order`` (new users: :meth:`Pooled.blend`).
 
     Returns:
         ``user_id``, ``item_id``, ``pool``, ``rank`` (0-based slot), sorted by user and rank.
-        The j-th item of a pool with c slots sits at fraction ``(j + 1/2) / c`` of the list
-        (ties: the pool with fewer slots first, then the pools' order).
+        Evenly: the j-th item (0-based) of a pool with c slots sits at fraction ``j / c`` of
+        the list (ties: the pool with more slots first, then the pools' order), so the first
+        slots hold each pool's best, the largest pool leading, and the pools then alternate in
+        the ratio of their slots.
     """
     users = np.asarray(users, dtype=np.int64)
     col = pool_codes(cands["pool"], pools)
@@ -334,13 +341,17 @@ def interleave(cands: pd.DataFrame, pools: Sequence[str], counts: np.ndarray,
     j = cands["pool_rank"].to_numpy(dtype=np.int64)
     keep = np.flatnonzero(j < c)
     u = cands["user_id"].to_numpy(dtype=np.int64)[keep]
-    key, ck, pk = (j[keep] + 0.5) / c[keep], c[keep], col[keep]
-    if order == "score":
-        at = np.lexsort((pk, key, -cands["score"].to_numpy(dtype=float)[keep], u))
-    elif order == "even":
-        at = np.lexsort((pk, ck, key, u))
-    else:
+    key, ck, pk = j[keep] / c[keep], -c[keep], col[keep]
+    if order not in ("even", "score"):
         raise ValueError(f"unknown blend order {order!r}: even or score (RANKLINE_BLEND_ORDER)")
+    if order == "score":
+        # per user: by score, or (the users of ``even``) by the even keys
+        flat = (np.zeros(len(keep), dtype=bool) if even is None or not len(users)
+                else np.asarray(even, dtype=bool)[row[keep]])
+        score = -cands["score"].to_numpy(dtype=float)[keep]
+        at = np.lexsort((pk, np.where(flat, ck, key), np.where(flat, key, score), u))
+    else:
+        at = np.lexsort((pk, ck, key, u))
     rows = keep[at]
     out = pd.DataFrame({"user_id": u[at],
                         "item_id": cands["item_id"].to_numpy(dtype=np.int64)[rows],
@@ -398,22 +409,43 @@ class Pooled:
 
     def blend(self, posteriors: pd.DataFrame, priors: pd.DataFrame, *, k: int,
               policy: str = "thompson", seed: int = 0, date: dt.date, min_slots: int = 1,
-              fixed: Sequence[float] | None = None,
-              order: str = "even") -> tuple[pd.DataFrame, pd.DataFrame]:
+              fixed: Sequence[float] | None = None, order: str = "even",
+              new_user_order: str = "even") -> tuple[pd.DataFrame, pd.DataFrame]:
         """:func:`blend` of these candidates."""
         alpha, beta = posterior_matrix(self.users, self.pools, posteriors, priors)
         weights = pool_weights(policy, alpha, beta, seed=seed, date=date, users=self.users,
                                fixed=None if fixed is None else np.asarray(fixed, dtype=float))
         counts = slot_counts(weights, self.available, k, min_slots)
-        lists = interleave(self.cands, self.pools, counts, self.users, order)
+        if new_user_order not in ("even", "score"):
+            raise ValueError(f"unknown new users' order {new_user_order!r}: even or score "
+                             "(RANKLINE_BLEND_NEW_USER_ORDER)")
+        even = (new_users(self.users, posteriors, priors) if new_user_order == "even"
+                else None)
+        lists = interleave(self.cands, self.pools, counts, self.users, order, even)
         slots = pd.DataFrame(counts, columns=self.pools).assign(user_id=self.users)
         return lists, slots[["user_id", *self.pools]]
+
+
+def new_users(users: np.ndarray, posteriors: pd.DataFrame, priors: pd.DataFrame) -> np.ndarray:
+    """Which of ``users`` (sorted) the bandit knows less of than its prior: fewer logged
+    impressions on the blended pools, all together, than the prior's pseudo-impressions
+    (``alpha0 + beta0``, RANKLINE_BLEND_PRIOR_STRENGTH). A user never logged is new."""
+    users = np.asarray(users, dtype=np.int64)
+    strength = float((priors["alpha0"] + priors["beta0"]).iloc[0]) if len(priors) else 0.0
+    seen = np.zeros(len(users), dtype=np.float64)
+    if len(posteriors) and len(users):
+        ids = posteriors["user_id"].to_numpy(dtype=np.int64)
+        row = np.minimum(np.searchsorted(users, ids), len(users) - 1)
+        hit = users[row] == ids
+        np.add.at(seen, row[hit], posteriors["impressions"].to_numpy(dtype=float)[hit])
+    return seen < strength
 
 
 def blend(cands: pd.DataFrame, pools: Sequence[str], posteriors: pd.DataFrame,
           priors: pd.DataFrame, *, k: int, policy: str = "thompson", seed: int = 0,
           date: dt.date, min_slots: int = 1, fixed: Sequence[float] | None = None,
-          order: str = "even") -> tuple[pd.DataFrame, pd.DataFrame]:
+          order: str = "even", new_user_order: str = "even",
+          ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Blend every user's pooled candidates into one list of at most ``k`` items.
 
     Args:
@@ -423,6 +455,10 @@ def blend(cands: pd.DataFrame, pools: Sequence[str], posteriors: pd.DataFrame,
         policy, seed, fixed: :func:`pool_weights`; ``date``: the refresh date (draws are
             reproducible per seed, date and user).
         min_slots: :func:`slot_counts`; order: :func:`interleave`'s.
+        new_user_order: the order of a new user's list (:func:`new_users`: the prior outweighs
+            what was logged of them): ``even`` interleaves the pools whatever ``order``, so
+            the first slots show some of every pool (the prior's blend); ``score`` as
+            ``order``.
 
     Returns:
         ``(lists, slots)``: lists as :func:`interleave`; slots has ``user_id`` and one column
@@ -430,4 +466,4 @@ def blend(cands: pd.DataFrame, pools: Sequence[str], posteriors: pd.DataFrame,
     """
     return Pooled.of(cands, pools, k).blend(posteriors, priors, k=k, policy=policy, seed=seed,
                                             date=date, min_slots=min_slots, fixed=fixed,
-                                            order=order)
+                                            order=order, new_user_order=new_user_order)

@@ -329,6 +329,7 @@ class Blender:
     min_slots: int
     fixed: list[float]
     order: str = "score"
+    new_user_order: str = "even"
 
     @classmethod
     def from_settings(cls, settings: Settings, as_of: dt.date,
@@ -351,7 +352,8 @@ class Blender:
                  {p: round(a / (a + b), 4) for p, a, b in zip(
                      priors.index, priors["alpha0"], priors["beta0"], strict=True)})
         return cls(names, post, priors, settings.blend, settings.top_k, settings.seed, as_of,
-                   settings.blend_min_slots, settings.fixed_shares, settings.blend_order)
+                   settings.blend_min_slots, settings.fixed_shares, settings.blend_order,
+                   settings.blend_new_user_order)
 
     def lists(self, pooled: pd.DataFrame, scored: pd.DataFrame) -> pd.DataFrame:
         """Every user's blended list (``user_id``, ``item_id``, ``score``, ``pool``, in rank
@@ -362,7 +364,8 @@ class Blender:
         c = rank_by_score(pooled.merge(scored, on=PAIR), self.pools)
         out, _ = blend(c, self.pools, self.posteriors, self.priors, k=self.k,
                        policy=self.policy, seed=self.seed, date=self.date,
-                       min_slots=self.min_slots, fixed=self.fixed, order=self.order)
+                       min_slots=self.min_slots, fixed=self.fixed, order=self.order,
+                       new_user_order=self.new_user_order)
         return out[["user_id", "item_id", "score", "pool"]]
 
 

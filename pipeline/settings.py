@@ -297,6 +297,13 @@ class Settings(BaseSettings):
         "(the best items lose the top positions) and showed new items ten times as often: "
         "bench/blending.py.",
     )
+    blend_new_user_order: str = Field(
+        default="even", pattern=r"^(even|score)$",
+        description="Order of a new user's blended list (fewer logged impressions on the "
+        "blended pools than RANKLINE_BLEND_PRIOR_STRENGTH: the prior outweighs their evidence): "
+        "even interleaves the pools, so the first slots show some of every pool (as the "
+        "cold-start list); score follows RANKLINE_BLEND_ORDER.",
+    )
     blend_fixed: str = Field(
         default="", pattern=r"^$|^[0-9.]+(,[0-9.]+)*$",
         description="The fixed policy's shares, one per pool in RANKLINE_POOLS' order; empty: "

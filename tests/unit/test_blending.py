@@ -204,3 +204,37 @@ def test_candidates_of_a_pool_not_blended_are_refused():
     cands = pd.DataFrame({"user_id": [1], "item_id": [2], "pool": ["trending"], "pool_rank": [0]})
     with pytest.raises(ValueError, match="pools not blended"):
         blending.Pooled.of(cands, POOLS, 10)
+
+
+def test_in_score_order_a_new_users_first_slots_still_show_every_pool():
+    # the champion likes popular items best: in score order the other pools sink to the end
+    users = [1, 999]
+    cands = _cands(users).assign(
+        score=lambda f: np.where(f["pool"] == "popular", 10.0, 0.0) - f["pool_rank"])
+    rows = [(1, p, 0.1) for p in POOLS for _ in range(10)]  # user 1: 30 impressions logged
+    post, priors = blending.pool_posteriors(
+        pd.DataFrame(rows, columns=["user_id", "pool", "reward"]), POOLS, strength=20.0)
+    assert blending.new_users(np.array(users), post, priors).tolist() == [False, True]
+    lists, _ = blending.blend(cands, POOLS, post, priors, k=9, seed=1, date=DAY,
+                              order="score")
+    first = lists.groupby(["user_id", "pool"], observed=True)["rank"].min().unstack()
+    # new: interleaved evenly, every pool's first item in the first half of the list
+    assert (first.loc[999] < 9 / 2).all() and first.loc[999].notna().all()
+    new = lists[lists["user_id"] == 999]
+    assert new["rank"][new["pool"] != "popular"].min() < new["rank"][
+        new["pool"] == "popular"].max()  # not the score's order
+    # known: the champion's order, every popular item before the other pools'
+    old = lists[lists["user_id"] == 1]
+    assert old["rank"][old["pool"] != "popular"].min() > old["rank"][
+        old["pool"] == "popular"].max()
+    got = cands.set_index(["user_id", "item_id"]).loc[
+        list(zip(old["user_id"], old["item_id"], strict=True)), "score"].to_numpy()
+    assert (np.diff(got) <= 0).all()
+    # new_user_order=score: the new user's list follows the score as well
+    lists, _ = blending.blend(cands, POOLS, post, priors, k=9, seed=1, date=DAY,
+                              order="score", new_user_order="score")
+    new = lists[lists["user_id"] == 999]
+    assert new["rank"][new["pool"] != "popular"].min() > new["rank"][
+        new["pool"] == "popular"].max()
+    with pytest.raises(ValueError, match="new users' order"):
+        blending.blend(cands, POOLS, post, priors, k=9, date=DAY, new_user_order="random")
