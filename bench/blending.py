@@ -3,7 +3,7 @@ with each policy's lists as what its users are shown.
 
 Run after ``make demo`` (it reads the demo's champion, features and logs):
 
-    .venv/bin/python bench/blending.py [--days 7] [--seeds 3] [--pools ...]
+    .venv/bin/python bench/blending.py [--days 7] [--seeds 3] [--nightly] [--pools ...]
 
 What it does:
 
@@ -20,7 +20,11 @@ What it does:
    first ``slots_per_request`` items of their list (the popularity list for a user without
    one). The requests and the users' dice depend on (date, seed) only, so the policies meet
    the same users with the same dice: a paired comparison. Candidates and scores stay those of
-   the refresh date all week (one refresh, played for a week).
+   the refresh date all week (one refresh, played for a week), or with ``--nightly`` the
+   refresh runs every night on the demo's own dates (the last ``--days`` of them are played,
+   each after a refresh as of the night before, its features and ``user_pool`` view from the
+   demo's logs), as production refreshes: a policy's lists are never stale, and what a bandit
+   learns is only what its own outcomes add.
 3. Per policy: clicks, add-to-carts and purchases per user with a request (mean and spread over
    the seeds), the pools' shares of the shown slots, Thompson − each other policy per seed;
    new items (first seen within ``RANKLINE_NEW_ITEM_DAYS``): their share of the shown slots
@@ -47,12 +51,17 @@ import argparse
 import datetime as dt
 import os
 import time
+from dataclasses import dataclass
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--days", type=int, default=7)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--nightly", action="store_true",
+                    help="refresh every night before a played day (the demo's dates: the "
+                    "last --days of them are played), instead of one refresh played for "
+                    "--days days after the demo")
     ap.add_argument("--pools",
                     default="popular:100,category:100,co_clicks:100,new_items:30,embedding:100",
                     help="RANKLINE_POOLS of the simulated refresh")
@@ -80,61 +89,91 @@ def main() -> None:
     dates = valid_dates(s, io.list_dates(s.raw_dir, "impressions"))
     if not dates:
         raise SystemExit(f"no validated dates under {s.raw_dir}: run `make demo` first")
-    as_of = dates[-1]
+    if args.nightly:  # a refresh each night before a played day, the last played day last
+        if len(dates) < args.days + 1:
+            raise SystemExit(f"--nightly --days {args.days} needs {args.days + 1} validated "
+                             f"dates of the demo, found {len(dates)}")
+        nights = dates[-args.days - 1:-1]
+        plays = [n + dt.timedelta(days=1) for n in nights]
+    else:  # one refresh as of the demo's last date, played for the days after it
+        nights = [dates[-1]]
+        plays = [dates[-1] + dt.timedelta(days=d) for d in range(1, args.days + 1)]
+    as_of = nights[0]
     champ = champion_uri(s)
-    if s.encoder_features:
-        from pipeline.pretraining import embed_dates
-
-        embed_dates(s, [as_of])
+    ranker = load_ranker(champ["model_uri"], s.n_threads)
     source = get_source(s)
     names = list(s.pool_sizes)
+    empty = pd.DataFrame({"user_id": [], "pool": [], "reward": []})
 
-    t0 = time.perf_counter()
-    views = read_views(s.offline_dir, as_of)
-    ranker = load_ranker(champ["model_uri"], s.n_threads)
-    inputs = refresh_inputs(s, as_of, views)
-    parts = list(scored_pools(s, inputs, views, ranker))
-    t_shared = time.perf_counter() - t0
-    pooled = pd.concat([p for p, _ in parts], ignore_index=True)
-    scored = pd.concat([r for _, r in parts], ignore_index=True)
-    del parts
-    pooled["pool"] = pooled["pool"].astype(pd.CategoricalDtype(names))
-    # within each pool the champion's order (as the refresh blends)
-    c = rank_by_score(pooled.merge(scored, on=["user_id", "item_id"]), names)
-    t1 = time.perf_counter()
-    prepared = Pooled.of(c, names, s.top_k)
-    t_prepare = time.perf_counter() - t1
-    t1 = time.perf_counter()
-    merged = top_k(scored["user_id"].to_numpy(), scored["item_id"].to_numpy(),
-                   scored["score"].to_numpy(), s.top_k)
-    t_merged = time.perf_counter() - t1
-    # the pool of each merged item: its best pool (as the blend would keep it)
-    merged = merged.merge(prepared.cands[["user_id", "item_id", "pool"]], on=["user_id", "item_id"],
-                          how="left")
-    merged["rank"] = merged.groupby("user_id").cumcount().to_numpy()
-    fallback = inputs.pop.head(s.top_k).index.to_numpy()
-    n_avail = pd.Series((prepared.available > 0).sum(axis=1), index=prepared.users)
-    # the refresh's posteriors: the user_pool view as of the refresh date (the logging
-    # policy's outcomes on its pools of the same names)
-    base = logged_totals(s, as_of, prepared.users)
+    @dataclass
+    class Night:
+        """One refresh: every user's pools scored by the champion, ready to blend."""
 
-    def posteriors(outcomes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-        both = pd.concat([base, pool_totals(outcomes)], ignore_index=True)
-        both = both.groupby(["user_id", "pool"], as_index=False)[
-            ["reward", "impressions"]].sum()
-        return posteriors_from_totals(both, names, s.blend_prior_strength)
+        as_of: dt.date
+        prepared: Pooled
+        merged: pd.DataFrame  # the k best by score, each item's (best) pool
+        fallback: np.ndarray
+        n_avail: pd.Series  # pools with candidates, per user
+        base: pd.DataFrame  # the user_pool view's totals (the refresh's posteriors)
+        new_items: np.ndarray
+        t_shared: float
+        t_prepare: float
+        t_merged: float
+        n_scored: int
 
-    # new items: first seen in the items table within RANKLINE_NEW_ITEM_DAYS of the refresh;
-    # new users: the bandit's at the refresh (the prior outweighs what was logged of them)
-    new_items = inputs.new_items["item_id"].to_numpy()
-    post0, priors0 = posteriors(pd.DataFrame({"user_id": [], "pool": [], "reward": []}))
-    fresh_users = prepared.users[new_users(prepared.users, post0, priors0)]
-    print(f"as of {as_of}: {len(inputs.users):,} users, {len(scored):,} candidates scored "
-          f"({t_shared:.1f} s with the inputs), pools {s.pool_sizes}, k={s.top_k}, "
-          f"{source.slots} slots per request; {len(new_items)} new items (first seen in "
-          f"{s.new_item_days} days); {int(base['impressions'].sum()):,} logged impressions "
+        def posteriors(self, outcomes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+            both = pd.concat([self.base, pool_totals(outcomes)], ignore_index=True)
+            both = both.groupby(["user_id", "pool"], as_index=False)[
+                ["reward", "impressions"]].sum()
+            return posteriors_from_totals(both, names, s.blend_prior_strength)
+
+    def refresh(night: dt.date) -> Night:
+        if s.encoder_features:
+            from pipeline.pretraining import embed_dates
+
+            embed_dates(s, [night])
+        t0 = time.perf_counter()
+        views = read_views(s.offline_dir, night)
+        inputs = refresh_inputs(s, night, views)
+        parts = list(scored_pools(s, inputs, views, ranker))
+        t_shared = time.perf_counter() - t0
+        pooled = pd.concat([p for p, _ in parts], ignore_index=True)
+        scored = pd.concat([r for _, r in parts], ignore_index=True)
+        del parts
+        pooled["pool"] = pooled["pool"].astype(pd.CategoricalDtype(names))
+        # within each pool the champion's order (as the refresh blends)
+        c = rank_by_score(pooled.merge(scored, on=["user_id", "item_id"]), names)
+        t1 = time.perf_counter()
+        prepared = Pooled.of(c, names, s.top_k)
+        t_prepare = time.perf_counter() - t1
+        t1 = time.perf_counter()
+        merged = top_k(scored["user_id"].to_numpy(), scored["item_id"].to_numpy(),
+                       scored["score"].to_numpy(), s.top_k)
+        t_merged = time.perf_counter() - t1
+        # the pool of each merged item: its best pool (as the blend would keep it)
+        merged = merged.merge(prepared.cands[["user_id", "item_id", "pool"]],
+                              on=["user_id", "item_id"], how="left")
+        merged["rank"] = merged.groupby("user_id").cumcount().to_numpy()
+        return Night(night, prepared, merged, inputs.pop.head(s.top_k).index.to_numpy(),
+                     pd.Series((prepared.available > 0).sum(axis=1), index=prepared.users),
+                     # the logging policy's outcomes on its pools of the same names
+                     logged_totals(s, night, prepared.users),
+                     # first seen in the items table within RANKLINE_NEW_ITEM_DAYS
+                     inputs.new_items["item_id"].to_numpy(), t_shared, t_prepare, t_merged,
+                     len(scored))
+
+    cur = refresh(as_of)
+    # new users: the bandit's at the first refresh (the prior outweighs what was logged)
+    post0, priors0 = cur.posteriors(empty)
+    fresh_users = cur.prepared.users[new_users(cur.prepared.users, post0, priors0)]
+    print(f"as of {as_of}: {len(cur.prepared.users):,} users, {cur.n_scored:,} candidates scored "
+          f"({cur.t_shared:.1f} s with the inputs), pools {s.pool_sizes}, k={s.top_k}, "
+          f"{source.slots} slots per request; {len(cur.new_items)} new items (first seen in "
+          f"{s.new_item_days} days); {int(cur.base['impressions'].sum()):,} logged impressions "
           f"in the user_pool view, {len(fresh_users):,} new users (fewer than "
-          f"{s.blend_prior_strength:g} of them)", flush=True)
+          f"{s.blend_prior_strength:g} of them); "
+          + (f"a refresh every night, {nights[0]} .. {nights[-1]}" if args.nightly
+             else f"one refresh played {plays[0]} .. {plays[-1]}"), flush=True)
 
     weights = np.array([0.0, REWARDS["click"], REWARDS["add_to_cart"], REWARDS["purchase"]])
     # label: (policy, order of the blended list, order of a new user's)
@@ -148,34 +187,39 @@ def main() -> None:
              f"thompson/new-by-{other_new}": ("thompson", order, other_new)}
     policies = list(specs)
     rows, shares, first_lists = [], {}, {}
-    for seed in range(args.seeds):
-        logged: dict[str, list[pd.DataFrame]] = {p: [] for p in policies}
-        for day in range(1, args.days + 1):
-            date = as_of + dt.timedelta(days=day)
+    logged: dict[tuple[int, str], list[pd.DataFrame]] = {
+        (seed, p): [] for seed in range(args.seeds) for p in policies}
+    for day, date in enumerate(plays, start=1):
+        if args.nightly and cur.as_of != nights[day - 1]:
+            del cur
+            cur = refresh(nights[day - 1])
+            print(f"night {cur.as_of}: {cur.n_scored:,} candidates scored in {cur.t_shared:.1f} s",
+                  flush=True)
+        for seed in range(args.seeds):
             for policy in policies:
                 if policy == "merged":
-                    lists = merged
+                    lists = cur.merged
                 else:
-                    outcomes = (pd.concat(logged[policy], ignore_index=True) if logged[policy]
-                                else pd.DataFrame({"user_id": [], "pool": [], "reward": []}))
-                    post, priors = posteriors(outcomes)
-                    lists, _ = prepared.blend(post, priors, k=s.top_k, policy=specs[policy][0],
-                                              seed=s.seed + seed, date=date,
-                                              min_slots=s.blend_min_slots,
-                                              fixed=s.fixed_shares, order=specs[policy][1],
-                                              new_user_order=specs[policy][2])
+                    own = logged[seed, policy]
+                    post, priors = cur.posteriors(pd.concat(own, ignore_index=True) if own
+                                                else empty)
+                    lists, _ = cur.prepared.blend(post, priors, k=s.top_k,
+                                                policy=specs[policy][0], seed=s.seed + seed,
+                                                date=date, min_slots=s.blend_min_slots,
+                                                fixed=s.fixed_shares, order=specs[policy][1],
+                                                new_user_order=specs[policy][2])
                 if seed == 0 and day == 1:
-                    first_lists[policy] = lists
-                played = source.play(date, lists, fallback, seed=seed)
+                    first_lists[policy] = (lists, cur.fallback)
+                played = source.play(date, lists, cur.fallback, seed=seed)
                 grade = (played["clicked"].to_numpy(dtype=int) + played["carted"].to_numpy(
                     dtype=int) + played["bought"].to_numpy(dtype=int))
                 personal = played["pool"].notna().to_numpy()
-                logged[policy].append(pd.DataFrame({
+                logged[seed, policy].append(pd.DataFrame({
                     "user_id": played["user_id"].to_numpy()[personal],
                     "pool": played["pool"].astype(str).to_numpy()[personal],
                     "reward": weights[grade[personal]]}))
                 users = played["user_id"].nunique()
-                is_new_item = np.isin(played["item_id"].to_numpy(), new_items)
+                is_new_item = np.isin(played["item_id"].to_numpy(), cur.new_items)
                 is_new_user = np.isin(played["user_id"].to_numpy(), fresh_users)
                 nu = played[is_new_user & personal]
                 pools_seen = nu.groupby("user_id")["pool"].nunique()
@@ -190,12 +234,14 @@ def main() -> None:
                              "new_users": int(played.loc[is_new_user, "user_id"].nunique()),
                              "new_user_purchases": int(played["bought"].to_numpy()[
                                  is_new_user].sum()),
-                             "new_users_all_pools": int((pools_seen >= n_avail.reindex(
+                             "new_users_all_pools": int((pools_seen >= cur.n_avail.reindex(
                                  pools_seen.index).fillna(0).to_numpy()).sum()),
                              "new_users_personal": len(pools_seen)})
                 sh = played.loc[personal, "pool"].astype(str).value_counts()
-                shares[policy] = shares.get(policy, 0) + sh
-        done = pd.DataFrame(rows)
+                shares[policy] = sh.add(shares.get(policy, pd.Series(dtype=float)),
+                                        fill_value=0)
+    done = pd.DataFrame(rows)
+    for seed in range(args.seeds):
         last = done[done["seed"] == seed].groupby("policy")[["purchases", "users"]].sum()
         print(f"seed {seed}: purchases/user " + ", ".join(
             f"{p} {last.loc[p, 'purchases'] / last.loc[p, 'users']:.4f}" for p in policies),
@@ -234,6 +280,15 @@ def main() -> None:
     gap = (daily["thompson"] - daily["merged"]).groupby("day")
     print("thompson − merged by day (mean over seeds): " + ", ".join(
         f"day {d} {v:+.4f}" for d, v in gap.mean().items()))
+    if args.days > 7:  # and week by week, per seed (purchases over users, summed over the week)
+        weekly = df.assign(week=(df["day"] - 1) // 7 + 1).groupby(
+            ["policy", "week", "seed"])[["purchases", "users"]].sum()
+        weekly = (weekly["purchases"] / weekly["users"]).unstack("policy")
+        for against in ("merged", "fixed"):
+            for week, g in (weekly["thompson"] - weekly[against]).groupby("week"):
+                print(f"thompson − {against}, week {week}: {g.mean():+.4f} (per seed "
+                      f"{', '.join(f'{x:+.4f}' for x in g)}; sd "
+                      f"{g.std(ddof=1) if len(g) > 1 else float('nan'):.4f})")
     pu = per["purchases/user"].unstack("policy")
     for against in ("merged", "fixed", "greedy", f"thompson/{other}",
                     f"thompson/new-by-{other_new}"):
@@ -249,7 +304,7 @@ def main() -> None:
     # logs of that day alone (its impressions' propensities), against the simulation
     from models.ope import estimate
 
-    day1 = as_of + dt.timedelta(days=1)
+    day1 = plays[0]
     frames = source.frames(day1)
     imp = frames["impressions"].to_pandas()
     clicked = imp["event_id"].isin(frames["clicks"].column("impression_id").to_numpy())
@@ -267,7 +322,7 @@ def main() -> None:
     print(f"{'policy':>10s}  {'simulated':>9s}  {'IPS':>26s}  {'SNIPS':>9s}  "
           f"{'IPS x examination':>26s}")
     for policy in policies:
-        lists = first_lists[policy]
+        lists, fallback = first_lists[policy]
         slate = lists[lists["rank"] < source.slots]
         with_list = np.isin(imp["user_id"], slate["user_id"].unique())
         cold = pd.DataFrame({"user_id": imp.loc[~with_list, "user_id"].unique()})
@@ -297,16 +352,17 @@ def main() -> None:
               f"  {pbm.value * slots_per_req:.4f} [{pbm.low * slots_per_req:.4f}, "
               f"{pbm.high * slots_per_req:.4f}]  (largest weight {pbm.max_weight:.0f})")
 
-    # the cost of blending in the refresh, on the last day's posteriors
-    post, priors = posteriors(pd.concat(logged["thompson"], ignore_index=True))
+    # the cost of blending in the refresh (the last night's), on the last day's posteriors
+    post, priors = cur.posteriors(pd.concat(logged[0, "thompson"], ignore_index=True))
     t1 = time.perf_counter()
-    prepared.blend(post, priors, k=s.top_k, policy="thompson", seed=s.seed,
-                   date=as_of + dt.timedelta(days=1), min_slots=s.blend_min_slots,
-                   order=order, new_user_order=new_order)
-    t_blend = time.perf_counter() - t1 + t_prepare
-    print(f"refresh cost: inputs + scoring {t_shared:.1f} s; merged top-k {t_merged:.2f} s; "
-          f"thompson blend {t_blend:.2f} s ({len(post):,} posteriors); refresh time "
-          f"blended/merged: {(t_shared + t_blend) / (t_shared + t_merged):.2f}")
+    cur.prepared.blend(post, priors, k=s.top_k, policy="thompson", seed=s.seed,
+                       date=plays[-1], min_slots=s.blend_min_slots, order=order,
+                       new_user_order=new_order)
+    t_blend = time.perf_counter() - t1 + cur.t_prepare
+    print(f"refresh cost: inputs + scoring {cur.t_shared:.1f} s; merged top-k "
+          f"{cur.t_merged:.2f} s; thompson blend {t_blend:.2f} s ({len(post):,} posteriors); "
+          f"refresh time blended/merged: "
+          f"{(cur.t_shared + t_blend) / (cur.t_shared + cur.t_merged):.2f}")
     ratio = pu["thompson"].mean() / pu["merged"].mean()
     print(f"ratio purchases/user thompson/merged: {ratio:.4f}")
 
