@@ -29,11 +29,11 @@ What it does:
    the seeds), the pools' shares of the shown slots, Thompson − each other policy per seed;
    new items (first seen within ``RANKLINE_NEW_ITEM_DAYS``): their share of the shown slots
    and their clicks per impression; new users (the bandit's: fewer logged impressions on the
-   blended pools than ``RANKLINE_BLEND_PRIOR_STRENGTH`` at the refresh,
-   :func:`models.blending.new_users`): purchases per user, and the share of them whose page
-   showed every pool they had candidates from. Thompson is also played with new users'
-   lists in score order (``thompson/new-by-score``), the cost or gain of
-   ``RANKLINE_BLEND_NEW_USER_ORDER=even``.
+   blended pools than ``RANKLINE_BLEND_PRIOR_STRENGTH`` in the ``user_pool`` view of the
+   day's refresh, :func:`models.blending.new_users`): purchases per user, and the share of
+   them whose page showed every pool they had candidates from. In score order Thompson is also
+   played with new users' lists in the other order (``thompson/new-by-...``), the cost or
+   gain of ``RANKLINE_BLEND_NEW_USER_ORDER``.
 4. Off-policy, from the logging policy's logs of the first simulated day alone: IPS and SNIPS
    of each policy's clicks per request (propensities: P(the slate holds the item)), and IPS
    with the position-based model's examination ratio (estimated from the same logs), against
@@ -89,12 +89,15 @@ def main() -> None:
     dates = valid_dates(s, io.list_dates(s.raw_dir, "impressions"))
     if not dates:
         raise SystemExit(f"no validated dates under {s.raw_dir}: run `make demo` first")
+    if args.days < 1 or args.seeds < 1:
+        raise SystemExit("--days and --seeds must be at least 1")
     if args.nightly:  # a refresh each night before a played day, the last played day last
-        if len(dates) < args.days + 1:
-            raise SystemExit(f"--nightly --days {args.days} needs {args.days + 1} validated "
-                             f"dates of the demo, found {len(dates)}")
-        nights = dates[-args.days - 1:-1]
-        plays = [n + dt.timedelta(days=1) for n in nights]
+        nights, plays = dates[-args.days - 1:-1], dates[-args.days:]
+        if len(dates) < args.days + 1 or any(
+                p != n + dt.timedelta(days=1) for n, p in zip(nights, plays, strict=True)):
+            raise SystemExit(f"--nightly --days {args.days} needs the demo's last "
+                             f"{args.days + 1} dates validated and consecutive: "
+                             f"{[str(d) for d in dates[-args.days - 1:]]}")
     else:  # one refresh as of the demo's last date, played for the days after it
         nights = [dates[-1]]
         plays = [dates[-1] + dt.timedelta(days=d) for d in range(1, args.days + 1)]
@@ -116,6 +119,7 @@ def main() -> None:
         n_avail: pd.Series  # pools with candidates, per user
         base: pd.DataFrame  # the user_pool view's totals (the refresh's posteriors)
         new_items: np.ndarray
+        fresh: np.ndarray  # new users: fewer logged impressions than the prior's strength
         t_shared: float
         t_prepare: float
         t_merged: float
@@ -154,23 +158,24 @@ def main() -> None:
         merged = merged.merge(prepared.cands[["user_id", "item_id", "pool"]],
                               on=["user_id", "item_id"], how="left")
         merged["rank"] = merged.groupby("user_id").cumcount().to_numpy()
+        # the logging policy's outcomes on its pools of the same names
+        base = logged_totals(s, night, prepared.users)
+        post, priors = posteriors_from_totals(base, names, s.blend_prior_strength)
         return Night(night, prepared, merged, inputs.pop.head(s.top_k).index.to_numpy(),
                      pd.Series((prepared.available > 0).sum(axis=1), index=prepared.users),
-                     # the logging policy's outcomes on its pools of the same names
-                     logged_totals(s, night, prepared.users),
+                     base,
                      # first seen in the items table within RANKLINE_NEW_ITEM_DAYS
-                     inputs.new_items["item_id"].to_numpy(), t_shared, t_prepare, t_merged,
-                     len(scored))
+                     inputs.new_items["item_id"].to_numpy(),
+                     # new users: the bandit's as of the refresh (the prior outweighs the logs)
+                     prepared.users[new_users(prepared.users, post, priors)],
+                     t_shared, t_prepare, t_merged, len(scored))
 
     cur = refresh(as_of)
-    # new users: the bandit's at the first refresh (the prior outweighs what was logged)
-    post0, priors0 = cur.posteriors(empty)
-    fresh_users = cur.prepared.users[new_users(cur.prepared.users, post0, priors0)]
     print(f"as of {as_of}: {len(cur.prepared.users):,} users, {cur.n_scored:,} candidates scored "
           f"({cur.t_shared:.1f} s with the inputs), pools {s.pool_sizes}, k={s.top_k}, "
           f"{source.slots} slots per request; {len(cur.new_items)} new items (first seen in "
           f"{s.new_item_days} days); {int(cur.base['impressions'].sum()):,} logged impressions "
-          f"in the user_pool view, {len(fresh_users):,} new users (fewer than "
+          f"in the user_pool view, {len(cur.fresh):,} new users (fewer than "
           f"{s.blend_prior_strength:g} of them); "
           + (f"a refresh every night, {nights[0]} .. {nights[-1]}" if args.nightly
              else f"one refresh played {plays[0]} .. {plays[-1]}"), flush=True)
@@ -183,8 +188,9 @@ def main() -> None:
     specs = {"merged": ("merged", "", ""), "fixed": ("fixed", order, new_order),
              "greedy": ("greedy", order, new_order),
              "thompson": ("thompson", order, new_order),
-             f"thompson/{other}": ("thompson", other, other),
-             f"thompson/new-by-{other_new}": ("thompson", order, other_new)}
+             f"thompson/{other}": ("thompson", other, other)}
+    if order == "score":  # in even order every user's list is interleaved evenly anyway
+        specs[f"thompson/new-by-{other_new}"] = ("thompson", order, other_new)
     policies = list(specs)
     rows, shares, first_lists = [], {}, {}
     logged: dict[tuple[int, str], list[pd.DataFrame]] = {
@@ -220,7 +226,7 @@ def main() -> None:
                     "reward": weights[grade[personal]]}))
                 users = played["user_id"].nunique()
                 is_new_item = np.isin(played["item_id"].to_numpy(), cur.new_items)
-                is_new_user = np.isin(played["user_id"].to_numpy(), fresh_users)
+                is_new_user = np.isin(played["user_id"].to_numpy(), cur.fresh)
                 nu = played[is_new_user & personal]
                 pools_seen = nu.groupby("user_id")["pool"].nunique()
                 rows.append({"seed": seed, "day": day, "policy": policy, "users": users,
@@ -290,8 +296,7 @@ def main() -> None:
                       f"{', '.join(f'{x:+.4f}' for x in g)}; sd "
                       f"{g.std(ddof=1) if len(g) > 1 else float('nan'):.4f})")
     pu = per["purchases/user"].unstack("policy")
-    for against in ("merged", "fixed", "greedy", f"thompson/{other}",
-                    f"thompson/new-by-{other_new}"):
+    for against in ("merged", "fixed", "greedy", *policies[4:]):
         d = pu["thompson"] - pu[against]
         spread = d.std(ddof=1) if len(d) > 1 else float("nan")
         verdict = ("thompson better" if d.min() > 0 and d.mean() > spread

@@ -18,10 +18,11 @@ The pool's prior has mean ``(R_p + 2 m) / (N_p + 2)`` (``R_p``: the pool's rewar
 users, ``N_p``: its impressions, ``m`` the rate of all pools together, 1/2 when nothing was
 logged: a pool never shown starts at the others' rate, not above them) and weight ``strength``
 pseudo-impressions: ``alpha0 = strength * mean``, ``beta0 = strength * (1 - mean)``. A new user's
-posterior is the prior, so every pool is drawn from its global rate, every pool gets at least
-``min_slots`` slots (:func:`slot_counts`), and a new user's list (fewer logged impressions than
-the prior's pseudo-impressions, :func:`new_users`) is interleaved evenly, so its first slots show
-some of every pool even where the rest are ordered by score.
+posterior is the prior, so every pool is drawn from its global rate; every pool with candidates
+gets ``min_slots`` slots while the floors fit in k (:func:`slot_counts`); and by default
+(``new_user_order="even"``) a new user's list (fewer logged impressions than the prior's
+pseudo-impressions, :func:`new_users`) is interleaved evenly, so its first slots show some of
+every pool even where the others' lists are ordered by score.
 
 Draws are reproducible per (seed, date, user, pool position in the pools' list) and independent
 of how users are chunked: the uniform behind each draw is a hash of those four numbers, mapped
@@ -330,6 +331,8 @@ def interleave(cands: pd.DataFrame, pools: Sequence[str], counts: np.ndarray,
         the ratio of their slots.
     """
     users = np.asarray(users, dtype=np.int64)
+    if even is not None and len(even) != len(users):
+        raise ValueError(f"even flags {len(even)} users, the counts {len(users)}")
     col = pool_codes(cands["pool"], pools)
     if (col < 0).any():
         raise ValueError(f"candidates of pools not blended: {sorted(set(cands['pool'][col < 0]))}")
@@ -412,15 +415,15 @@ class Pooled:
               fixed: Sequence[float] | None = None, order: str = "even",
               new_user_order: str = "even") -> tuple[pd.DataFrame, pd.DataFrame]:
         """:func:`blend` of these candidates."""
+        if new_user_order not in ("even", "score"):
+            raise ValueError(f"unknown new users' order {new_user_order!r}: even or score "
+                             "(RANKLINE_BLEND_NEW_USER_ORDER)")
         alpha, beta = posterior_matrix(self.users, self.pools, posteriors, priors)
         weights = pool_weights(policy, alpha, beta, seed=seed, date=date, users=self.users,
                                fixed=None if fixed is None else np.asarray(fixed, dtype=float))
         counts = slot_counts(weights, self.available, k, min_slots)
-        if new_user_order not in ("even", "score"):
-            raise ValueError(f"unknown new users' order {new_user_order!r}: even or score "
-                             "(RANKLINE_BLEND_NEW_USER_ORDER)")
-        even = (new_users(self.users, posteriors, priors) if new_user_order == "even"
-                else None)
+        even = (new_users(self.users, posteriors, priors)
+                if new_user_order == "even" and order == "score" else None)
         lists = interleave(self.cands, self.pools, counts, self.users, order, even)
         slots = pd.DataFrame(counts, columns=self.pools).assign(user_id=self.users)
         return lists, slots[["user_id", *self.pools]]
@@ -438,7 +441,7 @@ def new_users(users: np.ndarray, posteriors: pd.DataFrame, priors: pd.DataFrame)
         row = np.minimum(np.searchsorted(users, ids), len(users) - 1)
         hit = users[row] == ids
         np.add.at(seen, row[hit], posteriors["impressions"].to_numpy(dtype=float)[hit])
-    return seen < strength
+    return seen < strength * (1 - 1e-9)  # alpha0 + beta0 may exceed the strength by an ulp
 
 
 def blend(cands: pd.DataFrame, pools: Sequence[str], posteriors: pd.DataFrame,

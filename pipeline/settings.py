@@ -282,23 +282,23 @@ class Settings(BaseSettings):
         "popular, "
         "category and co_clicks sharing the candidates per user in thirds.",
     )
-    blend: str = Field(
-        default="merged", pattern=r"^(merged|thompson|greedy|fixed)$",
+    blend: Literal["merged", "thompson", "greedy", "fixed"] = Field(
+        default="merged",
         description="How the refresh mixes its pools: merged keeps the k best candidates by the "
         "champion's score whatever their pool; thompson blends the pools per user in the ratio "
         "of draws from each (user, pool) Beta posterior; greedy in the ratio of the posterior "
         "means; fixed in the ratio of RANKLINE_BLEND_FIXED.",
     )
-    blend_order: str = Field(
-        default="score", pattern=r"^(even|score)$",
+    blend_order: Literal["score", "even"] = Field(
+        default="score",
         description="Order of a blended list: score sorts the items the blend chose by the "
         "champion's score; even interleaves the pools in the ratio of their slots (each pool's "
         "own order is the champion's either way). Simulated, even cost 8 % of the purchases "
         "(the best items lose the top positions) and showed new items ten times as often: "
         "bench/blending.py.",
     )
-    blend_new_user_order: str = Field(
-        default="even", pattern=r"^(even|score)$",
+    blend_new_user_order: Literal["even", "score"] = Field(
+        default="even",
         description="Order of a new user's blended list (fewer logged impressions on the "
         "blended pools than RANKLINE_BLEND_PRIOR_STRENGTH: the prior outweighs their evidence): "
         "even interleaves the pools, so the first slots show some of every pool (as the "

@@ -238,3 +238,12 @@ def test_in_score_order_a_new_users_first_slots_still_show_every_pool():
         new["pool"] == "popular"].max()
     with pytest.raises(ValueError, match="new users' order"):
         blending.blend(cands, POOLS, post, priors, k=9, date=DAY, new_user_order="random")
+
+
+def test_even_interleave_opens_with_each_pools_best_the_largest_first():
+    out = blending.interleave(_cands([5]), POOLS, np.array([[8, 1, 1]]), np.array([5]))
+    assert out["pool"].astype(str).tolist()[:3] == ["popular", "category", "co_clicks"]
+    assert len(out) == 10
+    with pytest.raises(ValueError, match="even flags"):
+        blending.interleave(_cands([5]), POOLS, np.array([[8, 1, 1]]), np.array([5]),
+                            order="score", even=np.array([True, False]))
