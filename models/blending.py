@@ -133,6 +133,16 @@ def view_totals(view: pd.DataFrame, weights: Mapping[str, float] = REWARDS) -> p
                          "impressions": view["impressions"].to_numpy(dtype=np.int64)})
 
 
+def _rows_of(users: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``ids``, its row in ``users`` (sorted int64) and whether it is there at all
+    (``row`` is a valid index either way, 0 when ``users`` is empty)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(users) == 0:
+        return np.zeros(len(ids), dtype=np.int64), np.zeros(len(ids), dtype=bool)
+    row = np.minimum(np.searchsorted(users, ids), len(users) - 1)
+    return row, users[row] == ids
+
+
 def posterior_matrix(users: np.ndarray, pools: Sequence[str], posteriors: pd.DataFrame,
                      priors: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """``(alpha, beta)`` arrays of shape ``(len(users), len(pools))``: each user's posterior,
@@ -141,9 +151,7 @@ def posterior_matrix(users: np.ndarray, pools: Sequence[str], posteriors: pd.Dat
     alpha = np.tile(priors["alpha0"].reindex(list(pools)).to_numpy(dtype=float), (len(users), 1))
     beta = np.tile(priors["beta0"].reindex(list(pools)).to_numpy(dtype=float), (len(users), 1))
     if len(posteriors) and len(users):
-        row = np.searchsorted(users, posteriors["user_id"].to_numpy(dtype=np.int64))
-        row = np.minimum(row, len(users) - 1)
-        hit = users[row] == posteriors["user_id"].to_numpy(dtype=np.int64)
+        row, hit = _rows_of(users, posteriors["user_id"].to_numpy())
         col = pd.Index(list(pools)).get_indexer(posteriors["pool"])
         hit &= col >= 0
         alpha[row[hit], col[hit]] = posteriors["alpha"].to_numpy(dtype=float)[hit]
@@ -336,10 +344,7 @@ def interleave(cands: pd.DataFrame, pools: Sequence[str], counts: np.ndarray,
     col = pool_codes(cands["pool"], pools)
     if (col < 0).any():
         raise ValueError(f"candidates of pools not blended: {sorted(set(cands['pool'][col < 0]))}")
-    row = np.searchsorted(users, cands["user_id"].to_numpy(dtype=np.int64))
-    row = np.minimum(row, max(len(users) - 1, 0))
-    known = users[row] == cands["user_id"].to_numpy(dtype=np.int64) if len(users) else (
-        np.zeros(len(cands), dtype=bool))
+    row, known = _rows_of(users, cands["user_id"].to_numpy())
     c = np.where(known, counts[row, col] if len(users) else 0, 0)
     j = cands["pool_rank"].to_numpy(dtype=np.int64)
     keep = np.flatnonzero(j < c)
@@ -437,9 +442,7 @@ def new_users(users: np.ndarray, posteriors: pd.DataFrame, priors: pd.DataFrame)
     strength = float((priors["alpha0"] + priors["beta0"]).iloc[0]) if len(priors) else 0.0
     seen = np.zeros(len(users), dtype=np.float64)
     if len(posteriors) and len(users):
-        ids = posteriors["user_id"].to_numpy(dtype=np.int64)
-        row = np.minimum(np.searchsorted(users, ids), len(users) - 1)
-        hit = users[row] == ids
+        row, hit = _rows_of(users, posteriors["user_id"].to_numpy())
         np.add.at(seen, row[hit], posteriors["impressions"].to_numpy(dtype=float)[hit])
     return seen < strength * (1 - 1e-9)  # alpha0 + beta0 may exceed the strength by an ulp
 

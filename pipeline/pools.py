@@ -55,6 +55,12 @@ def _consumed_of(users: np.ndarray, consumed: pd.DataFrame) -> tuple[pd.DataFram
     return mine, mine.groupby("user_id").size().reindex(users, fill_value=0).to_numpy()
 
 
+def _none() -> pd.DataFrame:
+    """A pool's answer when it has nothing to give."""
+    return pd.DataFrame({"user_id": np.empty(0, np.int64), "item_id": np.empty(0, np.int64),
+                         "pool_rank": np.empty(0, np.int64)})
+
+
 def _ranked(frame: pd.DataFrame, n: int) -> pd.DataFrame:
     """The first ``n`` rows of each user (frame in pool order), numbered 0.. as ``pool_rank``."""
     top = frame.groupby("user_id", sort=False).head(n)
@@ -128,8 +134,7 @@ def new_items(users: np.ndarray, inputs: Any, n: int) -> pd.DataFrame:
     popular; the same list for everyone, less what each user consumed."""
     fresh = inputs.new_items
     if fresh.empty:
-        return _ranked(pd.DataFrame({"user_id": np.empty(0, np.int64),
-                                     "item_id": np.empty(0, np.int64)}), n)
+        return _none()
     p = inputs.pop.reindex(fresh["item_id"]).fillna(0).to_numpy()
     order = np.lexsort((fresh["item_id"].to_numpy(), -p,
                         -fresh["first_seen"].map(lambda d: d.toordinal()).to_numpy()))
@@ -143,8 +148,7 @@ def embedding(users: np.ndarray, inputs: Any, n: int) -> pd.DataFrame:
     users = np.asarray(users, dtype=np.int64)
     vecs = inputs.encoder
     if vecs is None or n <= 0:
-        return _ranked(pd.DataFrame({"user_id": np.empty(0, np.int64),
-                                     "item_id": np.empty(0, np.int64)}), n)
+        return _none()
     from feature_store.embeddings import vector_columns
 
     u, i = vecs["user"], vecs["item"]
@@ -157,8 +161,7 @@ def embedding(users: np.ndarray, inputs: Any, n: int) -> pd.DataFrame:
     mine_consumed, n_used = _consumed_of(mine_ids, inputs.consumed)
     depth = int(min(len(item_ids), n + (n_used.max() if len(n_used) else 0)))
     if depth == 0 or len(mine_ids) == 0:
-        return _ranked(pd.DataFrame({"user_id": np.empty(0, np.int64),
-                                     "item_id": np.empty(0, np.int64)}), n)
+        return _none()
     top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
     top_scores = np.take_along_axis(scores, top, axis=1)
     top = np.take_along_axis(top, np.argsort(-top_scores, axis=1, kind="stable"), axis=1)
