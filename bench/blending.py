@@ -26,7 +26,9 @@ What it does:
    demo's logs), as production refreshes: a policy's lists are never stale, and what a bandit
    learns is only what its own outcomes add.
 3. Per policy: clicks, add-to-carts and purchases per user with a request (mean and spread over
-   the seeds), the pools' shares of the shown slots, Thompson − each other policy per seed;
+   the seeds), the pools' shares of the shown slots, Thompson − each other policy per seed,
+   and Thompson − merged and − fixed with a 95 % paired bootstrap interval over user-days
+   (one group per user and day of each seed: every policy met the same requests);
    new items (first seen within ``RANKLINE_NEW_ITEM_DAYS``): their share of the shown slots
    and their clicks per impression; new users (the bandit's: fewer logged impressions on the
    blended pools than ``RANKLINE_BLEND_PRIOR_STRENGTH`` in the ``user_pool`` view of the
@@ -193,6 +195,7 @@ def main() -> None:
         specs[f"thompson/new-by-{other_new}"] = ("thompson", order, other_new)
     policies = list(specs)
     rows, shares, first_lists = [], {}, {}
+    user_days: dict[tuple[int, int], dict[str, pd.Series]] = {}  # purchases per user
     logged: dict[tuple[int, str], list[pd.DataFrame]] = {
         (seed, p): [] for seed in range(args.seeds) for p in policies}
     for day, date in enumerate(plays, start=1):
@@ -243,6 +246,8 @@ def main() -> None:
                              "new_users_all_pools": int((pools_seen >= cur.n_avail.reindex(
                                  pools_seen.index).fillna(0).to_numpy()).sum()),
                              "new_users_personal": len(pools_seen)})
+                user_days.setdefault((seed, day), {})[policy] = played.groupby("user_id")[
+                    "bought"].sum()
                 sh = played.loc[personal, "pool"].astype(str).value_counts()
                 shares[policy] = sh.add(shares.get(policy, pd.Series(dtype=float)),
                                         fill_value=0)
@@ -304,6 +309,16 @@ def main() -> None:
                    else "no difference beyond the spread over seeds")
         print(f"thompson − {against}: purchases/user {d.mean():+.4f} (per seed "
               f"{', '.join(f'{x:+.4f}' for x in d)}; sd {spread:.4f}): {verdict}")
+
+    # paired over groups: a user-day is one group (every policy met the same requests), its
+    # purchases under Thompson minus under the other policy
+    from models.metrics import paired_bootstrap
+
+    ud = pd.concat([pd.DataFrame(v).fillna(0) for v in user_days.values()], ignore_index=True)
+    for against in ("merged", "fixed"):
+        m, lo, hi = paired_bootstrap((ud["thompson"] - ud[against]).to_numpy(), seed=s.seed)
+        print(f"thompson − {against}: purchases per user-day {m:+.4f} [{lo:+.4f}, {hi:+.4f}] "
+              f"(95 % paired bootstrap over {len(ud):,} user-days, {args.seeds} seeds)")
 
     # off-policy: each policy's clicks per request on the first day, from the logging policy's
     # logs of that day alone (its impressions' propensities), against the simulation
