@@ -4,7 +4,8 @@
 LocalExecutor scheduler for the home (PIDs and logs as ``rankline up``'s), and drives them over
 Airflow's REST API, as a user would from the UI:
 
-1. ``ingest`` unpaused, its dates created as one backfill of two runs at a time (a date's
+1. ``ingest``'s dates created as one backfill (while it is paused, then unpaused: see
+   :meth:`Scheduler.backfill`), two runs at a time (a date's
    acquire and validate beside the previous date's features, which go in date order: each
    date's 28-day features read the dates before it), progress per finished date;
 2. ``train`` unpaused: the scheduler fires its latest missed 02:00 run, which trains as of the
@@ -37,6 +38,7 @@ from pipeline.settings import Settings
 DAG_IDS = ("ingest", "train", "hulk_refresh")
 TERMINAL = {"success", "failed"}
 POLL_S = 2.0
+PAGE = 100  # Airflow's default [api] maximum_page_limit
 
 
 class DemoFailed(RuntimeError):
@@ -133,8 +135,15 @@ class Scheduler:
         self._send("PATCH", f"/dags/{dag_id}", {"is_paused": paused})
 
     def runs(self, dag_id: str) -> list[dict[str, Any]]:
-        """Every run of ``dag_id`` (the demo's homes hold a few dozen)."""
-        return self._get(f"/dags/{dag_id}/dagRuns", limit=1000)["dag_runs"]
+        """Every run of ``dag_id``, page by page: the API answers at most
+        ``[api] maximum_page_limit`` (100) runs a request, whatever ``limit`` asks."""
+        out: list[dict[str, Any]] = []
+        while True:
+            page = self._get(f"/dags/{dag_id}/dagRuns", limit=PAGE, offset=len(out),
+                             order_by="id")
+            out += page["dag_runs"]
+            if not page["dag_runs"] or len(out) >= page["total_entries"]:
+                return out
 
     def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         """One run of ``dag_id``."""
@@ -147,7 +156,18 @@ class Scheduler:
 
     def backfill(self, dag_id: str, first: dt.date, last: dt.date, runs: int = 2) -> None:
         """One backfill of ``first``..``last``, ``runs`` runs at a time; dates whose run
-        succeeded already are kept, failed ones run again."""
+        succeeded already are kept, failed ones run again.
+
+        Create it while ``dag_id`` is paused (:func:`run_demo` does): Airflow commits the
+        backfill's runs one by one, and when its SQLite database stays locked mid-way it answers
+        503 and deletes the runs it made. A scheduler that had already started one of them then
+        dies on it (``FOREIGN KEY constraint failed`` creating its task instances, then
+        ``ObjectDeletedError``). The scheduler starts no run of a paused DAG, so the clean-up
+        is harmless and the retry of a 503 creates the backfill whole.
+        """
+        if not self.paused(dag_id):
+            raise DemoFailed(f"{dag_id} must be paused while its backfill is created (a 503 "
+                             "mid-way deletes runs the scheduler may have started)")
         self._send("POST", "/backfills", {
             "dag_id": dag_id, "from_date": _iso(first), "to_date": _iso(last),
             "reprocess_behavior": "failed", "max_active_runs": runs})
@@ -245,10 +265,11 @@ def run_demo(settings: Settings, dates: list[dt.date], echo: Callable[[str], Non
     try:
         echo(f"[demo] Airflow ready ({time.monotonic() - t0:.0f}s); ingest: backfill "
              f"{dates[0]}..{dates[-1]}")
-        sched.set_paused("ingest", False)
+        sched.set_paused("ingest", True)  # while the backfill is created: Scheduler.backfill
         if stale := sched.cancel_backfills("ingest"):  # an earlier demo's, held by a failure
             echo(f"[demo] cancelled unfinished ingest backfill(s) {stale}")
         sched.backfill("ingest", dates[0], dates[-1])
+        sched.set_paused("ingest", False)
         try:
             _wait_dates(sched, dates, echo)
         except DemoFailed:

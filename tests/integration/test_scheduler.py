@@ -321,3 +321,48 @@ def test_services_start_once_replace_a_stale_pid_file_and_stop_the_whole_group(t
         services.stop("toy", home, timeout=5)
     assert services.group_members(new) == [] and services.status(home) == {}
     assert services.stop("toy", home) is False  # nothing to stop is no error
+
+
+def test_a_backfill_of_more_dates_than_the_demo_is_created_whole_and_run_by_the_scheduler(
+        tmp_path, monkeypatch):
+    """The demo's own REST client (``pipeline.orchestrate.Scheduler``) backfills 120 dates (the
+    demo has 20; the real-log bench 150): created whole while ``ingest`` is paused, every date
+    once, listed past the API's page of 100, then run by the scheduler in date order without the
+    scheduler dying on a run that a failed creation deleted."""
+    from pipeline import orchestrate
+    from pipeline.settings import Settings
+
+    home = tmp_path / "var"
+    for k, v in base_env(home).items():
+        monkeypatch.setenv(k, v)
+    first, n = dt.date(2026, 1, 1), 120
+    monkeypatch.setenv("RANKLINE_START_DATE", first.isoformat())
+    sched = orchestrate.Scheduler(Settings(home=home), services.free_port(), print)
+    log = services.log_file("airflow-scheduler", home)
+    try:
+        sched.start()
+        sched.set_paused("ingest", False)
+        with pytest.raises(orchestrate.DemoFailed, match="must be paused"):
+            sched.backfill("ingest", first, first + dt.timedelta(days=n - 1))
+        sched.set_paused("ingest", True)
+        sched.backfill("ingest", first, first + dt.timedelta(days=n - 1))
+        runs = sched.runs("ingest")
+        dates = sorted(r["logical_date"][:10] for r in runs)
+        assert dates == [(first + dt.timedelta(days=k)).isoformat() for k in range(n)]
+        assert {r["run_type"] for r in runs} == {"backfill"}
+        assert {r["state"] for r in runs} == {"queued"}  # paused: none started
+        sched.set_paused("ingest", False)
+        deadline = time.monotonic() + TIMEOUT_S
+        while (done := sorted(r["logical_date"][:10] for r in sched.runs("ingest")
+                              if r["state"] == "success")) [:3] != dates[:3]:
+            sched._alive()  # raises DemoFailed with the scheduler's log if it died
+            assert "failed" not in {r["state"] for r in sched.runs("ingest")}, log.read_text()
+            assert time.monotonic() < deadline, f"after {TIMEOUT_S}s only {done} succeeded"
+            time.sleep(2)
+        assert len(sched.runs("ingest")) == n
+        assert "IntegrityError" not in log.read_text()
+    finally:
+        try:
+            sched.cancel_backfills("ingest")
+        finally:
+            sched.stop()
