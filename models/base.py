@@ -29,6 +29,36 @@ class Ranker(abc.ABC):
         """One score per row."""
 
 
+JUDGED_COLUMNS = ["user_id", "item_id", "label", "is_negative"]
+"""The columns :func:`judged` reads."""
+
+
+def judged(rows: pd.DataFrame, keys: Sequence[str] = ("user_id", "date")) -> pd.DataFrame:
+    """The rows as a ranking of them is judged (pure): impressions only (the sampled negatives
+    were never shown, so nothing says how they would have fared), one row per ``keys`` and item
+    with the best label it got, and a dense ``group`` per ``keys`` (in order of appearance).
+
+    The held-out evaluation, early stopping and model selection all judge these groups."""
+    keys = list(keys)
+    shown = rows[~rows["is_negative"].to_numpy(bool)]
+    best = shown.groupby([*keys, "item_id"], sort=False)["label"].transform("max")
+    out = shown.assign(label=best.to_numpy()).drop_duplicates([*keys, "item_id"])
+    return out.assign(group=out.groupby(keys, sort=False).ngroup().to_numpy()
+                      ).reset_index(drop=True)
+
+
+def keep_negatives(rows: pd.DataFrame, n: int) -> pd.DataFrame:
+    """``rows`` with at most ``n`` sampled negatives per request: the first ``n`` in row order,
+    a random subset of those written, since rows sit in random order inside a request (pure)."""
+    neg = rows["is_negative"].to_numpy(bool)
+    if not neg.any():
+        return rows
+    rank = rows[neg].groupby("request_id", sort=False).cumcount().to_numpy()
+    keep = np.ones(len(rows), dtype=bool)
+    keep[np.flatnonzero(neg)[rank >= n]] = False
+    return rows[keep].reset_index(drop=True) if not keep.all() else rows
+
+
 @dataclass(frozen=True)
 class TrainingSet:
     """Where the labelled rows of a split are, not the rows themselves: a family reads what it
@@ -41,18 +71,43 @@ class TrainingSet:
     checkpoint_dir: Path | None = None
     """Where families that train in epochs write a checkpoint after each (None: nowhere)."""
 
+    negatives: int | None = None
+    """Sampled negatives kept per request in the training rows (the first ``negatives`` of
+    those written, which sit in random order inside a request); None: every one written."""
+
     def read(self, part: str = "train", columns: list[str] | None = None) -> pd.DataFrame:
         """The rows of ``train`` or ``valid`` (only ``columns`` when given; ``request_id`` is
-        always read), sorted by ``request_id`` (a group's rows together)."""
+        always read), sorted by ``request_id`` (a group's rows together).
+
+        Training rows keep :attr:`negatives` sampled negatives per request. Validation rows are
+        the groups the held-out evaluation judges (:func:`judged`): impressions only, one row
+        per (user, item) and date with its best label, one group (``request_id``) per user and
+        date, so early stopping and model selection see what is ranked, not how well sampled
+        negatives are told from shown items."""
         paths = {"train": self.train_paths, "valid": self.valid_paths}[part]
         if not paths:
             raise ValueError(f"the training set has no {part} rows")
+        need = ["request_id", *(JUDGED_COLUMNS if part == "valid" else
+                                ["is_negative"] if self.negatives is not None else [])]
         if columns is not None:
-            columns = list(dict.fromkeys(["request_id", *columns]))
-        frames = [pd.read_parquet(p, columns=columns) for p in paths]
+            columns = list(dict.fromkeys([*need, *columns]))
+        frames, groups = [], 0
+        for path in paths:
+            rows = pd.read_parquet(path, columns=columns)
+            if part == "valid":  # one date a path: a group per user
+                rows = judged(rows, keys=("user_id",))
+                rows["request_id"] = rows.pop("group") + groups
+                groups += int(rows["request_id"].nunique())
+            elif self.negatives is not None:
+                rows = keep_negatives(rows, self.negatives)
+            frames.append(rows)
         rows = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         return rows.sort_values("request_id", kind="stable").reset_index(drop=True)
 
+    def partition(self, i: int) -> pd.DataFrame:
+        """Training partition ``i`` (one date's rows), with :attr:`negatives` kept."""
+        rows = pd.read_parquet(self.train_paths[i])
+        return rows if self.negatives is None else keep_negatives(rows, self.negatives)
 
     def sample(self, n: int = 50) -> pd.DataFrame:
         """The first ``n`` rows of the first validation (else training) partition: an input

@@ -306,7 +306,8 @@ def main(spec_path: str) -> None:
         d = spec["data"]
         data = TrainingSet(tuple(map(Path, d["train_paths"])), tuple(map(Path, d["valid_paths"])),
                            Path(d["pretrained"]) if d["pretrained"] else None,
-                           Path(d["checkpoint_dir"]) if d["checkpoint_dir"] else None)
+                           Path(d["checkpoint_dir"]) if d["checkpoint_dir"] else None,
+                           d.get("negatives"))
         report = model.train_loop(data, worker)
         if worker.is_main:
             tmp = out / f"model.pt.{os.getpid()}.tmp"

@@ -347,7 +347,7 @@ class NeuralRanker(ModelFamily):
         cfg = self.ddp
         threads = max(1, (self.params["threads"] or len(os.sched_getaffinity(0))) // cfg.procs)
         spec = {**self._spec(), "data": {k: getattr(data, k) for k in (
-            "train_paths", "valid_paths", "pretrained", "checkpoint_dir")}}
+            "train_paths", "valid_paths", "pretrained", "checkpoint_dir", "negatives")}}
         if cfg.nnodes > 1 and data.checkpoint_dir is None:
             raise ValueError("training on several hosts needs a checkpoint folder on storage "
                              "every host shares (the train task's: RANKLINE_HOME)")
@@ -395,8 +395,8 @@ class NeuralRanker(ModelFamily):
             del logged
         if self.stream:  # one partition at a time: statistics first, in one pass
             stats = RowStats()
-            for path in data.train_paths:
-                stats.add(self._squash(self._features(part := pd.read_parquet(path))),
+            for i in range(len(data.train_paths)):
+                stats.add(self._squash(self._features(part := data.partition(i))),
                           seen_items(part) if self.init == "scratch" else None)
                 del part
             self.mean, self.std, n_rows = *stats.mean_std(), stats.rows
@@ -438,7 +438,7 @@ class NeuralRanker(ModelFamily):
             t_epoch = time.perf_counter()
             # every rank reads the same partitions in the same order and draws the same batches
             for part in ([whole] if whole is not None else (
-                    self._prepare(pd.read_parquet(data.train_paths[i]))
+                    self._prepare(data.partition(i))
                     for i in rng.permutation(len(data.train_paths)))):
                 for batch in length_batches(part.seq_lengths, bg, rng):
                     if len(batch) < worker.world:  # a share for every rank, or nobody steps
@@ -536,7 +536,8 @@ class NeuralRanker(ModelFamily):
         encoder = (hashlib.sha256(Path(data.pretrained).read_bytes()).hexdigest()
                    if data.pretrained is not None else None)
         return {"spec": self._spec(), "train": files_of(data.train_paths),
-                "valid": files_of(data.valid_paths), "encoder": encoder}
+                "valid": files_of(data.valid_paths), "negatives": data.negatives,
+                "encoder": encoder}
 
     def _checkpoint(self, path: Path, data: TrainingSet, worker: Worker, opt: Any,
                     rng: np.random.Generator, st: LoopState) -> None:

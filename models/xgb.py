@@ -23,7 +23,16 @@ import numpy as np
 import pandas as pd
 
 from feature_store.definitions import model_features
-from models.base import ModelFamily, TrainingSet, TrainReport, files_of, requirements
+from models.base import (
+    JUDGED_COLUMNS,
+    ModelFamily,
+    TrainingSet,
+    TrainReport,
+    files_of,
+    judged,
+    keep_negatives,
+    requirements,
+)
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +248,7 @@ class XGBoostRanker(ModelFamily):
                        "every": self.checkpoint_rounds, "dask": self.dask,
                        "stream": self.stream, "dropped": list(self.dropped),
                        "train": files_of(data.train_paths),
-                       "valid": files_of(data.valid_paths)}
+                       "valid": files_of(data.valid_paths), "negatives": data.negatives}
         booster, done, before = resume(path, fingerprint, early)
         total = self.params["n_estimators"]
         params["n_estimators"] = total - done
@@ -291,7 +300,8 @@ class XGBoostRanker(ModelFamily):
                     continue
                 # query ids unique across partitions: each partition's offset is the number of
                 # queries before it (one cheap pass over the request_id column)
-                counts = np.array(client.gather(client.map(_count, paths, pure=False)))
+                counts = np.array(client.gather(client.map(
+                    _count, paths, valid=name == "valid", negatives=data.negatives, pure=False)))
                 offsets = query_offsets(counts[:, 0])
                 # the training curve's sample: about TRAIN_CURVE_ROWS rows of whole queries
                 share = min(1.0, TRAIN_CURVE_ROWS / max(int(counts[:, 1].sum()), 1))
@@ -299,6 +309,7 @@ class XGBoostRanker(ModelFamily):
                                            sample=share if name == "train" else 0.0,
                                            seed=seed, dropped=self.dropped,
                                            ordered=self.params["lambdarank_unbiased"],
+                                           valid=name == "valid", negatives=data.negatives,
                                            meta=_partition_meta(),
                                            enforce_metadata=False)
                 n_rows = n_rows or int(counts[:, 1].sum())  # the training rows
@@ -349,7 +360,9 @@ class XGBoostRanker(ModelFamily):
         from models.xgb_stream import train_booster
 
         parts = {"train": list(data.train_paths), "valid": list(data.valid_paths)}
-        counts = {k: np.array([_count(p) for p in v]).reshape(-1, 2) for k, v in parts.items()}
+        counts = {k: np.array([_count(p, k == "valid", data.negatives) for p in v]
+                              ).reshape(-1, 2) for k, v in parts.items()}
+        valid = set(parts["valid"])
         offsets = {k: query_offsets(c[:, 0]).tolist() for k, c in counts.items()}
         rows = int(counts["train"][:, 1].sum())
         share, seed = min(1.0, TRAIN_CURVE_ROWS / max(rows, 1)), self.params["random_state"]
@@ -360,9 +373,9 @@ class XGBoostRanker(ModelFamily):
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="rankline-xgb-") as cache:
             booster, res, batch = train_booster(
-                params, parts, offsets, lambda p, o: _partition(p, o, share, seed, self.dropped,
-                                                 self.params["lambdarank_unbiased"]), Path(cache),
-                resumed)
+                params, parts, offsets, lambda p, o: _partition(
+                    p, o, share, seed, self.dropped, self.params["lambdarank_unbiased"],
+                    valid=p in valid, negatives=data.negatives), Path(cache), resumed)
         seconds = time.perf_counter() - t0
         self._trained(data)
         best = booster.attr("best_iteration")
@@ -426,10 +439,26 @@ def query_offsets(queries: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(queries)[:-1]]).astype(np.int64)
 
 
-def _count(path: Any) -> tuple[int, int]:
-    """The queries (distinct ``request_id``) and rows of one training partition."""
-    req = pd.read_parquet(path, columns=["request_id"])["request_id"]
-    return int(req.nunique()), len(req)
+def _count(path: Any, valid: bool = False, negatives: int | None = None) -> tuple[int, int]:
+    """The queries and rows of one partition as :func:`_partition` reads it."""
+    if not valid and negatives is None:
+        req = pd.read_parquet(path, columns=["request_id"])["request_id"]
+        return int(req.nunique()), len(req)
+    rows = _read_part(path, ["request_id"], valid, negatives)
+    return int(rows["request_id"].nunique()), len(rows)
+
+
+def _read_part(path: Any, columns: list[str], valid: bool, negatives: int | None) -> pd.DataFrame:
+    """One partition's rows as ``TrainingSet.read`` gives them: validation rows as judged (a
+    group per user: a partition is one date), training rows with ``negatives`` kept."""
+    if valid:
+        rows = judged(pd.read_parquet(path, columns=list(dict.fromkeys(
+            [*columns, *JUDGED_COLUMNS]))), keys=("user_id",))
+        return rows.assign(request_id=rows.pop("group"))
+    if negatives is None:
+        return pd.read_parquet(path, columns=columns)
+    rows = pd.read_parquet(path, columns=list(dict.fromkeys([*columns, "is_negative"])))
+    return keep_negatives(rows, negatives)
 
 
 def _partition_meta() -> pd.DataFrame:
@@ -449,13 +478,17 @@ def by_position(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _partition(path: Any, offset: int, sample: float, seed: int,
-               dropped: Sequence[str] = (), ordered: bool = False) -> pd.DataFrame:
+               dropped: Sequence[str] = (), ordered: bool = False, valid: bool = False,
+               negatives: int | None = None) -> pd.DataFrame:
     """One training partition as a Dask partition: the features as float32 (``dropped`` ones
     missing), the label, a query id unique across partitions (``offset`` + this partition's
     dense ids, sorted; ``ordered``: the impressions only, in the order shown, :func:`by_position`)
-    and whether the query is in the training-curve sample."""
-    rows = pd.read_parquet(path, columns=["request_id", "label", *model_features(),
-                                          *(["position"] if ordered else [])])
+    and whether the query is in the training-curve sample. ``valid``: a validation partition,
+    judged as the evaluation judges (:func:`models.base.judged`, never ``ordered``);
+    ``negatives``: sampled negatives kept per training request (None: all)."""
+    ordered = ordered and not valid
+    rows = _read_part(path, ["request_id", "label", *model_features(),
+                             *(["position"] if ordered else [])], valid, negatives)
     rows = (by_position(rows) if ordered else
             rows.sort_values("request_id", kind="stable").reset_index(drop=True))
     local = query_ids(rows).astype(np.int64)

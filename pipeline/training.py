@@ -77,12 +77,11 @@ def _read(settings: Settings, dates: list[str]) -> pd.DataFrame:
 
 
 def eval_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """Evaluation rows: impressions only, one row per (user, date, item), best label kept."""
-    imp = rows[~rows["is_negative"]]
-    best = imp.groupby(["user_id", "date", "item_id"], sort=False)["label"].transform("max")
-    out = imp.assign(label=best).drop_duplicates(["user_id", "date", "item_id"])
-    group = out["user_id"].astype(str) + "|" + out["date"].astype(str)
-    return out.assign(group=pd.factorize(group)[0]).reset_index(drop=True)
+    """Evaluation rows: impressions only, one row per (user, date, item), best label kept, a
+    ``group`` per (user, date): :func:`models.base.judged`, as early stopping judges."""
+    from models.base import judged
+
+    return judged(rows)
 
 
 def training_set(settings: Settings, split: dict[str, list[str]], pretrained: Path | None = None,

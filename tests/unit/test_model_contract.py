@@ -27,7 +27,7 @@ def tiny_rows(n_requests: int, seed: int) -> pd.DataFrame:
     history = {u: list(rng.integers(0, 80, rng.integers(0, 12))) for u in np.unique(users)}
     return pd.DataFrame({
         "request_id": np.repeat(np.arange(n_requests), 8), "user_id": users,
-        "item_id": rng.integers(0, 80, n), "label": label,
+        "item_id": rng.integers(0, 80, n), "label": label, "is_negative": False,
         "seq": [history[u] for u in users], **feats})
 
 
