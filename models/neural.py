@@ -237,7 +237,7 @@ class NeuralRanker(ModelFamily):
             "device": settings.device, "seed": settings.seed,
             "threads": settings.family_threads, "ddp": settings.ddp,
             "stream": settings.stream_rows, "drop_features": settings.dropped_features,
-            "unbiased": settings.unbiased, **overrides})
+            "unbiased": bool(settings.unbiased), **overrides})
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:

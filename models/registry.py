@@ -21,6 +21,9 @@ FAMILIES: dict[str, str] = {
 CONTROLS: dict[str, str] = {"neural": "neural_scratch"}
 """Family -> its control (the same architecture without what the family adds), compared side by
 side in the demo summary."""
+PROBE = "xgboost"
+"""The family that chooses a log's training rows (how many sampled negatives, position
+debiasing) on the validation dates for every family: deterministic, and quick on a few dates."""
 
 
 class UnknownFamily(ValueError):

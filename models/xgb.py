@@ -131,7 +131,7 @@ class XGBoostRanker(ModelFamily):
             "device": settings.device, "seed": settings.seed, "n_jobs": settings.family_threads,
             "dask_workers": settings.dask_workers, "dask_scheduler": settings.dask_scheduler,
             "checkpoint_rounds": settings.checkpoint_rounds, "stream": settings.stream_rows,
-            "drop_features": settings.dropped_features, "unbiased": settings.unbiased,
+            "drop_features": settings.dropped_features, "unbiased": bool(settings.unbiased),
             **overrides})
 
     @classmethod

@@ -271,9 +271,12 @@ def training_split_tasks() -> tuple[Any, Any, Any]:
 
     @task
     def training_set(planned: dict, encoder: dict | None) -> dict:
+        from pipeline.row_choice import resolve
         from pipeline.training import write_training_rows
 
         write_training_rows(settings(), planned["split"])  # after the embedding features
+        # which negatives and debiasing every family trains with, chosen on validation
+        resolve(settings(), planned["split"], planned["mlflow_run_id"], fresh=True)
         return planned
 
     planned = split()

@@ -99,9 +99,11 @@ def prepare_split(settings: Settings, as_of: dt.date, run_id: str, families: Seq
     :class:`models.base.TrainingSet`, with an encoder under ``tmp`` when a family needs one."""
     from models.registry import family_class
     from pipeline.pretraining import encoder_path, pretrain_encoder
+    from pipeline.row_choice import resolve
     from pipeline.training import build_training_set, training_set
 
     split = build_training_set(settings, as_of)
+    chosen = resolve(settings, split, fresh=True)  # the rows keep the chosen negatives
     pretrained = None
     if needing := [f for f in families if family_class(f).needs_pretrained]:
         only = settings.model_copy(update={"models": ",".join(needing),
@@ -111,7 +113,7 @@ def prepare_split(settings: Settings, as_of: dt.date, run_id: str, families: Seq
         with job_run(settings, "encoder", f"encoder as of {as_of}",
                      {"mlflow.parentRunId": run_id}) as child:
             pretrained = encoder_path(pretrain_encoder(only, split, child.info.run_id), tmp)
-    return split, training_set(settings, split, pretrained)
+    return split, training_set(chosen, split, pretrained)
 
 
 def subsample_groups(data: Any, fraction: float, seed: int, dst: Path,

@@ -59,10 +59,6 @@ class _CrossFieldProblems(ValueError):
         super().__init__("; ".join(problems))
 
 
-FUNNEL_NEGATIVES = 5
-"""Negatives per request of a funnel log when ``RANKLINE_NEGATIVES_PER_REQUEST`` is unset."""
-
-
 class Settings(BaseSettings):
     """Every rankline setting, its default for the embedded laptop run, and what it means."""
 
@@ -121,12 +117,16 @@ class Settings(BaseSettings):
     test_days: int = Field(default=2, ge=1, le=3660, description="Later held-out dates for evaluation.")
     negatives_per_request: int | None = Field(
         default=None, ge=0, le=1000,
-        description="Negatives sampled per request from the match set (items not shown), label "
-        "0. Unset: 5 for funnel logs (impressions are shown items, and the refresh ranks "
-        "unshown candidates too), 0 for rating logs (source=movielens, or RANKLINE_EVENT_LABELS "
-        "in the value>= form): every row of a rating log is an explicit judgement, and an "
-        "unrated item sampled as label 0 would sit level with a 1-star rating and teach "
-        "rated-versus-unrated, which is popularity.",
+        description="Negatives sampled per request from the match set (items not shown, by "
+        "recent clicks), label 0, in the training rows. Unset: chosen per log on the validation "
+        "dates among RANKLINE_NEGATIVE_CHOICES (the train DAG's training_set task; recorded in "
+        "its MLflow run), judged as the held-out evaluation judges: a count other than 0 only "
+        "when its paired interval over the validation groups is above zero.",
+    )
+    negative_choices: str = Field(
+        default="0,5", pattern=r"^[0-9]+(,[0-9]+)*$",
+        description="The negatives per request the validation choice tries when "
+        "RANKLINE_NEGATIVES_PER_REQUEST is unset (0 is always tried).",
     )
     models: str = Field(
         default="xgboost,neural", pattern=r"^[a-z0-9_]+(,[a-z0-9_]+)*$",
@@ -204,12 +204,14 @@ class Settings(BaseSettings):
         description="Model features every family leaves out (comma-separated; set to missing "
         "in training and scoring): a feature selection's proposal, accepted "
         "(rankline select-features prints it). Empty: every feature.")
-    unbiased: bool = Field(
-        default=False,
+    unbiased: bool | None = Field(
+        default=None,
         description="Position-debiased training from clicks: XGBoost's unbiased LambdaMART "
         "(lambdarank_unbiased), inverse-propensity weighted clicks for the neural families "
-        "(propensities estimated from the training rows' logged positions). False: clicks as "
-        "logged.")
+        "(propensities estimated from the training rows' logged positions). Unset: chosen per "
+        "log on the validation dates when the logs have positions (debiased only when its "
+        "paired interval over the validation groups is above zero); false: clicks as logged.",
+    )
     stream_rows: bool = Field(
         default=False,
         description="Every family reads the training rows one date at a time (XGBoost into "
@@ -537,13 +539,17 @@ class Settings(BaseSettings):
 
     @property
     def negatives(self) -> int:
-        """The negatives sampled per request: ``RANKLINE_NEGATIVES_PER_REQUEST``, or when unset
-        0 for rating logs and :data:`FUNNEL_NEGATIVES` otherwise (see the setting)."""
+        """The negatives sampled per request into the written rows: ``RANKLINE_NEGATIVES_PER_
+        REQUEST``, or when unset the largest of ``RANKLINE_NEGATIVE_CHOICES`` (the training
+        set keeps the chosen number of them: ``pipeline.row_choice``)."""
         if self.negatives_per_request is not None:
             return self.negatives_per_request
-        ratings = self.source == "movielens" or (
-            self.source == "interactions" and self.event_label_map.needs_value)
-        return 0 if ratings else FUNNEL_NEGATIVES
+        return max(self.negative_counts)
+
+    @property
+    def negative_counts(self) -> tuple[int, ...]:
+        """``RANKLINE_NEGATIVE_CHOICES`` as numbers, 0 first, each once."""
+        return tuple(sorted({0, *(int(x) for x in self.negative_choices.split(","))}))
 
     @property
     def event_label_map(self) -> EventLabels:

@@ -154,10 +154,12 @@ def run_trial(settings: Settings, plan: dict[str, Any], index: int,
 
     from models.registry import build, family_class
     from pipeline.pretraining import encoder_path
+    from pipeline.row_choice import resolve
     from pipeline.tracking import configure
     from pipeline.training import training_set
 
     exp_id = configure(settings)
+    settings = resolve(settings, plan["split"])  # the training rows the train DAG would use
     study = optuna.load_study(study_name=plan["study"], storage=storage(settings),
                               sampler=trial_sampler(settings, plan, index),
                               pruner=pruner(family_class(plan["family"]).prune_warmup))
@@ -348,11 +350,13 @@ def adopt(settings: Settings, plan: dict[str, Any], params: dict[str, Any],
     from models.metrics import paired_bootstrap, per_group_metrics
     from models.registry import build
     from pipeline.pretraining import encoder_path
+    from pipeline.row_choice import resolve
     from pipeline.training import _read, eval_rows, training_set
 
     none = {"mean": 0.0, "low": 0.0, "high": 0.0, "groups": 0, "adopted": False}
     if not plan.get("confirm"):
         return none
+    settings = resolve(settings, plan["split"])
     rows = eval_rows(_read(settings, plan["confirm"]))
     groups, labels = rows["group"].to_numpy(), rows["label"].to_numpy()
     current = best_params(settings, plan["family"]) if settings.sweep_defaults else None

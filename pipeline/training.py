@@ -84,16 +84,22 @@ def eval_rows(rows: pd.DataFrame) -> pd.DataFrame:
     return judged(rows)
 
 
+def partition_paths(settings: Settings, dates: list[str]) -> tuple[Path, ...]:
+    """The labelled rows' partition folders of ``dates`` (ISO)."""
+    return tuple(io.partition_dir(rows_dir(settings), "rows", dt.date.fromisoformat(d))
+                 for d in dates)
+
+
 def training_set(settings: Settings, split: dict[str, list[str]], pretrained: Path | None = None,
                  checkpoint_dir: Path | None = None) -> Any:
-    """The :class:`models.base.TrainingSet` reference of a split (the rows' Parquet folders)."""
+    """The :class:`models.base.TrainingSet` reference of a split (the rows' Parquet folders),
+    keeping ``RANKLINE_NEGATIVES_PER_REQUEST`` sampled negatives per request (unset: all those
+    written; :func:`pipeline.row_choice.resolve` fills it in)."""
     from models.base import TrainingSet
 
-    def paths(dates: list[str]) -> tuple[Path, ...]:
-        return tuple(io.partition_dir(rows_dir(settings), "rows", dt.date.fromisoformat(d))
-                     for d in dates)
-
-    return TrainingSet(paths(split["train"]), paths(split["valid"]), pretrained, checkpoint_dir)
+    return TrainingSet(partition_paths(settings, split["train"]),
+                       partition_paths(settings, split["valid"]), pretrained, checkpoint_dir,
+                       settings.negatives_per_request)
 
 
 def train_model(settings: Settings, split: dict[str, list[str]], run_id: str,
@@ -115,10 +121,13 @@ def train_model(settings: Settings, split: dict[str, list[str]], run_id: str,
     from feature_store.definitions import feature_spec, feature_versions, model_features
     from models.registry import build
     from pipeline.pretraining import encoder_path
+    from pipeline.row_choice import resolve
     from pipeline.tracking import MODEL_NAME, configure, log_figure, tag_version
 
     configure(settings)
     from pipeline.sweep import best_params
+
+    settings = resolve(settings, split)  # the split's training rows (the training_set task's)
 
     swept = best_params(settings, family) if settings.sweep_defaults else None
     model = build(family, settings, **(swept["params"] if swept else {}))
@@ -138,6 +147,7 @@ def train_model(settings: Settings, split: dict[str, list[str]], run_id: str,
             "valid_dates": f"{split['valid'][0]}..{split['valid'][-1]}",
             "test_dates": f"{split['test'][0]}..{split['test'][-1]}",
             "source": settings.source, "negatives_per_request": settings.negatives,
+            "position_debiased": settings.unbiased,
         })
         if model.needs_pretrained:
             mlflow.log_param(f"{family}.encoder", encoder["uri"])
@@ -272,7 +282,8 @@ def champion_window(params: dict[str, str], test_dates: list[str]) -> tuple[str 
 
 def should_promote(per_group: pd.DataFrame, *, challenger: str, min_groups: int,
                    confidence: float, n_resamples: int, seed: int,
-                   champion: ChampionInfo | None = None) -> GateDecision:
+                   champion: ChampionInfo | None = None,
+                   dates: int | None = None) -> GateDecision:
     """The promotion gate (pure): promote the challenger only on evidence that it is better.
 
     ``per_group`` holds one held-out group per row (groups with a relevant item, the same rows
@@ -344,6 +355,11 @@ def should_promote(per_group: pd.DataFrame, *, challenger: str, min_groups: int,
     if n < min_groups:
         verdict = (f"not promoted: {n:,} held-out groups are fewer than "
                    f"RANKLINE_GATE_MIN_GROUPS={min_groups}")
+        if dates:
+            more = int(np.ceil((min_groups - n) / (n / dates)))
+            verdict += (f"; at {n / dates:,.1f} groups a held-out date, {more} more date(s) "
+                        f"would give enough: RANKLINE_TEST_DAYS={dates + more} once the log "
+                        "has them")
     elif vs_base.low <= 0:
         verdict = f"not promoted: no evidence it beats {baseline} (lower bound <= 0)"
     elif vs_champ is not None and vs_champ.low <= 0:
@@ -410,7 +426,7 @@ def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
     decisions = {t["family"]: should_promote(
         ndcg, challenger=t["family"], min_groups=settings.gate_min_groups,
         confidence=settings.gate_confidence, n_resamples=settings.gate_bootstrap,
-        seed=settings.seed, champion=champion) for t in trained}
+        seed=settings.seed, champion=champion, dates=len(split["test"])) for t in trained}
     by_mean = sorted(decisions, key=lambda f: ndcg[f].mean(), reverse=True)
     chosen = next((f for f in by_mean if decisions[f].promoted), by_mean[0])
     decision = decisions[chosen]

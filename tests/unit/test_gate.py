@@ -113,6 +113,9 @@ def test_too_few_groups_are_refused_naming_the_setting():
     assert not d.promoted and d.vs_baseline.low > 0  # a clear win, but on too few groups
     assert "60 held-out groups are fewer than RANKLINE_GATE_MIN_GROUPS=100" in d.reason
     assert should_promote(table, **{**GATE, "min_groups": 60}).promoted
+    told = should_promote(table, **GATE, dates=2)  # 30 groups a date: 40 more need 2 dates
+    assert "at 30.0 groups a held-out date, 2 more date(s) would give enough: " \
+        "RANKLINE_TEST_DAYS=4" in told.reason
     empty = should_promote(table.iloc[:0], **GATE)
     assert not empty.promoted and empty.groups == 0 and "RANKLINE_GATE_MIN_GROUPS" in empty.reason
 

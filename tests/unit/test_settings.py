@@ -193,18 +193,18 @@ def test_a_malformed_redis_url_is_refused_without_its_password(env, url):
     assert "RANKLINE_REDIS_URL=" in msg and "s3cr3t" not in msg and "abc/def" not in msg
 
 
-@pytest.mark.parametrize(("given", "negatives"), [
-    ({}, 5),
-    ({"RANKLINE_SOURCE": "movielens"}, 0),
-    ({"RANKLINE_SOURCE": "interactions", "RANKLINE_SOURCE_URI": "/tmp/lake",
-      "RANKLINE_EVENT_LABELS": "value>=3:1,value>=4:2"}, 0),
-    ({"RANKLINE_SOURCE": "interactions", "RANKLINE_SOURCE_URI": "/tmp/lake"}, 5),
-    ({"RANKLINE_SOURCE": "movielens", "RANKLINE_NEGATIVES_PER_REQUEST": "3"}, 3),
-    ({"RANKLINE_NEGATIVES_PER_REQUEST": "0"}, 0),
+@pytest.mark.parametrize(("given", "written", "tried"), [
+    ({}, 5, (0, 5)),
+    ({"RANKLINE_SOURCE": "movielens"}, 5, (0, 5)),
+    ({"RANKLINE_NEGATIVE_CHOICES": "20,5"}, 20, (0, 5, 20)),
+    ({"RANKLINE_NEGATIVE_CHOICES": "0"}, 0, (0,)),
+    ({"RANKLINE_SOURCE": "movielens", "RANKLINE_NEGATIVES_PER_REQUEST": "3"}, 3, (0, 5)),
+    ({"RANKLINE_NEGATIVES_PER_REQUEST": "0"}, 0, (0, 5)),
 ])
-def test_negatives_unset_mean_none_for_rating_logs(env, given, negatives):
+def test_negatives_written_are_the_fixed_count_or_the_largest_choice(env, given, written, tried):
     env(**given)
-    assert load_settings().negatives == negatives
+    assert load_settings().negatives == written
+    assert load_settings().negative_counts == tried
 
 
 @pytest.mark.parametrize(("threads", "models", "cores", "alone", "family"), [
