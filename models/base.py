@@ -33,16 +33,20 @@ JUDGED_COLUMNS = ["user_id", "item_id", "label", "is_negative"]
 """The columns :func:`judged` reads."""
 
 
-def judged(rows: pd.DataFrame, keys: Sequence[str] = ("user_id", "date")) -> pd.DataFrame:
+def judged(rows: pd.DataFrame, keys: Sequence[str] = ("user_id", "date"),
+           relevant: bool = False) -> pd.DataFrame:
     """The rows as a ranking of them is judged (pure): impressions only (the sampled negatives
     were never shown, so nothing says how they would have fared), one row per ``keys`` and item
     with the best label it got, and a dense ``group`` per ``keys`` (in order of appearance).
+    ``relevant``: only the groups with a relevant row (label >= 1), the ones metrics count.
 
     The held-out evaluation, early stopping and model selection all judge these groups."""
     keys = list(keys)
     shown = rows[~rows["is_negative"].to_numpy(bool)]
     best = shown.groupby([*keys, "item_id"], sort=False)["label"].transform("max")
     out = shown.assign(label=best.to_numpy()).drop_duplicates([*keys, "item_id"])
+    if relevant:
+        out = out[out.groupby(keys, sort=False)["label"].transform("max").to_numpy() >= 1]
     return out.assign(group=out.groupby(keys, sort=False).ngroup().to_numpy()
                       ).reset_index(drop=True)
 
@@ -82,8 +86,9 @@ class TrainingSet:
         Training rows keep :attr:`negatives` sampled negatives per request. Validation rows are
         the groups the held-out evaluation judges (:func:`judged`): impressions only, one row
         per (user, item) and date with its best label, one group (``request_id``) per user and
-        date, so early stopping and model selection see what is ranked, not how well sampled
-        negatives are told from shown items."""
+        date that has a relevant row, so early stopping and model selection see what is ranked,
+        not how well sampled negatives are told from shown items (nor groups with no click,
+        which would only dilute the early-stopping metric)."""
         paths = {"train": self.train_paths, "valid": self.valid_paths}[part]
         if not paths:
             raise ValueError(f"the training set has no {part} rows")
@@ -95,7 +100,7 @@ class TrainingSet:
         for path in paths:
             rows = pd.read_parquet(path, columns=columns)
             if part == "valid":  # one date a path: a group per user
-                rows = judged(rows, keys=("user_id",))
+                rows = judged(rows, keys=("user_id",), relevant=True)
                 rows["request_id"] = rows.pop("group") + groups
                 groups += int(rows["request_id"].nunique())
             elif self.negatives is not None:

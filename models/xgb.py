@@ -453,7 +453,7 @@ def _read_part(path: Any, columns: list[str], valid: bool, negatives: int | None
     group per user: a partition is one date), training rows with ``negatives`` kept."""
     if valid:
         rows = judged(pd.read_parquet(path, columns=list(dict.fromkeys(
-            [*columns, *JUDGED_COLUMNS]))), keys=("user_id",))
+            [*columns, *JUDGED_COLUMNS]))), keys=("user_id",), relevant=True)
         return rows.assign(request_id=rows.pop("group"))
     if negatives is None:
         return pd.read_parquet(path, columns=columns)

@@ -13,14 +13,15 @@ from models.base import TrainingSet, judged, keep_negatives
 
 
 def day_rows(offset: int) -> pd.DataFrame:
-    """Two requests of user 1 and one of user 2 on one date, each with a sampled negative."""
+    """Two requests of user 1 and one of user 2 on one date, each with a sampled negative, and
+    a request of user 3 without a click."""
     return pd.DataFrame({
-        "request_id": np.array([1, 1, 1, 2, 2, 2, 3, 3]) + offset,
-        "user_id": [1, 1, 1, 1, 1, 1, 2, 2],
-        "item_id": [10, 11, 99, 10, 12, 98, 10, 97],
-        "label": np.array([0, 1, 0, 2, 0, 0, 1, 0], dtype="int8"),
-        "is_negative": [False, False, True, False, False, True, False, True],
-        "f": np.arange(8, dtype="float32"),
+        "request_id": np.array([1, 1, 1, 2, 2, 2, 3, 3, 4]) + offset,
+        "user_id": [1, 1, 1, 1, 1, 1, 2, 2, 3],
+        "item_id": [10, 11, 99, 10, 12, 98, 10, 97, 10],
+        "label": np.array([0, 1, 0, 2, 0, 0, 1, 0, 0], dtype="int8"),
+        "is_negative": [False, False, True, False, False, True, False, True, False],
+        "f": np.arange(9, dtype="float32"),
     })
 
 
@@ -30,9 +31,11 @@ def test_judged_keeps_shown_items_with_their_best_label_a_group_per_user_and_dat
     assert not out["is_negative"].any()
     first = out[out["date"] == 1]
     assert sorted(zip(first["user_id"], first["item_id"], first["label"], strict=True)) == \
-        [(1, 10, 2), (1, 11, 1), (1, 12, 0), (2, 10, 1)]
+        [(1, 10, 2), (1, 11, 1), (1, 12, 0), (2, 10, 1), (3, 10, 0)]
     assert out.groupby(["user_id", "date"])["group"].nunique().eq(1).all()
-    assert out["group"].nunique() == 4 and out["group"].max() == 3
+    assert out["group"].nunique() == 6 and out["group"].max() == 5
+    clicked = judged(rows, relevant=True)  # user 3 clicked nothing: dropped
+    assert 3 not in set(clicked["user_id"]) and clicked["group"].max() == 3
 
 
 def test_validation_rows_are_judged_groups_and_training_rows_keep_n_negatives(tmp_path: Path):
@@ -46,7 +49,7 @@ def test_validation_rows_are_judged_groups_and_training_rows_keep_n_negatives(tm
     assert not valid["is_negative"].any() and len(valid) == 8  # 4 judged rows a date
     assert valid["request_id"].tolist() == [0, 0, 0, 1, 2, 2, 2, 3]  # a group per user, date
     assert data.read("train")["is_negative"].sum() == 0
-    assert len(data.read("train")) == 5
+    assert len(data.read("train")) == 6
     every = TrainingSet((paths["train"],))
     assert every.read("train")["is_negative"].sum() == 3
 
