@@ -4,9 +4,9 @@
 * :func:`sparse_clicks`: a click log with 3 slots a page, strong position bias (examination
   1, 0.3, 0.1 by slot) and about 1 % clicks, shown by a logging policy whose slot order follows
   its own noisy belief, so position and item are confounded; ``view:0,click:1``.
-* :func:`small_ratings`: 671 users rating about 1,300 items a day from a latent-factor world
-  (user and item biases, 8 factors), items found in proportion to a popularity that only partly
-  follows quality; ``value>=3:1,value>=4:2,value>=5:3``.
+* :func:`small_ratings`: 671 users, about 20 a day each rating about 65 items (1,300 a day) in
+  a latent-factor world (user and item biases, 8 factors), items found in proportion to a
+  popularity that only partly follows quality; ``value>=3:1,value>=4:2,value>=5:3``.
 * :func:`open_bandit`: the Open Bandit Dataset's sample that ``obp`` ships (ZOZOTOWN, 7 days,
   80 items, 3 positions; the uniform-random and Bernoulli-TS logging policies' 20,000
   impressions), users from their four user features, categories from the items' first
@@ -82,10 +82,12 @@ def sparse_clicks(lake: Path, start: dt.date, days: int = 21, seed: int = 0,
 
 
 def small_ratings(lake: Path, start: dt.date, days: int = 75, seed: int = 0, users: int = 671,
-                  items: int = 3_000, per_day: int = 2_000) -> tuple[list[dt.date], str, dict]:
-    """The small ratings log (module docstring): a rating is ``3.4 + user bias + item bias +
-    factors + noise``, rounded and clipped to 1-5; a user rates an item at most once (about
-    1,300 of the ``per_day`` draws a day are new pairs)."""
+                  items: int = 3_000, per_day: int = 1_300,
+                  active: int = 20) -> tuple[list[dt.date], str, dict]:
+    """The small ratings log (module docstring): about ``active`` users a day (by a
+    heavy-tailed activity) each rate about ``per_day / active`` items found by popularity, as
+    people rate in sessions; a rating is ``3.4 + user bias + item bias + factors + noise``,
+    rounded and clipped to 1-5; a user rates an item at most once."""
     rng = np.random.default_rng(seed)
     dim = 8
     ub, ib = rng.normal(0.0, 0.4, users), rng.normal(0.0, 0.5, items)
@@ -95,16 +97,23 @@ def small_ratings(lake: Path, start: dt.date, days: int = 75, seed: int = 0, use
     pop /= pop.sum()
     activity = rng.pareto(1.2, users) + 1.0
     activity /= activity.sum()
-    rated: set[tuple[int, int]] = set()
-    dates, total = [], 0
+    rated = np.zeros((users, items), dtype=bool)
+    dates, total, groups = [], 0, 0
     for k in range(days):
         date = start + dt.timedelta(days=k)
-        u = rng.choice(users, per_day, p=activity)
-        i = rng.choice(items, per_day, p=pop)
-        keep = np.array([(a, b) not in rated for a, b in zip(u, i, strict=True)])
-        keep &= ~pd.DataFrame({"u": u, "i": i}).duplicated().to_numpy()
-        u, i = u[keep], i[keep]
-        rated.update(zip(u.tolist(), i.tolist(), strict=True))
+        who = rng.choice(users, max(1, rng.poisson(active)), replace=False, p=activity)
+        us, its = [], []
+        for u in who:
+            want = rng.poisson(per_day / active)
+            free = np.flatnonzero(~rated[u])
+            if want == 0 or not len(free):
+                continue
+            w = pop[free] / pop[free].sum()
+            pick = rng.choice(free, min(want, len(free)), replace=False, p=w)
+            rated[u, pick] = True
+            us.append(np.full(len(pick), u))
+            its.append(pick)
+        u, i = np.concatenate(us), np.concatenate(its)
         value = np.clip(np.rint(3.4 + ub[u] + ib[i] + np.sum(pu[u] * qi[i], axis=1) * 4
                                 + rng.normal(0.0, 0.7, len(u))), 1, 5)
         secs = rng.integers(0, 86_400, len(u))
@@ -114,8 +123,9 @@ def small_ratings(lake: Path, start: dt.date, days: int = 75, seed: int = 0, use
             "event_type": "rating", "value": value.astype(np.float64),
             "category": category[i].astype(np.int64)}))
         dates.append(date)
-        total += len(u)
-    return dates, RATING_LABELS, {"ratings/day": total / days, "users": users, "items": items}
+        total, groups = total + len(u), groups + len(us)
+    return dates, RATING_LABELS, {"ratings/day": total / days, "raters/day": groups / days,
+                                  "users": users, "items": items}
 
 
 def open_bandit(lake: Path, start: dt.date) -> tuple[list[dt.date], str, dict]:
