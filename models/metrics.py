@@ -138,3 +138,34 @@ def paired_bootstrap(diff: np.ndarray, n_resamples: int = 1000, confidence: floa
         raise ValueError(f"diff must be 1-D (one value per group), got shape {diff.shape}")
     low, high = percentile_interval(bootstrap_means(diff, n_resamples, seed), confidence)
     return float(diff.mean()), float(low), float(high)
+
+
+def beyond_accuracy(groups: np.ndarray, items: np.ndarray, categories: np.ndarray,
+                    exposure: np.ndarray, scores: np.ndarray, k: int = 10,
+                    seed: int = 0) -> dict[str, float]:
+    """Catalog coverage, novelty and intra-list diversity of every group's top ``k`` (pure).
+
+    * ``coverage@k``: distinct items in the top ``k`` of all groups over the distinct items the
+      groups hold (what a ranker could have put there);
+    * ``novelty@k``: mean self-information ``-log2 p(item)`` of the items in the top ``k``, ``p``
+      the item's share of ``exposure`` (impressions before the day, plus one) among the groups'
+      items: higher for less-seen items;
+    * ``diversity@k``: over groups with two items or more in their top ``k``, the mean share of
+      item pairs of different categories.
+    """
+    groups, items = np.asarray(groups), np.asarray(items)
+    categories, exposure = np.asarray(categories), np.asarray(exposure, dtype=float)
+    top = rank_within_groups(groups, scores, seed) <= k
+    if not len(items):
+        return {f"{m}@{k}": float("nan") for m in ("coverage", "novelty", "diversity")}
+    per_item = pd.Series(exposure + 1.0).groupby(items).max()  # one exposure per item
+    info = -np.log2(per_item / per_item.sum())
+    frame = pd.DataFrame({"g": groups[top], "c": categories[top]})
+    sizes = frame.groupby("g").size()
+    same = frame.groupby(["g", "c"]).size().pow(2).groupby(level="g").sum()
+    many = sizes[sizes > 1]
+    pairs = many * (many - 1)
+    diverse = 1.0 - (same[many.index] - many) / pairs  # ordered pairs, self-pairs removed
+    return {f"coverage@{k}": float(len(np.unique(items[top])) / len(per_item)),
+            f"novelty@{k}": float(info.reindex(items[top]).mean()),
+            f"diversity@{k}": float(diverse.mean()) if len(diverse) else float("nan")}

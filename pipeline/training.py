@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 K_NDCG, K_MAP, K_RECALL = 10, 10, 20
 METRICS = (f"ndcg@{K_NDCG}", f"map@{K_MAP}", f"recall@{K_RECALL}")
+BEYOND = (f"coverage@{K_NDCG}", f"novelty@{K_NDCG}", f"diversity@{K_NDCG}")
+"""Beyond accuracy, of every contender's top 10 per held-out group
+(:func:`models.metrics.beyond_accuracy`)."""
 
 
 def split_dates(settings: Settings, as_of: dt.date) -> dict[str, list[dt.date]]:
@@ -393,7 +396,8 @@ def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
     import matplotlib.pyplot as plt
     import mlflow
 
-    from models.metrics import per_group_metrics, summarize
+    from feature_store.definitions import L
+    from models.metrics import beyond_accuracy, per_group_metrics, summarize
     from pipeline.landing import require_valid
     from pipeline.tracking import champion_version, configure, log_figure, promote, tag_version
 
@@ -419,6 +423,11 @@ def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
                                          seed=settings.seed)
                  for name, s in scores.items()}
     table = pd.DataFrame({name: summarize(pg) for name, pg in per_group.items()}).T
+    shown = (rows["item_id"].to_numpy(), rows["i_category"].to_numpy(),
+             rows[f"i_impressions_{L}"].to_numpy())
+    table = table.join(pd.DataFrame({
+        name: beyond_accuracy(groups, *shown, s, K_NDCG, seed=settings.seed)
+        for name, s in scores.items()}).T)
     table.index.name = "model"
     ndcg = pd.DataFrame({name: pg[METRICS[0]] for name, pg in per_group.items()})
     if ndcg.isna().any().any():  # cannot happen: same rows, same labels, same groups
@@ -438,8 +447,9 @@ def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
 
     with mlflow.start_run(run_id=run_id):
         for model, row in table.iterrows():
-            for m in METRICS:
-                mlflow.log_metric(f"test_{model}_{m.replace('@', '_at_')}", float(row[m]))
+            for m in (*METRICS, *BEYOND):
+                if np.isfinite(row[m]):
+                    mlflow.log_metric(f"test_{model}_{m.replace('@', '_at_')}", float(row[m]))
         mlflow.log_metric("test_groups", int(table["groups"].iloc[0]))
         mlflow.log_metrics(decision.metrics())
         for family, d in decisions.items():
@@ -459,11 +469,12 @@ def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
             path = Path(tmp) / "per_group.csv"
             keys.join(ndcg.add_prefix(f"{METRICS[0]}_"), how="inner").to_csv(path)
             mlflow.log_artifact(str(path))
-        fig, axes = plt.subplots(1, len(METRICS), figsize=(12, 4))
-        for ax, m in zip(axes, METRICS, strict=True):
+        fig, axes = plt.subplots(2, len(METRICS), figsize=(12, 8))
+        for ax, m in zip(axes.ravel(), (*METRICS, *BEYOND), strict=True):
             table[m].plot.bar(ax=ax, color="tab:blue")
             ax.set(title=m, xlabel="")
-        fig.suptitle("Held-out metrics: model families, baselines, champion, oracle")
+        fig.suptitle("Held-out metrics: model families, baselines, champion, oracle (top row: "
+                     "accuracy; bottom: coverage, novelty, diversity of each top 10)")
         fig.tight_layout()
         log_figure(fig, "plots/metrics.png")
         log_figure(gate_figure(ndcg, decision, settings.gate_confidence,

@@ -90,3 +90,24 @@ def test_ranking_metrics_are_the_means_of_the_per_group_ones():
 def test_no_relevant_group_gives_nan_means():
     m = ranking_metrics(np.array([0, 0]), np.array([0, 0]), np.array([1.0, 2.0]))
     assert m["groups"] == 0 and np.isnan(m["ndcg@10"])
+
+
+def test_beyond_accuracy_counts_coverage_novelty_and_diversity_of_each_top_k():
+    from models.metrics import beyond_accuracy
+
+    groups = np.array([0, 0, 0, 1, 1, 1])
+    items = np.array([1, 2, 3, 1, 2, 4])
+    categories = np.array([0, 0, 1, 0, 0, 0])
+    exposure = np.array([10, 10, 0, 10, 10, 0])
+    popular_first = beyond_accuracy(groups, items, categories, exposure,
+                                    np.array([3, 2, 1, 3, 2, 1.0]), k=2)
+    # items 1 and 2 in both lists: 2 of 4 items, seen 11/24 of the time each, one category
+    assert popular_first["coverage@2"] == 0.5
+    assert popular_first["novelty@2"] == pytest.approx(-np.log2(11 / 24))
+    assert popular_first["diversity@2"] == 0.0
+    rare_first = beyond_accuracy(groups, items, categories, exposure,
+                                 np.array([1, 2, 3, 1, 2, 3.0]), k=2)
+    # lists {3, 2} and {4, 2}: 3 of 4 items, rarer ones, and one list of two categories
+    assert rare_first["coverage@2"] == 0.75
+    assert rare_first["novelty@2"] > popular_first["novelty@2"]
+    assert rare_first["diversity@2"] == 0.5
