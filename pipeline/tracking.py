@@ -6,7 +6,10 @@ Every task of a DAG run logs into the same MLflow run, found by its ``airflow.da
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from pipeline.settings import Settings
@@ -19,13 +22,40 @@ marks the served one."""
 CHAMPION = "champion"
 
 
-def configure(settings: Settings) -> str:
-    """Point MLflow at the settings' tracking URI and make sure the experiment exists."""
-    import mlflow
+@contextlib.contextmanager
+def _first_use_lock(tracking_uri: str) -> Iterator[None]:
+    """For a SQLite tracking store, an exclusive lock (``<db>.lock``) across processes: the
+    first processes to open a new database would otherwise run MLflow's table creation at the
+    same time (two tasks of a backfill's first runs did) and leave it broken ("table
+    _alembic_tmp_experiments already exists"), or both create the experiment."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
 
+    lock = Path(tracking_uri.removeprefix("sqlite:///") + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def configure(settings: Settings) -> str:
+    """Point MLflow at the settings' tracking URI and make sure the experiment exists (one
+    process at a time for a SQLite store: :func:`_first_use_lock`)."""
     from pipeline.relocate import check_home
 
     check_home(settings.home, settings.tracking_uri)  # a moved home: says to run rankline relocate
+    with _first_use_lock(settings.tracking_uri):
+        return _configure(settings)
+
+
+def _configure(settings: Settings) -> str:
+    import mlflow
+
     mlflow.set_tracking_uri(settings.tracking_uri)
     try:
         exists = mlflow.get_experiment_by_name(settings.experiment) is not None

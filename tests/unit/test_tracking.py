@@ -70,3 +70,22 @@ def test_a_moved_home_is_named_and_relocate_makes_its_artifacts_readable(setting
                                                dst_path=str(tmp_path / "dl"))
     assert open(path).read() == "hello"
     assert relocate(s.home, s.tracking_uri) == {}  # a second run changes nothing
+
+
+def _configure_in_a_process(home: str) -> str:
+    from pipeline.settings import Settings
+    from pipeline.tracking import configure
+
+    return configure(Settings(home=home))
+
+
+def test_processes_opening_a_new_sqlite_store_at_once_all_get_the_one_experiment(tmp_path):
+    """The first tasks of a backfill open a new MLflow database together: without the lock,
+    MLflow's table creation ran twice at once and left the store broken."""
+    import multiprocessing
+
+    home = str(tmp_path / "var")
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        ids = pool.map(_configure_in_a_process, [home] * 3)
+    assert len(set(ids)) == 1
+    assert (tmp_path / "var" / "mlflow.db.lock").exists()
