@@ -17,6 +17,13 @@ Rows, all on the same split, through the same evaluator:
   refit with the chosen setting on every interaction before the test item (training plus the
   validation item: the strongest fair version; the encoder, not refit, reads that item as
   input) and scored once per seed.
+* peers (``--peers``, default ``sasrec,bert4rec``): SASRec and BERT4Rec from ``rectools`` 0.19,
+  both with the full-softmax loss, their epochs chosen on the validation item, refit on every
+  item before the test item, once per seed (:mod:`bench.peers_rectools`, which says how).
+  ``rectools`` pins pandas < 3 and numpy < 2, so they run in a virtual environment of their own
+  (``--peers-venv``, default ``var/peers-venv``), created from the registry on first use
+  (``rectools[torch]==0.19.0`` with the local CPU ``torch==2.13.0``), never a rankline
+  dependency. Their top-10 lists go through the same evaluator (``list_metrics``).
 * ``encoder scratch``: the SASRec-style encoder of :mod:`models.sequence`, full-softmax
   next-item objective, trained from random weights on every window of the training history
   (sequences cut into ``max_len + 1`` windows so no target is lost), epochs picked on the
@@ -39,8 +46,9 @@ Rows, all on the same split, through the same evaluator:
 
 Neural rows (and BPR/ALS, whose fits are seeded) run once per seed; the table shows the mean and
 each seed. Paired 95% bootstrap intervals over users (per-user NDCG@10 averaged over seeds):
-pre-trained+fine-tuned minus scratch, and rankline's best row minus the best anchor (best by
-test mean, as the goal is stated). Last line: ``ratio ndcg@10 rankline/best-anchor: <x>``.
+pre-trained+fine-tuned minus scratch, rankline's best row minus each peer, and rankline's best
+row minus the best anchor (best by test mean, as the goal is stated; the peers are anchors).
+Last line: ``ratio ndcg@10 rankline/best-anchor: <x>``.
 """
 
 from __future__ import annotations
@@ -321,6 +329,60 @@ def refresh_pools(split: Split, per_user: int) -> pd.DataFrame:
                            neighbours, consumed, per_user)
 
 
+# ---------------------------------------------------------------- peers
+
+PEERS_REQUIREMENTS = ("rectools[torch]==0.19.0", "torch==2.13.0")
+
+
+def peers_python(venv: Path) -> Path:
+    """The peers' interpreter: ``venv``, created and filled from the registry when it lacks
+    ``rectools`` (about a minute; the local CPU build of torch)."""
+    import subprocess
+
+    py = venv / "bin" / "python"
+    if py.exists() and subprocess.run([py, "-c", "import rectools"],
+                                      capture_output=True).returncode == 0:
+        return py
+    stage(f"creating the peers' environment {venv} ({', '.join(PEERS_REQUIREMENTS)})")
+    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(venv)],
+                   check=True)
+    subprocess.run([py, "-m", "pip", "install", "-q", *PEERS_REQUIREMENTS], check=True)
+    return py
+
+
+def peer_rows(split: Split, seeds: list[int], args: argparse.Namespace) -> dict[str, dict]:
+    """The peers' rows (the table's shape): their lists scored by ``list_metrics``."""
+    import json
+    import subprocess
+    import tempfile
+
+    from models.topn import list_metrics
+
+    py = peers_python(Path(args.peers_venv))
+    with tempfile.TemporaryDirectory(prefix="rankline-peers-") as tmp:
+        data, out = Path(tmp) / "split.parquet", Path(tmp) / "peers.json"
+        pd.DataFrame({"user": np.repeat(np.arange(len(split.ids)), [len(s) for s in split.ids]),
+                      "item": np.concatenate(split.ids),
+                      "order": np.concatenate([np.arange(len(s)) for s in split.ids])}
+                     ).to_parquet(data)
+        subprocess.run([py, str(ROOT / "bench" / "peers_rectools.py"), "--data", str(data),
+                        "--out", str(out), "--models", args.peers,
+                        "--seeds", ",".join(map(str, seeds)), "--epochs", args.peer_epochs,
+                        "--threads", str(args.threads)], check=True, cwd=tmp)
+        found = json.loads(out.read_text())
+    targets, rows = split.target("test"), {}
+    for name, res in found.items():
+        label = {"sasrec": "SASRec (rectools)", "bert4rec": "BERT4Rec (rectools)"}[name]
+        valid = [res["valid_curve"][s][str(res["epochs"][s])] for s in res["epochs"]]
+        rows[label] = {"valid": float(np.mean(valid)), "test": {
+            int(s): list_metrics([np.searchsorted(split.items, np.asarray(lst, dtype=np.int64))
+                                  for lst in lists], targets, K)
+            for s, lists in res["test"].items()},
+            "info": "softmax, epochs " + ", ".join(f"s{s}={e}" for s, e in res["epochs"].items())}
+        stage(f"{label}: valid {rows[label]['valid']:.4f}")
+    return rows
+
+
 # ---------------------------------------------------------------- report
 
 def main() -> None:
@@ -339,6 +401,12 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=50, help="refresh list length")
     ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--quick", action="store_true", help="one grid point per anchor (smoke)")
+    ap.add_argument("--peers", default="sasrec,bert4rec",
+                    help="rectools peers (sasrec, bert4rec; empty: none)")
+    ap.add_argument("--peers-venv", default=str(ROOT / "var" / "peers-venv"),
+                    help="the peers' own virtual environment (created when missing)")
+    ap.add_argument("--peer-epochs", default="10,25,50,100,200",
+                    help="epochs at which the peers are judged on the validation item")
     ap.add_argument("-v", "--verbose", action="store_true", help="log every training epoch")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -384,6 +452,9 @@ def main() -> None:
         stage(f"{kind}: {len(grid)} settings in {time.perf_counter() - t0:.0f}s, best {params} "
               f"valid {v:.4f}")
 
+    peers = peer_rows(split, seeds, args) if args.peers else {}
+    rows.update(peers)
+
     enc_valid: dict[str, list[float]] = {}
     enc_scores: dict[tuple[str, int], np.ndarray] = {}
     for seed in seeds:
@@ -419,7 +490,7 @@ def main() -> None:
           f"(the row's recall ceiling at any k)")
 
     # ---- the table
-    anchors = ["popularity", "ItemKNN", "BPR", "ALS"]
+    anchors = ["popularity", "ItemKNN", "BPR", "ALS", *peers]
     ours = [n for n in rows if n not in anchors]
 
     def per_user(n: str, metric: str = f"ndcg@{K}") -> np.ndarray:
@@ -451,6 +522,9 @@ def main() -> None:
     print(f"  pre-trained+fine-tuned - scratch (seed mean): {line(per_user(ft) - per_user(sc))}")
     best_ours = max(ours, key=lambda n: per_user(n).mean())
     best_anchor = max(anchors, key=lambda n: per_user(n).mean())
+    for peer in peers:
+        print(f"  rankline best ({best_ours}) - {peer}: "
+              f"{line(per_user(best_ours) - per_user(peer))}")
     print(f"  rankline best ({best_ours}) - best anchor ({best_anchor}): "
           f"{line(per_user(best_ours) - per_user(best_anchor))}")
     best, anchor = per_user(best_ours).mean(), per_user(best_anchor).mean()

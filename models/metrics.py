@@ -160,12 +160,13 @@ def beyond_accuracy(groups: np.ndarray, items: np.ndarray, categories: np.ndarra
         return {f"{m}@{k}": float("nan") for m in ("coverage", "novelty", "diversity")}
     per_item = pd.Series(exposure + 1.0).groupby(items).max()  # one exposure per item
     info = -np.log2(per_item / per_item.sum())
-    frame = pd.DataFrame({"g": groups[top], "c": categories[top]})
+    # an unknown category (missing) counts as one category of its own
+    frame = pd.DataFrame({"g": groups[top], "c": pd.Series(categories[top]).fillna(-1).to_numpy()})
     sizes = frame.groupby("g").size()
     same = frame.groupby(["g", "c"]).size().pow(2).groupby(level="g").sum()
     many = sizes[sizes > 1]
     pairs = many * (many - 1)
-    diverse = 1.0 - (same[many.index] - many) / pairs  # ordered pairs, self-pairs removed
+    diverse = 1.0 - (same.reindex(many.index) - many) / pairs  # ordered pairs, self-pairs out
     return {f"coverage@{k}": float(len(np.unique(items[top])) / len(per_item)),
             f"novelty@{k}": float(info.reindex(items[top]).mean()),
             f"diversity@{k}": float(diverse.mean()) if len(diverse) else float("nan")}

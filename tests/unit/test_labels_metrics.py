@@ -111,3 +111,6 @@ def test_beyond_accuracy_counts_coverage_novelty_and_diversity_of_each_top_k():
     assert rare_first["coverage@2"] == 0.75
     assert rare_first["novelty@2"] > popular_first["novelty@2"]
     assert rare_first["diversity@2"] == 0.5
+    unknown = beyond_accuracy(groups, items, np.array([np.nan, np.nan, 1, np.nan, np.nan, 0]),
+                              exposure, np.array([1, 2, 3, 1, 2, 3.0]), k=2)
+    assert unknown["diversity@2"] == 1.0  # a missing category is one of its own
