@@ -360,11 +360,11 @@ def peer_rows(split: Split, seeds: list[int], args: argparse.Namespace) -> dict[
 
     py = peers_python(Path(args.peers_venv))
     with tempfile.TemporaryDirectory(prefix="rankline-peers-") as tmp:
-        data, out = Path(tmp) / "split.parquet", Path(tmp) / "peers.json"
+        data, out = Path(tmp) / "split.csv", Path(tmp) / "peers.json"  # the peers have no pyarrow
         pd.DataFrame({"user": np.repeat(np.arange(len(split.ids)), [len(s) for s in split.ids]),
                       "item": np.concatenate(split.ids),
                       "order": np.concatenate([np.arange(len(s)) for s in split.ids])}
-                     ).to_parquet(data)
+                     ).to_csv(data, index=False)
         subprocess.run([py, str(ROOT / "bench" / "peers_rectools.py"), "--data", str(data),
                         "--out", str(out), "--models", args.peers,
                         "--seeds", ",".join(map(str, seeds)), "--epochs", args.peer_epochs,

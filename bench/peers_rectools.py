@@ -4,10 +4,10 @@ Runs inside the peers' own virtual environment (``rectools`` 0.19 pins pandas < 
 so it is never a rankline dependency); ``bench/movielens_topn.py`` creates that environment from
 the registry, writes the split and starts this script:
 
-    <peers venv>/bin/python bench/peers_rectools.py --data split.parquet --out peers.json \\
+    <peers venv>/bin/python bench/peers_rectools.py --data split.csv --out peers.json \\
         [--models sasrec,bert4rec] [--seeds 1,2,3] [--epochs 10,25,50,100,200] [--threads 1]
 
-``split.parquet`` holds every rating as ``user`` (0-based, the bench's user order), ``item``
+``split.csv`` holds every rating as ``user`` (0-based, the bench's user order), ``item``
 (the item id) and ``order`` (its place in the user's time order). The last item of each user is
 the test item, the one before it the validation item. Both models train with the full softmax
 over the catalog (SASRec+ in the field's terms: RecSys 2023), 64 factors, 2 blocks, 2 heads,
@@ -93,7 +93,7 @@ def main() -> None:
     from models.topn import list_metrics
 
     torch.set_num_threads(args.threads)
-    split = pd.read_parquet(args.data)
+    split = pd.read_csv(args.data)
     users = np.sort(split["user"].unique())
     last = split.sort_values("order").groupby("user")["item"].agg(list)
     target = {"valid": np.array([last[u][-2] for u in users]),
