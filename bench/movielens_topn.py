@@ -18,8 +18,9 @@ Rows, all on the same split, through the same evaluator:
   validation item: the strongest fair version; the encoder, not refit, reads that item as
   input) and scored once per seed.
 * peers (``--peers``, default ``sasrec,bert4rec``): SASRec and BERT4Rec from ``rectools`` 0.19,
-  both with the full-softmax loss, their epochs chosen on the validation item, refit on every
-  item before the test item, once per seed (:mod:`bench.peers_rectools`, which says how).
+  both with the full-softmax loss, their epochs chosen on the validation item, not refit (they
+  read the validation item as input, as the encoder does), once per seed
+  (``bench/peers_rectools.py`` says how).
   ``rectools`` pins pandas < 3 and numpy < 2, so they run in a virtual environment of their own
   (``--peers-venv``, default ``var/peers-venv``), created from the registry on first use
   (``rectools[torch]==0.19.0`` with the local CPU ``torch==2.13.0``), never a rankline
@@ -405,7 +406,7 @@ def main() -> None:
                     help="rectools peers (sasrec, bert4rec; empty: none)")
     ap.add_argument("--peers-venv", default=str(ROOT / "var" / "peers-venv"),
                     help="the peers' own virtual environment (created when missing)")
-    ap.add_argument("--peer-epochs", default="10,25,50,100,200",
+    ap.add_argument("--peer-epochs", default="25,50,75,100,150",
                     help="epochs at which the peers are judged on the validation item")
     ap.add_argument("-v", "--verbose", action="store_true", help="log every training epoch")
     args = ap.parse_args()
