@@ -133,7 +133,7 @@ def choose(settings: Settings, split: dict[str, list[str]]) -> RowChoice:
                         settings.seed)
     negatives, unbiased = cands[names.index(kept)]
     return RowChoice(negatives, unbiased, reason,
-                     {n: float(per_group[n].mean()) for n in names}, len(groups))
+                     {n: float(per_group[n].mean()) for n in names}, len(per_group[names[0]]))
 
 
 def _record_path(settings: Settings, split: dict[str, list[str]]) -> Path:

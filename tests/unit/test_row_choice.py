@@ -3,6 +3,8 @@ rule that keeps one, and the whole choice on a tiny synthetic split."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -52,3 +54,7 @@ def test_resolve_records_the_choice_and_the_training_set_keeps_it(settings, inge
     assert kept.max() == chosen.negatives_per_request if chosen.negatives_per_request else \
         kept.empty
     assert resolve(s, split) == chosen  # read back from the record
+    record = json.loads(next((s.work_dir / "row_choice").glob("*.json")).read_text())["choice"]
+    if not given:  # the groups compared, each with a click, fewer than the rows
+        assert 0 < record["groups"] <= (rows_valid := training_set(chosen, split).read("valid"))[
+            "request_id"].nunique() < len(rows_valid)
