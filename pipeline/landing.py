@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import logging
@@ -152,14 +151,10 @@ class NothingStaged(FileNotFoundError):
 def _date_lock(settings: Settings, date: dt.date) -> Iterator[None]:
     """One stage-or-land at a time per date, across processes (an ``flock``, freed when the
     holder dies): a manual ``rankline run-dag ingest`` beside a scheduled run cannot interleave."""
-    path = settings.home / "staging" / f".date={date.isoformat()}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    from pipeline.locks import file_lock
+
+    with file_lock(settings.home / "staging" / f".date={date.isoformat()}.lock"):
+        yield
 
 
 def _digests(paths: dict[str, Path]) -> dict[str, str | None]:

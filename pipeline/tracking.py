@@ -31,16 +31,10 @@ def _first_use_lock(tracking_uri: str) -> Iterator[None]:
     if not tracking_uri.startswith("sqlite:///"):
         yield
         return
-    import fcntl
+    from pipeline.locks import file_lock
 
-    lock = Path(tracking_uri.removeprefix("sqlite:///") + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(Path(tracking_uri.removeprefix("sqlite:///") + ".lock")):
+        yield
 
 
 def configure(settings: Settings) -> str:
