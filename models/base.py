@@ -63,6 +63,22 @@ def keep_negatives(rows: pd.DataFrame, n: int) -> pd.DataFrame:
     return rows[keep].reset_index(drop=True) if not keep.all() else rows
 
 
+def read_part(path: Path, columns: list[str] | None = None, valid: bool = False,
+              negatives: int | None = None) -> pd.DataFrame:
+    """One partition (a date's rows) as a training set reads it: validation rows as judged
+    (:func:`judged`, one group per user, numbered from 0 in ``request_id``), training rows with
+    at most ``negatives`` sampled negatives per request (None: all). ``columns``: only these
+    (with what the reading needs)."""
+    if columns is not None:
+        need = JUDGED_COLUMNS if valid else ["is_negative"] if negatives is not None else []
+        columns = list(dict.fromkeys(["request_id", *need, *columns]))
+    rows = pd.read_parquet(path, columns=columns)
+    if valid:
+        rows = judged(rows, keys=("user_id",), relevant=True)
+        return rows.assign(request_id=rows.pop("group"))
+    return rows if negatives is None else keep_negatives(rows, negatives)
+
+
 @dataclass(frozen=True)
 class TrainingSet:
     """Where the labelled rows of a split are, not the rows themselves: a family reads what it
@@ -92,27 +108,19 @@ class TrainingSet:
         paths = {"train": self.train_paths, "valid": self.valid_paths}[part]
         if not paths:
             raise ValueError(f"the training set has no {part} rows")
-        need = ["request_id", *(JUDGED_COLUMNS if part == "valid" else
-                                ["is_negative"] if self.negatives is not None else [])]
-        if columns is not None:
-            columns = list(dict.fromkeys([*need, *columns]))
         frames, groups = [], 0
         for path in paths:
-            rows = pd.read_parquet(path, columns=columns)
-            if part == "valid":  # one date a path: a group per user
-                rows = judged(rows, keys=("user_id",), relevant=True)
-                rows["request_id"] = rows.pop("group") + groups
+            rows = read_part(path, columns, part == "valid", self.negatives)
+            if part == "valid":  # group ids unique across dates
+                rows["request_id"] += groups
                 groups += int(rows["request_id"].nunique())
-            elif self.negatives is not None:
-                rows = keep_negatives(rows, self.negatives)
             frames.append(rows)
         rows = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         return rows.sort_values("request_id", kind="stable").reset_index(drop=True)
 
     def partition(self, i: int) -> pd.DataFrame:
         """Training partition ``i`` (one date's rows), with :attr:`negatives` kept."""
-        rows = pd.read_parquet(self.train_paths[i])
-        return rows if self.negatives is None else keep_negatives(rows, self.negatives)
+        return read_part(self.train_paths[i], negatives=self.negatives)
 
     def sample(self, n: int = 50) -> pd.DataFrame:
         """The first ``n`` rows of the first validation (else training) partition: an input

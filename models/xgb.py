@@ -23,16 +23,7 @@ import numpy as np
 import pandas as pd
 
 from feature_store.definitions import model_features
-from models.base import (
-    JUDGED_COLUMNS,
-    ModelFamily,
-    TrainingSet,
-    TrainReport,
-    files_of,
-    judged,
-    keep_negatives,
-    requirements,
-)
+from models.base import ModelFamily, TrainingSet, TrainReport, files_of, read_part, requirements
 
 log = logging.getLogger(__name__)
 
@@ -441,24 +432,8 @@ def query_offsets(queries: np.ndarray) -> np.ndarray:
 
 def _count(path: Any, valid: bool = False, negatives: int | None = None) -> tuple[int, int]:
     """The queries and rows of one partition as :func:`_partition` reads it."""
-    if not valid and negatives is None:
-        req = pd.read_parquet(path, columns=["request_id"])["request_id"]
-        return int(req.nunique()), len(req)
-    rows = _read_part(path, ["request_id"], valid, negatives)
-    return int(rows["request_id"].nunique()), len(rows)
-
-
-def _read_part(path: Any, columns: list[str], valid: bool, negatives: int | None) -> pd.DataFrame:
-    """One partition's rows as ``TrainingSet.read`` gives them: validation rows as judged (a
-    group per user: a partition is one date), training rows with ``negatives`` kept."""
-    if valid:
-        rows = judged(pd.read_parquet(path, columns=list(dict.fromkeys(
-            [*columns, *JUDGED_COLUMNS]))), keys=("user_id",), relevant=True)
-        return rows.assign(request_id=rows.pop("group"))
-    if negatives is None:
-        return pd.read_parquet(path, columns=columns)
-    rows = pd.read_parquet(path, columns=list(dict.fromkeys([*columns, "is_negative"])))
-    return keep_negatives(rows, negatives)
+    req = read_part(path, ["request_id"], valid, negatives)["request_id"]
+    return int(req.nunique()), len(req)
 
 
 def _partition_meta() -> pd.DataFrame:
@@ -487,7 +462,7 @@ def _partition(path: Any, offset: int, sample: float, seed: int,
     judged as the evaluation judges (:func:`models.base.judged`, never ``ordered``);
     ``negatives``: sampled negatives kept per training request (None: all)."""
     ordered = ordered and not valid
-    rows = _read_part(path, ["request_id", "label", *model_features(),
+    rows = read_part(path, ["request_id", "label", *model_features(),
                              *(["position"] if ordered else [])], valid, negatives)
     rows = (by_position(rows) if ordered else
             rows.sort_values("request_id", kind="stable").reset_index(drop=True))
