@@ -101,9 +101,11 @@ def candidates(
     neighbours: pd.DataFrame,
     consumed: pd.DataFrame,
     per_user: int,
+    encoder: pools.EncoderSpace | None = None,
 ) -> pd.DataFrame:
-    """``(user_id, item_id)`` candidates for ``users`` from the popular, category and co-click
-    pools (:mod:`pipeline.pools`), a third of ``per_user`` each, merged (pure).
+    """``(user_id, item_id)`` candidates for ``users`` from the default pools
+    (:func:`pipeline.pools.default_sizes`: popular, category, co-clicks and, given an
+    ``encoder``, embedding), sharing ``per_user``, merged (pure).
 
     ``affinity`` holds per-user category clicks (``user_id``, ``category``, ``clicks``) and
     ``user_clicks`` the items whose neighbours count (see :func:`user_signals`); ``consumed``
@@ -111,9 +113,8 @@ def candidates(
     """
     inputs = RefreshInputs(users=np.asarray(users), active=np.asarray(users), pop=pop,
                            items=items, affinity=affinity, user_clicks=user_clicks,
-                           neighbours=neighbours, consumed=consumed)
-    third = per_user // 3
-    sizes = {"popular": third, "category": third, "co_clicks": per_user - 2 * third}
+                           neighbours=neighbours, consumed=consumed, encoder=encoder)
+    sizes = pools.default_sizes(per_user, encoder is not None)
     return pools.merged(pools.pooled(np.asarray(users), inputs, sizes))
 
 
@@ -158,9 +159,9 @@ class RefreshInputs:
     consumed: pd.DataFrame
     new_items: pd.DataFrame = field(default_factory=lambda: RefreshInputs.new_items_default())
     """``item_id`` and ``first_seen`` (a date) of the items first seen in the new-item days."""
-    encoder: dict[str, pd.DataFrame] | None = None
-    """The encoder's ``user`` states and ``item`` embeddings as of the refresh (None before the
-    first encoder): the ``embedding`` pool's."""
+    encoder: pools.EncoderSpace | None = None
+    """The encoder's user states and item index as of the refresh (None before the first
+    encoder, or without the ``embedding`` pool): the ``embedding`` pool's."""
 
     @staticmethod
     def new_items_default() -> pd.DataFrame:
@@ -305,11 +306,19 @@ def refresh_inputs(settings: Settings, as_of: dt.date,
              else RefreshInputs.new_items_default())
     from feature_store.definitions import ENCODER_ITEM, ENCODER_USER
 
-    encoder = ({"user": views[ENCODER_USER], "item": views[ENCODER_ITEM]}
-               if ENCODER_USER in views and ENCODER_ITEM in views else None)
-    if encoder is None and "embedding" in settings.pool_sizes:
-        log.warning("no encoder embeddings as of %s: the embedding pool is empty (pre-training "
-                    "runs in the train DAG)", as_of)
+    encoder = None
+    if "embedding" in settings.pool_sizes:
+        if ENCODER_USER in views and ENCODER_ITEM in views:
+            t = time.perf_counter()
+            encoder = pools.EncoderSpace.of(
+                {"user": views[ENCODER_USER], "item": views[ENCODER_ITEM]},
+                items["item_id"].to_numpy(), settings.exact_retrieval_up_to, settings.n_threads)
+            log.info("hulk: the embedding pool searches %d users' states over %d items (%s, "
+                     "%.1fs to build)", len(encoder.user_ids), encoder.index.size,
+                     type(encoder.index).__name__, time.perf_counter() - t)
+        else:
+            log.warning("no encoder embeddings as of %s: the embedding pool is empty "
+                        "(pre-training runs in the train DAG)", as_of)
     return RefreshInputs(users=users, active=active, pop=pop, items=items, affinity=affinity,
                          user_clicks=user_clicks, neighbours=neighbours, consumed=consumed,
                          new_items=fresh, encoder=encoder)

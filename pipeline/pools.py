@@ -13,8 +13,9 @@ consumed, so a heavy consumer still gets a full share). The pools:
   features are still near zero, so no other pool reaches them), newest first, then by
   popularity;
 - ``embedding``: the items nearest the user in the pre-trained sequence encoder's space (the
-  encoder's next-item score: the user's sequence state against every item's embedding), once
-  an encoder exists (else none).
+  encoder's next-item score: the user's sequence state against every item's embedding, over
+  the whole catalog: exact up to ``RANKLINE_EXACT_RETRIEVAL_UP_TO`` items, an HNSW index
+  above, :mod:`models.retrieval`), once an encoder exists (else none).
 
 :data:`POOLS` maps names to pools; ``RANKLINE_POOLS`` picks which run and how many candidates
 each gives. The refresh (:mod:`pipeline.hulk`) scores every pool's candidates with the champion,
@@ -25,10 +26,13 @@ then either keeps the best ``k`` by score (``merged``) or blends the pools per u
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from models.retrieval import ItemIndex, item_index
 
 PAIR = ["user_id", "item_id"]
 Pool = Callable[[np.ndarray, Any, int], pd.DataFrame]
@@ -142,36 +146,67 @@ def new_items(users: np.ndarray, inputs: Any, n: int) -> pd.DataFrame:
                          n)
 
 
-def embedding(users: np.ndarray, inputs: Any, n: int) -> pd.DataFrame:
-    """The ``n`` items of the encoder's vocabulary (on sale: in the items table) with the
-    highest next-item score for each user with an encoder state, none the user consumed."""
-    users = np.asarray(users, dtype=np.int64)
-    vecs = inputs.encoder
-    if vecs is None or n <= 0:
-        return _none()
-    from feature_store.embeddings import vector_columns
+@dataclass
+class EncoderSpace:
+    """The encoder's users and items as the ``embedding`` pool searches them: each user's state
+    (``user_ids`` sorted, ``states`` their rows) and an :class:`~models.retrieval.ItemIndex`
+    over the embeddings of the items on sale (``item_ids``, in the index's row order). Built
+    once per refresh; every chunk of users searches the same index."""
 
-    u, i = vecs["user"], vecs["item"]
-    i = i[i["item_id"].isin(inputs.items["item_id"])]
-    mine = u[u["user_id"].isin(users)]
-    mine_ids = mine["user_id"].to_numpy(np.int64)
-    cols = vector_columns(u)
-    scores = mine[cols].to_numpy(np.float32) @ i[cols].to_numpy(np.float32).T
-    item_ids = i["item_id"].to_numpy(np.int64)
-    mine_consumed, n_used = _consumed_of(mine_ids, inputs.consumed)
-    depth = int(min(len(item_ids), n + (n_used.max() if len(n_used) else 0)))
-    if depth == 0 or len(mine_ids) == 0:
+    user_ids: np.ndarray
+    states: np.ndarray
+    item_ids: np.ndarray
+    index: ItemIndex
+
+    @classmethod
+    def of(cls, frames: Mapping[str, pd.DataFrame], on_sale: np.ndarray,
+           exact_up_to: int = 1_000_000, threads: int | None = None) -> EncoderSpace:
+        """From the encoder views' ``user`` and ``item`` frames (:mod:`feature_store.embeddings`),
+        keeping the items in ``on_sale``; exact search up to ``exact_up_to`` items, HNSW above."""
+        from feature_store.embeddings import vector_columns
+
+        users = frames["user"].sort_values("user_id")
+        items = frames["item"][frames["item"]["item_id"].isin(on_sale)]
+        cols = vector_columns(users)
+        return cls(user_ids=users["user_id"].to_numpy(np.int64),
+                   states=users[cols].to_numpy(np.float32),
+                   item_ids=items["item_id"].to_numpy(np.int64),
+                   index=item_index(items[cols].to_numpy(np.float32), exact_up_to, threads))
+
+
+def embedding(users: np.ndarray, inputs: Any, n: int) -> pd.DataFrame:
+    """The ``n`` items on sale with the highest next-item score for each user with an encoder
+    state, none the user consumed, from the encoder space's index (exact or HNSW)."""
+    space: EncoderSpace | None = inputs.encoder
+    users = np.asarray(users, dtype=np.int64)
+    if space is None or n <= 0 or space.index.size == 0:
         return _none()
-    top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
-    top_scores = np.take_along_axis(scores, top, axis=1)
-    top = np.take_along_axis(top, np.argsort(-top_scores, axis=1, kind="stable"), axis=1)
-    pairs = pd.DataFrame({"user_id": np.repeat(mine_ids, depth), "item_id": item_ids[top].ravel()})
+    pos = np.clip(np.searchsorted(space.user_ids, users), 0, max(len(space.user_ids) - 1, 0))
+    has = (space.user_ids[pos] == users) if len(space.user_ids) else np.zeros(len(users), bool)
+    mine_ids, rows = users[has], pos[has]
+    if len(mine_ids) == 0:
+        return _none()
+    mine_consumed, n_used = _consumed_of(mine_ids, inputs.consumed)
+    depth = int(min(space.index.size, n + (n_used.max() if len(n_used) else 0)))
+    top, _ = space.index.search(space.states[rows], depth)
+    found = top >= 0
+    pairs = pd.DataFrame({"user_id": np.repeat(mine_ids, found.sum(axis=1)),
+                          "item_id": space.item_ids[top[found]]})
     return _ranked(unconsumed(pairs, mine_consumed), n)
 
 
 POOLS: dict[str, Pool] = {"popular": popular, "category": category, "co_clicks": co_clicks_pool,
                           "new_items": new_items, "embedding": embedding}
 """Every pool by name (``RANKLINE_POOLS`` names them)."""
+
+
+def default_sizes(per_user: int, embedding: bool) -> dict[str, int]:
+    """The pools of an empty ``RANKLINE_POOLS``: popular, category, co_clicks and (with the
+    encoder) embedding sharing ``per_user`` candidates equally, co_clicks taking the rest."""
+    names = ["popular", "category", "co_clicks", *(["embedding"] if embedding else [])]
+    sizes = dict.fromkeys(names, per_user // len(names))
+    sizes["co_clicks"] += per_user - sum(sizes.values())
+    return sizes
 
 
 def pooled(users: np.ndarray, inputs: Any, sizes: Mapping[str, int]) -> pd.DataFrame:

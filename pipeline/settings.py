@@ -281,8 +281,14 @@ class Settings(BaseSettings):
         default="", pattern=r"^$|^[a-z_]+:[0-9]+(,[a-z_]+:[0-9]+)*$",
         description="Candidate pools of the hulk refresh and the candidates each gives per user, "
         "as pool:n,pool:n (pools: popular, category, co_clicks, new_items, embedding); empty: "
-        "popular, "
-        "category and co_clicks sharing the candidates per user in thirds.",
+        "popular, category, co_clicks and embedding sharing the candidates per user in quarters "
+        "(in thirds without embedding when RANKLINE_ENCODER_FEATURES is off).",
+    )
+    exact_retrieval_up_to: int = Field(
+        default=1_000_000, ge=0, le=1_000_000_000,
+        description="The embedding pool searches the encoder's space exactly (a matrix product "
+        "over the whole catalog) up to this many items on sale, with an approximate HNSW index "
+        "(faiss) above: bench/ann.py measured exact search still as fast at 1M items.",
     )
     blend: Literal["merged", "thompson", "greedy", "fixed"] = Field(
         default="merged",
@@ -450,9 +456,9 @@ class Settings(BaseSettings):
     def pool_sizes(self) -> dict[str, int]:
         """``RANKLINE_POOLS`` as {pool: candidates per user}, in its order."""
         if not self.pools:
-            third = self.candidates_per_user // 3
-            return {"popular": third, "category": third,
-                    "co_clicks": self.candidates_per_user - 2 * third}
+            from pipeline.pools import default_sizes
+
+            return default_sizes(self.candidates_per_user, self.encoder_features)
         return {name: int(n) for name, n in (p.split(":") for p in self.pools.split(","))}
 
     @property

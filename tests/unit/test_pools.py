@@ -161,9 +161,16 @@ def test_embedding_pool_ranks_by_the_encoders_score():
     ids = np.arange(1, 10)
     items = embedding_frame("item_id", ids, np.stack([ids, 10 - ids], axis=1), "e")
     consumed = pd.DataFrame({"user_id": [7], "item_id": [9]})
-    inp = _inputs(encoder={"user": users, "item": items}, consumed=consumed)
-    got = pools.embedding(np.array([7, 8, 5]), inp, 3)
-    assert got[got["user_id"] == 7]["item_id"].tolist() == [8, 7, 6]  # 9 consumed
-    assert got[got["user_id"] == 8]["item_id"].tolist() == [1, 2, 3]
-    assert 5 not in set(got["user_id"])  # no encoder state: nothing from this pool
+    frames = {"user": users, "item": items}
+    for exact_up_to in (100, 0):  # exact, then the HNSW index: the same answer on 9 items
+        space = pools.EncoderSpace.of(frames, ITEMS["item_id"].to_numpy(), exact_up_to)
+        assert type(space.index).__name__ == ("ExactIndex" if exact_up_to else "HnswIndex")
+        inp = _inputs(encoder=space, consumed=consumed)
+        got = pools.embedding(np.array([5, 7, 8]), inp, 3)
+        assert got[got["user_id"] == 7]["item_id"].tolist() == [8, 7, 6]  # 9 consumed
+        assert got[got["user_id"] == 8]["item_id"].tolist() == [1, 2, 3]
+        assert 5 not in set(got["user_id"])  # no encoder state: nothing from this pool
     assert pools.embedding(np.array([7]), _inputs(), 3).empty  # no encoder yet
+    off_sale = pools.EncoderSpace.of(frames, np.array([1, 2]))
+    got = pools.embedding(np.array([7]), _inputs(encoder=off_sale), 3)
+    assert got["item_id"].tolist() == [2, 1]  # only the items on sale
