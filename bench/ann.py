@@ -8,12 +8,12 @@ This bench builds each candidate index over one catalog of item vectors and answ
 queries, against the exact answer of :class:`models.retrieval.ExactIndex`:
 
 * ``exact``: blocked matrix product and ``argpartition`` (:mod:`models.retrieval`);
-* ``rankline-hnsw``: :class:`models.retrieval.HnswIndex`: ``faiss-cpu`` ``IndexHNSWFlat`` over
-  inner product (M=32, efConstruction 200, efSearch ``max(n, --ef)``);
+* ``rankline-ivf``: :class:`models.retrieval.IvfIndex`: ``faiss-cpu`` ``IndexIVFFlat`` over
+  inner product, ``4 sqrt(items)`` k-means lists, 1/8 of them probed;
+* ``faiss-hnsw``: ``faiss-cpu`` ``IndexHNSWFlat`` over inner product (M=32, efConstruction
+  200, efSearch ``max(n, --ef)``);
 * ``faiss-hnsw-l2``: the same graph over the items with one coordinate added that turns the
   inner product search into a Euclidean one (Bachrach et al. 2014);
-* ``faiss-ivf``: ``faiss-cpu`` ``IndexIVFFlat`` over inner product, ``4 sqrt(items)`` lists,
-  1/8 of them probed;
 * ``usearch``: ``usearch`` HNSW, metric ``ip`` (connectivity 32, expansion_add 200,
   expansion_search ``max(n, --ef)``);
 * ``voyager``: Spotify's ``voyager`` HNSW, ``Space.InnerProduct`` (M=32, ef_construction 200,
@@ -79,25 +79,22 @@ def _faiss_l2(items: np.ndarray, threads: int, ef: int) -> Callable[[np.ndarray,
 
 
 def _rankline(items: np.ndarray, threads: int, ef: int) -> Callable[[np.ndarray, int], np.ndarray]:
-    from models.retrieval import HnswIndex
+    from models.retrieval import IvfIndex
 
-    index = HnswIndex(items, ef_search=ef, threads=threads)
+    index = IvfIndex(items, threads=threads)
     return lambda q, n: index.search(q, n)[0]
 
 
-def _faiss_ivf(items: np.ndarray, threads: int, ef: int) -> Callable[[np.ndarray, int], np.ndarray]:
+def _faiss_hnsw(items: np.ndarray, threads: int, ef: int) -> Callable[[np.ndarray, int], np.ndarray]:
     import faiss
 
     faiss.omp_set_num_threads(threads)
-    nlist = int(4 * np.sqrt(len(items)))
-    quantizer = faiss.IndexFlatIP(items.shape[1])
-    index = faiss.IndexIVFFlat(quantizer, items.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
-    rng = np.random.default_rng(0)
-    index.train(items[rng.choice(len(items), min(len(items), 40 * nlist), replace=False)])
+    index = faiss.IndexHNSWFlat(items.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 200
     index.add(items)
-    index.nprobe = max(1, nlist // 8)
 
     def search(q: np.ndarray, n: int) -> np.ndarray:
+        index.hnsw.efSearch = max(n, ef)
         return index.search(q, n)[1]
     return search
 
@@ -140,8 +137,8 @@ def _hnswlib(items: np.ndarray, threads: int, ef: int) -> Callable[[np.ndarray, 
     return search
 
 
-CANDIDATES: dict[str, Builder] = {"rankline-hnsw": _rankline, "faiss-hnsw-l2": _faiss_l2,
-                                  "faiss-ivf": _faiss_ivf, "usearch": _usearch,
+CANDIDATES: dict[str, Builder] = {"rankline-ivf": _rankline, "faiss-hnsw": _faiss_hnsw,
+                                  "faiss-hnsw-l2": _faiss_l2, "usearch": _usearch,
                                   "voyager": _voyager, "hnswlib": _hnswlib}
 
 

@@ -414,7 +414,7 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=50)
     ap.add_argument("--candidates", type=int, default=300, help="refresh candidates per user")
     ap.add_argument("--top-k", type=int, default=50, help="refresh list length")
-    ap.add_argument("--exact-up-to", type=int, default=1_000_000,
+    ap.add_argument("--exact-up-to", type=int, default=100_000,
                     help="the embedding pool's exact search up to this many items, HNSW above "
                          "(RANKLINE_EXACT_RETRIEVAL_UP_TO)")
     ap.add_argument("--bootstrap", type=int, default=2000)

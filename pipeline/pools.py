@@ -14,7 +14,7 @@ consumed, so a heavy consumer still gets a full share). The pools:
   popularity;
 - ``embedding``: the items nearest the user in the pre-trained sequence encoder's space (the
   encoder's next-item score: the user's sequence state against every item's embedding, over
-  the whole catalog: exact up to ``RANKLINE_EXACT_RETRIEVAL_UP_TO`` items, an HNSW index
+  the whole catalog: exact up to ``RANKLINE_EXACT_RETRIEVAL_UP_TO`` items, an inverted-file index
   above, :mod:`models.retrieval`), once an encoder exists (else none).
 
 :data:`POOLS` maps names to pools; ``RANKLINE_POOLS`` picks which run and how many candidates
@@ -160,9 +160,9 @@ class EncoderSpace:
 
     @classmethod
     def of(cls, frames: Mapping[str, pd.DataFrame], on_sale: np.ndarray,
-           exact_up_to: int = 1_000_000, threads: int | None = None) -> EncoderSpace:
+           exact_up_to: int = 100_000, threads: int | None = None) -> EncoderSpace:
         """From the encoder views' ``user`` and ``item`` frames (:mod:`feature_store.embeddings`),
-        keeping the items in ``on_sale``; exact search up to ``exact_up_to`` items, HNSW above."""
+        keeping the items in ``on_sale``; exact search up to ``exact_up_to`` items, an inverted file above."""
         from feature_store.embeddings import vector_columns
 
         users = frames["user"].sort_values("user_id")
@@ -176,7 +176,7 @@ class EncoderSpace:
 
 def embedding(users: np.ndarray, inputs: Any, n: int) -> pd.DataFrame:
     """The ``n`` items on sale with the highest next-item score for each user with an encoder
-    state, none the user consumed, from the encoder space's index (exact or HNSW)."""
+    state, none the user consumed, from the encoder space's index (exact or an inverted file)."""
     space: EncoderSpace | None = inputs.encoder
     users = np.asarray(users, dtype=np.int64)
     if space is None or n <= 0 or space.index.size == 0:

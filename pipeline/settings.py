@@ -285,10 +285,10 @@ class Settings(BaseSettings):
         "(in thirds without embedding when RANKLINE_ENCODER_FEATURES is off).",
     )
     exact_retrieval_up_to: int = Field(
-        default=1_000_000, ge=0, le=1_000_000_000,
+        default=100_000, ge=0, le=1_000_000_000,
         description="The embedding pool searches the encoder's space exactly (a matrix product "
-        "over the whole catalog) up to this many items on sale, with an approximate HNSW index "
-        "(faiss) above: bench/ann.py measured exact search still as fast at 1M items.",
+        "over the whole catalog) up to this many items on sale, with an approximate index (a "
+        "faiss inverted file) above; bench/ann.py measured both.",
     )
     blend: Literal["merged", "thompson", "greedy", "fixed"] = Field(
         default="merged",

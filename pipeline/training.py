@@ -202,11 +202,39 @@ def score_models(settings: Settings, rows: pd.DataFrame, trained: list[dict[str,
                "random": RandomRanker(settings.seed).score(rows)}
     if champion_uri:
         scores[CHAMPION] = load_ranker(champion_uri, threads).score(rows)
-    oracle = get_source(settings).oracle(rows["user_id"].to_numpy(), rows["item_id"].to_numpy(),
-                                         rows["request_id"].to_numpy())
+    source = get_source(settings)
+    oracle = source.oracle(rows["user_id"].to_numpy(), rows["item_id"].to_numpy(),
+                           rows["request_id"].to_numpy())
     if oracle is not None:
         scores["oracle"] = oracle
+        ceiling = source.ceiling(rows["user_id"].to_numpy(), rows["item_id"].to_numpy(),
+                                 rows["request_id"].to_numpy(), last_shown(settings, rows))
+        if ceiling is not None:
+            scores["ceiling"] = ceiling
     return scores
+
+
+def last_shown(settings: Settings, rows: pd.DataFrame) -> np.ndarray:
+    """Per row, the ordinal of the last date before the row's ``date`` (at most
+    ``LONG_WINDOW_DAYS`` before) on which the raw impressions show its user anything; 0 when
+    none (what :meth:`~pipeline.sources.base.DataSource.ceiling` reads)."""
+    from feature_store.definitions import LONG_WINDOW_DAYS
+
+    dates = pd.to_datetime(rows["date"]).dt.date.to_numpy()
+    landed = set(io.list_dates(settings.raw_dir, "impressions"))
+    out = np.zeros(len(rows), dtype=np.int64)
+    users = rows["user_id"].to_numpy(np.int64)
+    for d in sorted(set(dates)):
+        days = [d - dt.timedelta(days=k) for k in range(LONG_WINDOW_DAYS, 0, -1)]
+        shown = io.read_dates(settings.raw_dir, "impressions", [x for x in days if x in landed],
+                              ["user_id"])
+        if shown.empty:
+            continue
+        last = (shown.assign(o=pd.to_datetime(shown["date"]).map(dt.datetime.toordinal))
+                .groupby("user_id")["o"].max())
+        sel = dates == d
+        out[sel] = last.reindex(users[sel]).fillna(0).to_numpy(np.int64)
+    return out
 
 
 BASELINES = ("popularity", "random")
@@ -509,6 +537,11 @@ def family_comparisons(settings: Settings, per_group: pd.DataFrame,
         best = max(families, key=lambda f: ndcg[f].mean())
         lines.append(f"best/oracle ndcg@10: {ndcg[best].mean() / ndcg['oracle'].mean():.4f} "
                      f"({best})")
+        if "ceiling" in ndcg:
+            lines.append(f"best/ceiling ndcg@10: {ndcg[best].mean() / ndcg['ceiling'].mean():.4f}"
+                         f" ({best}; the ceiling: the expected utility given the logs up to the "
+                         f"day before, {ndcg['ceiling'].mean() / ndcg['oracle'].mean():.4f} of "
+                         "the oracle)")
     return lines
 
 

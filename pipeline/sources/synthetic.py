@@ -323,6 +323,57 @@ class SyntheticSource(DataSource):
             intent[sel] = self.intents(dt.date.fromordinal(int(day)))[users[sel]]
         return utility(self.world, users, items, intent)
 
+    def ceiling(self, user_ids: np.ndarray, item_ids: np.ndarray, request_ids: np.ndarray,
+                last_shown: np.ndarray) -> np.ndarray:
+        """The expected utility of each pair given what the logs up to the day before the
+        request show: the best any ranker that reads history can sort by (the fair ceiling).
+
+        It knows the preferences that history estimates (the utility without its intent terms)
+        and, for the intent, what the logs reveal: the logging policy fills about a fifth of a
+        user's slots from the intent's line, so a day's slates show that day's intent;
+        ``last_shown`` is the ordinal of the last day before the request on which the user was
+        shown anything (``<= 0``: none in the logs read). From that day's intent the periods
+        move on as the world does (known phase: every ``INTENT_DAYS`` days from the user's own
+        day, a chain restarting every ``INTENT_CHAIN`` periods), each period to the line's
+        successor with ``INTENT_FOLLOW`` or else to a fresh line drawn from the user's
+        affinity; the intent terms are then averaged over that distribution of lines. A user
+        never shown anything gets the fresh-line distribution."""
+        w = self.world
+        users, items = np.asarray(user_ids), np.asarray(item_ids)
+        ordinals = np.asarray(request_ids) // ID_STRIDE
+        known = np.asarray(last_shown, dtype=np.int64)
+        n_lines, n_cat = len(w.line_category), w.user_affinity.shape[1]
+        lines_in_cat = np.bincount(w.line_category, minlength=n_cat).astype(float)
+        follow = np.zeros((n_lines, n_lines))
+        follow[np.arange(n_lines), w.line_next] = 1.0
+        groups, g_of_row = np.unique(np.c_[users, ordinals, known], axis=0, return_inverse=True)
+        gu, gd, gk = groups[:, 0], groups[:, 1], groups[:, 2]
+        fresh = (w.user_affinity[gu][:, w.line_category] / lines_in_cat[w.line_category])
+        dist = fresh.copy()
+        seen = gk > 0
+        for day in np.unique(gk[seen]):
+            sel = seen & (gk == day)
+            line = self.intents(dt.date.fromordinal(int(day)))[gu[sel]]
+            dist[sel] = 0.0
+            dist[np.flatnonzero(sel), line] = 1.0
+        phase = w.user_phase[gu]
+        p_from = np.where(seen, (gk + phase) // INTENT_DAYS, 0)
+        p_to = (gd + phase) // INTENT_DAYS
+        for step in range(1, int(np.max(p_to - p_from, initial=0)) + 1):
+            move = seen & (p_from + step <= p_to)
+            if not move.any():
+                break
+            restart = ((p_from + step) % INTENT_CHAIN == 0)[move]
+            moved = INTENT_FOLLOW * (dist[move] @ follow) + (1 - INTENT_FOLLOW) * fresh[move]
+            dist[move] = np.where(restart[:, None], fresh[move], moved)
+        cat_p = np.zeros((len(groups), n_cat))
+        for c in range(n_cat):
+            cat_p[:, c] = dist[:, w.line_category == c].sum(axis=1)
+        g = g_of_row.ravel()
+        line_p = dist[g, w.item_line[items]]
+        cat_row = cat_p[g, w.item_category[items]]
+        return utility(w, users, items, None) + INTENT_BOOST * cat_row + LINE_BOOST * line_p
+
     def propensity(self, users: np.ndarray, items: np.ndarray, intent: np.ndarray,
                    date: dt.date | None = None) -> np.ndarray:
         """The probability that the logging policy's slate for a request of ``users`` (whose

@@ -162,9 +162,9 @@ def test_embedding_pool_ranks_by_the_encoders_score():
     items = embedding_frame("item_id", ids, np.stack([ids, 10 - ids], axis=1), "e")
     consumed = pd.DataFrame({"user_id": [7], "item_id": [9]})
     frames = {"user": users, "item": items}
-    for exact_up_to in (100, 0):  # exact, then the HNSW index: the same answer on 9 items
+    for exact_up_to in (100, 0):  # exact, then the inverted file: the same answer on 9 items
         space = pools.EncoderSpace.of(frames, ITEMS["item_id"].to_numpy(), exact_up_to)
-        assert type(space.index).__name__ == ("ExactIndex" if exact_up_to else "HnswIndex")
+        assert type(space.index).__name__ == ("ExactIndex" if exact_up_to else "IvfIndex")
         inp = _inputs(encoder=space, consumed=consumed)
         got = pools.embedding(np.array([5, 7, 8]), inp, 3)
         assert got[got["user_id"] == 7]["item_id"].tolist() == [8, 7, 6]  # 9 consumed

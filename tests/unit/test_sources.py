@@ -165,3 +165,31 @@ def test_the_catalog_grows_and_unlaunched_items_are_never_shown():
             assert set(f[t].column("item_id").to_pylist()) <= on_sale
     # the same day gives the same tables
     assert src.frames(D0)["impressions"].equals(src.frames(D0)["impressions"])
+
+
+def test_the_ceiling_knows_what_the_logs_up_to_yesterday_show(source):
+    from pipeline.sources.synthetic import INTENT_DAYS, utility
+
+    w = source.world
+    users = np.arange(min(source.n_users, 400))
+    items = np.resize(np.arange(source.n_items), len(users))
+    day = D0 + dt.timedelta(days=30)
+    req = np.full(len(users), id_base(day))
+    yesterday = day.toordinal() - 1
+    oracle = source.oracle(users, items, req)
+    ceiling = source.ceiling(users, items, req, np.full(len(users), yesterday))
+    # shown yesterday, in the same intent period today: the intent is known, as the oracle's
+    same = (yesterday + w.user_phase[users]) // INTENT_DAYS == (
+        day.toordinal() + w.user_phase[users]) // INTENT_DAYS
+    assert same.any() and (~same).any()
+    np.testing.assert_allclose(ceiling[same], oracle[same], rtol=1e-9, atol=1e-9)
+    # a new period: the expected boost lies between none and the full one, never knowing today
+    base = utility(w, users, items, None)
+    assert np.all(ceiling[~same] >= base[~same] - 1e-9)
+    assert np.all(ceiling[~same] <= base[~same] + INTENT_BOOST + LINE_BOOST + 1e-9)
+    # never shown anything: the same expectation whatever the date (the fresh-line draw)
+    never = source.ceiling(users, items, req, np.zeros(len(users)))
+    later = source.ceiling(users, items, np.full(len(users), id_base(day + dt.timedelta(days=4))),
+                           np.zeros(len(users)))
+    np.testing.assert_allclose(never, later)
+    assert not np.allclose(never, ceiling)
