@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -14,12 +15,17 @@ from feature_store.definitions import (
     ITEM_LONG,
     LONG_WINDOW_DAYS,
     ON_DEMAND,
+    R1,
+    R2,
     SEQ,
     SEQUENCE_VIEW,
     USER,
     USER_CATEGORY,
     USER_CATEGORY_LONG,
+    USER_CATEGORY_RECENT,
     USER_ITEM,
+    USER_ITEM_RECENT,
+    USER_LINE,
     USER_LONG,
     VIEWS,
     FeatureView,
@@ -75,6 +81,7 @@ def compute_views(
     purchases: pd.DataFrame,
     older: Mapping[str, pd.DataFrame] | None = None,
     long_days: int | None = None,
+    as_of: dt.date | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Every feature view from the events and the latest dimension snapshots.
 
@@ -86,7 +93,9 @@ def compute_views(
     trained then and scored later would otherwise see counts of different spans). Returns
     ``{view name: DataFrame(keys + features)}``; the user and item views hold every user and
     item of the snapshots (zero counts where there were no events), the pair views only pairs
-    with events.
+    with events. ``as_of``: the window's last day, which the views of recent activity (the last
+    day, the last 2 days) count back from, reading the events' ``date`` column; without either,
+    every event counts as the last day's.
     """
     cat = items.set_index("item_id")["category"]
     price = items.set_index("item_id")["price"]
@@ -112,6 +121,8 @@ def compute_views(
     it = _item_rates(_fill(it, ITEM), W)
     it["i_log_price"] = np.log(items["price"].to_numpy())
     it["i_category"] = items["category"].to_numpy()
+    line = item_lines(items)
+    it["i_line"] = line.to_numpy()
 
     # user x category
     uc = _pair_counts({"impressions": with_cat(impressions)}
@@ -124,10 +135,49 @@ def compute_views(
 
     out = {USER.name: _fill(u, USER), ITEM.name: it, USER_CATEGORY.name: uc,
            USER_ITEM.name: _fill(ui, USER_ITEM)}
+    out |= _recent_views(impressions, clicks, cat, line, as_of)
     out |= _long_views(users, items, {"impressions": impressions, "clicks": clicks,
                                       "purchases": purchases}, older or {}, with_cat, price,
                       LONG_WINDOW_DAYS / long_days if long_days else 1.0)
     return {name: _typed(out[name], view) for view in VIEWS for name in [view.name]}
+
+
+def item_lines(items: pd.DataFrame) -> pd.Series:
+    """Each item's product line by ``item_id``: the items table's ``line`` where it has one,
+    else the item itself (a line of one)."""
+    ids = items["item_id"].to_numpy(np.int64)
+    if "line" in items:
+        return pd.Series(items["line"].fillna(-1).to_numpy(np.int64), index=ids)
+    return pd.Series(ids, index=ids)
+
+
+def _recent_views(impressions: pd.DataFrame, clicks: pd.DataFrame, cat: pd.Series,
+                  line: pd.Series, as_of: dt.date | None) -> dict[str, pd.DataFrame]:
+    """The views of the last day and the last 2 days (user x line, user x category, user x
+    item): what a user is after now, which the 7- and 28-day counts blur."""
+
+    def aged(ev: pd.DataFrame) -> pd.DataFrame:
+        items = ev["item_id"].to_numpy()
+        age = (np.zeros(len(ev), dtype=np.int64) if as_of is None or "date" not in ev
+               else (pd.Timestamp(as_of) - pd.to_datetime(ev["date"])).dt.days.to_numpy())
+        return pd.DataFrame({"user_id": ev["user_id"].to_numpy(np.int64), "item_id": items,
+                             "category": cat.reindex(items).to_numpy(),
+                             "line": line.reindex(items).fillna(-1).to_numpy(np.int64),
+                             "age": age})
+
+    imp, clk = aged(impressions), aged(clicks)
+    ul = _pair_counts({"impressions": imp[imp["age"] == 0], "clicks": clk[clk["age"] == 0]},
+                      ["user_id", "line"], "ul", R1)
+    ul2 = _pair_counts({"impressions": imp[imp["age"] <= 1], "clicks": clk[clk["age"] <= 1]},
+                       ["user_id", "line"], "ul", R2)
+    days = imp.groupby(["user_id", "line"], sort=False)["age"].agg(["nunique", "min"])
+    days.columns = [f"ul_days_shown_{W}", f"ul_last_shown_{W}"]
+    ul = (days.reset_index().merge(ul2, on=["user_id", "line"], how="left")
+          .merge(ul, on=["user_id", "line"], how="left"))
+    recent = {"impressions": imp[imp["age"] <= 1], "clicks": clk[clk["age"] <= 1]}
+    uc = _pair_counts(recent, ["user_id", "category"], "uc", R2)
+    ui = _pair_counts(recent, ["user_id", "item_id"], "ui", R2)
+    return {USER_LINE.name: ul, USER_CATEGORY_RECENT.name: uc, USER_ITEM_RECENT.name: ui}
 
 
 def _long_views(users: pd.DataFrame, items: pd.DataFrame, recent: Mapping[str, pd.DataFrame],
@@ -221,9 +271,10 @@ def join_features(rows: pd.DataFrame, views: dict[str, pd.DataFrame]) -> pd.Data
     for view in VIEWS:
         out = out.merge(views[view.name], on=list(view.keys), how="left", sort=False)
         out = _fill(out, view)
-        if view is ITEM:  # the key of the views keyed on the item's category, which follow it
+        if view is ITEM:  # the keys of the views keyed on the item's category and line
             out["category"] = out["i_category"].fillna(-1).astype("int64")
-    out = out.drop(columns=["category"])
+            out["line"] = out["i_line"].fillna(-1).astype("int64")
+    out = out.drop(columns=["category", "line", "i_line"])
     out[ON_DEMAND[0].name] = (out["i_log_price"] - out[f"u_log_price_clicked_{W}"]).astype(
         "float32")
     if ENCODER_USER in views and ENCODER_ITEM in views:

@@ -27,6 +27,7 @@ class Feature:
     description: str
     default: float = 0.0  # value for an entity with no events in the window (NaN = unknown)
     version: int = 1
+    model_input: bool = True  # False: a join key stored with the view, never fed to a model
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,11 @@ class FeatureView:
     def names(self) -> list[str]:
         """Feature column names, in order."""
         return [f.name for f in self.features]
+
+    @property
+    def inputs(self) -> list[Feature]:
+        """The features a model reads (the join keys stored with the view left out)."""
+        return [f for f in self.features if f.model_input]
 
 
 NAN = float("nan")
@@ -74,6 +80,9 @@ ITEM = FeatureView("item", ("item_id",), (
     Feature(f"i_mean_position_{W}", "float32", "mean position when shown", default=NAN),
     Feature("i_log_price", "float32", "log of the item's price", default=NAN),
     Feature("i_category", "float32", "the item's category id", default=NAN),
+    Feature("i_line", "float32", "the item's product line (items.line; the item id where the "
+            "items table has no line): the key of the user_line view, not a model input",
+            default=NAN, model_input=False),
 ))
 USER_CATEGORY = FeatureView("user_category", ("user_id", "category"), (
     Feature(f"uc_impressions_{W}", "float32", "user's impressions of items in the category"),
@@ -112,8 +121,36 @@ USER_CATEGORY_LONG = FeatureView(f"user_category_{L}", ("user_id", "category"), 
     Feature(f"uc_purchases_{L}", "float32", "user's purchases in the category"),
     Feature(f"uc_click_share_{L}", "float32", "share of the user's clicks in the category"),
 ))
+R1, R2 = "1d", "2d"
+USER_LINE = FeatureView("user_line", ("user_id", "line"), (
+    Feature(f"ul_impressions_{R1}", "float32",
+            "impressions of the line's items shown to the user on the last day"),
+    Feature(f"ul_clicks_{R1}", "float32", "user's clicks on the line's items on the last day"),
+    Feature(f"ul_impressions_{R2}", "float32",
+            "impressions of the line's items shown to the user in the last 2 days"),
+    Feature(f"ul_clicks_{R2}", "float32", "user's clicks on the line's items in the last 2 days"),
+    Feature(f"ul_days_shown_{W}", "float32",
+            "days of the last 7 on which the user was shown the line (how long an interest "
+            "has lasted: interests pass)"),
+    Feature(f"ul_last_shown_{W}", "float32",
+            "days since the user was last shown the line (0: the last day), within 7 days",
+            default=NAN),
+))
+USER_CATEGORY_RECENT = FeatureView(f"user_category_{R2}", ("user_id", "category"), (
+    Feature(f"uc_impressions_{R2}", "float32",
+            "user's impressions of the category in the last 2 days"),
+    Feature(f"uc_clicks_{R2}", "float32", "user's clicks in the category in the last 2 days"),
+))
+USER_ITEM_RECENT = FeatureView(f"user_item_{R2}", ("user_id", "item_id"), (
+    Feature(f"ui_impressions_{R2}", "float32", "times the item was shown to the user in the "
+            "last 2 days"),
+    Feature(f"ui_clicks_{R2}", "float32", "user's clicks on the item in the last 2 days"),
+))
 VIEWS: tuple[FeatureView, ...] = (USER, ITEM, USER_CATEGORY, USER_ITEM, USER_LONG, ITEM_LONG,
-                                  USER_CATEGORY_LONG)
+                                  USER_CATEGORY_LONG, USER_LINE, USER_CATEGORY_RECENT,
+                                  USER_ITEM_RECENT)
+"""Every offline view; the views keyed on ``category`` or ``line`` follow ``ITEM`` (they join on
+the item's category and line)."""
 ONLINE_VIEWS: tuple[FeatureView, ...] = (USER, ITEM, USER_CATEGORY, USER_LONG, ITEM_LONG,
                                          USER_CATEGORY_LONG)
 """Views materialized to the online store (user x item is too sparse to be worth it)."""
@@ -143,7 +180,7 @@ SEQ = "seq"
 
 def model_features() -> list[str]:
     """The model's input columns, in order: every view's features, then the on-demand ones."""
-    return [name for view in VIEWS for name in view.names] + [f.name for f in ON_DEMAND]
+    return [f.name for view in VIEWS for f in view.inputs] + [f.name for f in ON_DEMAND]
 
 
 def feature_versions() -> dict[str, str]:
@@ -154,5 +191,5 @@ def feature_versions() -> dict[str, str]:
 def feature_spec() -> dict[str, int]:
     """``{feature name: version}`` of every model input: what a model records when trained and
     checks when loaded (a changed definition must not silently mis-score)."""
-    return {f.name: f.version for view in VIEWS for f in view.features} | {
+    return {f.name: f.version for view in VIEWS for f in view.inputs} | {
         f.name: f.version for f in ON_DEMAND}

@@ -68,7 +68,7 @@ def build_features(
            for t in ("impressions", "clicks", "purchases")}
     covered = len([d for d in days if d in present]) + len(older)
     views = compute_views(users, items, ev["impressions"], ev["clicks"], ev["add_to_cart"],
-                          ev["purchases"], old, long_days=max(covered, 1))
+                          ev["purchases"], old, long_days=max(covered, 1), as_of=date)
     paths = {}
     for view in VIEWS:
         df = views[view.name]

@@ -65,6 +65,7 @@ RANGES: dict[str, list[tuple[str, float | None, float | None]]] = {
 OPEN_BELOW = {("impressions", "propensity")}
 """Ranges whose lower bound is excluded: a logged propensity is a probability > 0."""
 OPTIONAL_RANGES: dict[str, list[tuple[str, float | None, float | None]]] = {
+    "items": [("line", 0, None)],
     "impressions": [("propensity", 0, 1)],
 }
 """Ranges of optional columns, checked when the column is present."""

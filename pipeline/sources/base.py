@@ -44,10 +44,13 @@ RAW_SCHEMAS: dict[str, pa.Schema] = {
     ),
 }
 OPTIONAL_COLUMNS: dict[str, pa.Schema] = {
+    "items": pa.schema([("line", pa.int64())]),
     "impressions": pa.schema([("pool", pa.string()), ("propensity", pa.float64())]),
 }
-"""Columns a table may carry: an impression's provenance, the candidate pool that produced the
-shown item (``pool``) and the probability with which the logging policy showed it to the request
+"""Columns a table may carry: an item's product line (``line``: a brand's range, "this maker's
+tents"; the feature views of recent activity per line read it, and an item without one is its
+own line); an impression's provenance, the candidate pool that produced the shown item
+(``pool``) and the probability with which the logging policy showed it to the request
 (``propensity``, in (0, 1]): what blending posteriors and off-policy estimates read."""
 TABLES: tuple[str, ...] = tuple(RAW_SCHEMAS)
 

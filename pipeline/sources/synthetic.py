@@ -467,6 +467,7 @@ class SyntheticSource(DataSource):
             "item_id": cat_.ids.astype(np.int64),
             "category": w.item_category[cat_.ids],
             "price": w.item_price[cat_.ids],
+            "line": w.item_line[cat_.ids].astype(np.int64),
         })
 
         intent = self.intents(date)

@@ -102,6 +102,51 @@ def test_join_features_keeps_rows_and_fills_unknown_entities():
     assert out.loc[1, f"ui_clicks_{W}"] == 1
 
 
+def test_recent_views_count_back_from_the_last_day_by_product_line():
+    users, items, imp, clicks, empty = _tiny()
+    day = dt.date(2026, 2, 10)
+    before = day - dt.timedelta(days=1)
+    imp = imp.assign(date=[day, before, day - dt.timedelta(days=3)])  # 10 today, 12 yesterday
+    clicks = clicks.assign(date=[day])
+    lined = items.assign(line=[5, 5, 6])  # items 10 and 11 are one product line
+    v = compute_views(users, lined, imp, clicks, empty, empty, as_of=day)
+    ul = v["user_line"].set_index(["user_id", "line"])
+    assert ul.loc[(1, 5), "ul_impressions_1d"] == 1 and ul.loc[(1, 5), "ul_clicks_1d"] == 1
+    assert ul.loc[(1, 6), "ul_impressions_1d"] == 0 and ul.loc[(1, 6), "ul_impressions_2d"] == 1
+    assert ul.loc[(2, 5), "ul_impressions_2d"] == 0  # 3 days ago: only in the 7-day columns
+    assert ul.loc[(2, 5), f"ul_days_shown_{W}"] == 1 and ul.loc[(2, 5), f"ul_last_shown_{W}"] == 3
+    # joined on the item's line: item 11, never shown, inherits its line's activity
+    rows = pd.DataFrame({"user_id": [1, 1, 2], "item_id": [11, 12, 11]})
+    out = join_features(rows, v)
+    assert out["ul_impressions_1d"].tolist() == [1, 0, 0]
+    assert out["ul_impressions_2d"].tolist() == [1, 1, 0]
+    assert out["ui_impressions_2d"].tolist() == [0, 1, 0]
+    assert out["uc_impressions_2d"].tolist() == [1, 1, 0]  # category 0 holds 10 and 11
+    assert "i_line" not in model_features() and "line" not in out
+    # without a line column, every item is its own line
+    own = compute_views(users, items, imp, clicks, empty, empty, as_of=day)
+    assert join_features(rows, own)["ul_impressions_1d"].tolist() == [0, 0, 0]
+
+
+def test_recent_line_features_of_a_dates_rows_are_the_day_before(settings, ingested):
+    d = ingested[-1]
+    rows = build_rows(settings.raw_dir, settings.offline_dir, d, 0, settings.seed)
+    line = io.read_partition(settings.raw_dir, "items", d).set_index("item_id")["line"]
+    imp = io.read_dates(settings.raw_dir, "impressions", ingested, columns=["user_id", "item_id"])
+    imp["line"] = line.reindex(imp["item_id"]).to_numpy()
+    yesterday = imp[imp["date"] == d - dt.timedelta(days=1)].groupby(["user_id", "line"]).size()
+    two = imp[imp["date"] < d].groupby(["user_id", "line"]).size()
+    known = io.read_partition(settings.raw_dir, "items", d - dt.timedelta(days=1))["item_id"]
+    rows = rows[rows["item_id"].isin(known)]  # an item launched on D has no line as of D-1
+    r = rows.assign(line=line.reindex(rows["item_id"]).to_numpy()).drop_duplicates(
+        ["user_id", "line"]).set_index(["user_id", "line"])
+    np.testing.assert_array_equal(r["ul_impressions_1d"].to_numpy(),
+                                  yesterday.reindex(r.index).fillna(0).to_numpy())
+    np.testing.assert_array_equal(r["ul_impressions_2d"].to_numpy(),
+                                  two.reindex(r.index).fillna(0).to_numpy())
+    assert (r["ul_impressions_1d"] > 0).sum() > 10
+
+
 def test_no_leakage_from_the_training_date(settings, ingested):
     """Nothing computed from D's events may reach D's training rows."""
     d = ingested[-1]
