@@ -11,10 +11,12 @@ from: the true intent (the oracle), what the logs up to the day before show (``l
 ceiling, :meth:`pipeline.sources.synthetic.SyntheticSource.ceiling`: the intent of the last day
 the user was shown anything, which that day's slates reveal, carried to the request's date
 through the known phase and the world's transition chances, the intent terms averaged over the
-result), nothing (``no_intent``), the true intent of the day before (``yesterday``), the line of
-the user's most recent click (``last_click``), and that line mixed with its successor by the
-chance that the intent moved on (``last_click_soft``). Every scorer knows the preferences
-without the intent terms exactly (as a ranker trained on enough history would). Each row prints
+result; the category affinity in expectation under its posterior given the user's logged clicks;
+taste, quality and price sensitivity known), the same with the true affinity
+(``logs_known_affinity``), nothing (``no_intent``), the true intent of the day before
+(``yesterday``), the line of the user's most recent click (``last_click``), and that line mixed
+with its successor by the chance that the intent moved on (``last_click_soft``). The scorers
+other than ``logs`` know the preferences without the intent terms exactly. Each row prints
 NDCG@10 and its share of the oracle's and of the fair ceiling's. The demo summary's
 ``best/ceiling`` is the best family over ``logs``. Last line: ``ceiling logs/oracle: <x>`` of
 the first setting (the demo's).
@@ -57,7 +59,7 @@ def ceiling(n_users: int, intent_days: int, history: int, impressions: int) -> d
                                     f["purchases"])
             test.append(imp.assign(date=d))
         else:
-            clicks.append(f["clicks"][["user_id", "item_id", "ts"]])
+            clicks.append(f["clicks"][["user_id", "item_id", "ts"]].assign(date=d))
     last_item = pd.concat(clicks).sort_values("ts").groupby("user_id")["item_id"].last()
     imp = pd.concat(test)
     rows = (imp.sort_values("label", ascending=False)
@@ -86,7 +88,8 @@ def ceiling(n_users: int, intent_days: int, history: int, impressions: int) -> d
             last_shown[sel & np.isin(u, shown[day])] = day.toordinal()
     scorers = {
         "oracle": src.oracle(u, i, rows["request_id"].to_numpy()),
-        "logs": src.ceiling(u, i, rows["request_id"].to_numpy(), last_shown),
+        "logs": src.ceiling(u, i, rows["request_id"].to_numpy(), last_shown, pd.concat(clicks)),
+        "logs_known_affinity": src.ceiling(u, i, rows["request_id"].to_numpy(), last_shown),
         "no_intent": base,
         "yesterday": base + boost(yesterday),
         "last_click": base + known * boost(last_line),
@@ -100,7 +103,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", default="20000,5000")
     ap.add_argument("--intent-days", default="3,7")
-    ap.add_argument("--history", type=int, default=7, help="days of clicks before the held-out")
+    ap.add_argument("--history", type=int, default=18,
+                    help="days of logs before the held-out dates (the demo's: 18)")
     ap.add_argument("--impressions", type=int, default=150_000)
     args = ap.parse_args()
     first = None

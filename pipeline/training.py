@@ -208,16 +208,18 @@ def score_models(settings: Settings, rows: pd.DataFrame, trained: list[dict[str,
     if oracle is not None:
         scores["oracle"] = oracle
         ceiling = source.ceiling(rows["user_id"].to_numpy(), rows["item_id"].to_numpy(),
-                                 rows["request_id"].to_numpy(), last_shown(settings, rows))
+                                 rows["request_id"].to_numpy(), *logged_history(settings, rows))
         if ceiling is not None:
             scores["ceiling"] = ceiling
     return scores
 
 
-def last_shown(settings: Settings, rows: pd.DataFrame) -> np.ndarray:
-    """Per row, the ordinal of the last date before the row's ``date`` (at most
-    ``LONG_WINDOW_DAYS`` before) on which the raw impressions show its user anything; 0 when
-    none (what :meth:`~pipeline.sources.base.DataSource.ceiling` reads)."""
+def logged_history(settings: Settings, rows: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """What the logs held before the rows' dates, as :meth:`~pipeline.sources.base.DataSource.
+    ceiling` reads it: per row, the ordinal of the last date before the row's ``date`` (at most
+    ``LONG_WINDOW_DAYS`` before) on which the raw impressions show its user anything (0 when
+    none), and the raw clicks (``user_id``, ``item_id``, ``date``) of the ``LONG_WINDOW_DAYS``
+    before the earliest row's date up to the day before the latest."""
     from feature_store.definitions import LONG_WINDOW_DAYS
 
     dates = pd.to_datetime(rows["date"]).dt.date.to_numpy()
@@ -234,7 +236,13 @@ def last_shown(settings: Settings, rows: pd.DataFrame) -> np.ndarray:
                 .groupby("user_id")["o"].max())
         sel = dates == d
         out[sel] = last.reindex(users[sel]).fillna(0).to_numpy(np.int64)
-    return out
+    first, end = min(dates, default=None), max(dates, default=None)
+    span = ([] if first is None else
+            [first - dt.timedelta(days=k) for k in range(LONG_WINDOW_DAYS, 0, -1)]
+            + [first + dt.timedelta(days=k) for k in range((end - first).days)])
+    clicks = io.read_dates(settings.raw_dir, "clicks", [x for x in span if x in landed],
+                           ["user_id", "item_id"])
+    return out, clicks
 
 
 BASELINES = ("popularity", "random")

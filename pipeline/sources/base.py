@@ -107,9 +107,10 @@ class DataSource(abc.ABC):
         :func:`id_base`), where the source knows it; else ``None``."""
         return None
 
-    def ceiling(self, user_ids, item_ids, request_ids, last_shown):  # noqa: ANN001, ANN201
+    def ceiling(self, user_ids, item_ids, request_ids, last_shown, clicks=None):  # noqa: ANN001, ANN201
         """The best relevance estimate a ranker could have from the logs up to the day before
         each request (``last_shown``: the ordinal of the user's last day with impressions, 0
-        for none), where the source knows it; else ``None``: the fair denominator of
-        ``best/ceiling`` (the oracle knows what happens on the request's day itself)."""
+        for none; ``clicks``: the logged clicks, ``user_id``, ``item_id``, ``date``), where the
+        source knows it; else ``None``: the fair denominator of ``best/ceiling`` (the oracle
+        knows what happens on the request's day itself)."""
         return None

@@ -53,6 +53,8 @@ LATE_SHARE = 0.2  # at most this share of the items launch after the start date
 LOGGING_POOLS = ("popular", "category", "random")
 """The logging policy's pools, in :data:`SOURCE_MIX`'s order: what each impression's ``pool``
 column names."""
+AFFINITY_PRIOR = 0.25  # the Dirichlet concentration each user's category affinity is drawn with
+AFFINITY_DAYS = 28  # days of clicks the fair ceiling's affinity posterior reads
 INTENT_DAYS = 3  # an intent lasts this many days
 INTENT_CHAIN = 6  # intents per chain before it restarts from the user's affinity
 INTENT_FOLLOW = 0.8  # chance the next intent is the successor of the current line
@@ -94,7 +96,7 @@ class World:
 def make_world(seed: int, n_users: int, n_items: int, n_categories: int) -> World:
     """Build the users, items and hidden preferences of a seed."""
     rng = np.random.default_rng([seed, 0])
-    affinity = rng.dirichlet(np.full(n_categories, 0.25), size=n_users)
+    affinity = rng.dirichlet(np.full(n_categories, AFFINITY_PRIOR), size=n_users)
     # Every category holds at least one item.
     item_category = rng.permutation(
         np.r_[np.arange(n_categories), rng.integers(0, n_categories, size=n_items - n_categories)]
@@ -209,17 +211,19 @@ def utility(world: World, users: np.ndarray, items: np.ndarray,
     """The hidden utility of each (user, item) pair, given each row's user intent line
     (``None``: without the intent terms)."""
     n_cat = world.user_affinity.shape[1]
-    aff = np.log(n_cat * world.user_affinity[users, world.item_category[items]] + 1e-12)
+    aff = _affinity_term(world.user_affinity[users, world.item_category[items]], n_cat)
     dot = np.einsum("ij,ij->i", world.user_latent[users], world.item_latent[items])
     price = world.user_price_sens[users] * (np.log(world.item_price[items]) - 3.0)
-    base = (
-        0.6 * np.clip(aff, -3, 3) + 0.7 * dot / np.sqrt(LATENT_DIM)
-        + world.item_quality[items] - price
-    )
+    base = aff + 0.7 * dot / np.sqrt(LATENT_DIM) + world.item_quality[items] - price
     if intent is None:
         return base
     return (base + INTENT_BOOST * (world.item_category[items] == world.line_category[intent])
             + LINE_BOOST * (world.item_line[items] == intent))
+
+
+def _affinity_term(affinity: np.ndarray, n_cat: int) -> np.ndarray:
+    """The utility's affinity term of affinities (see :func:`utility`)."""
+    return 0.6 * np.clip(np.log(n_cat * affinity + 1e-12), -3, 3)
 
 
 def behave(world: World, users: np.ndarray, items: np.ndarray, position: np.ndarray,
@@ -324,13 +328,19 @@ class SyntheticSource(DataSource):
         return utility(self.world, users, items, intent)
 
     def ceiling(self, user_ids: np.ndarray, item_ids: np.ndarray, request_ids: np.ndarray,
-                last_shown: np.ndarray) -> np.ndarray:
+                last_shown: np.ndarray, clicks: pd.DataFrame | None = None) -> np.ndarray:
         """The expected utility of each pair given what the logs up to the day before the
         request show: the best any ranker that reads history can sort by (the fair ceiling).
 
-        It knows the preferences that history estimates (the utility without its intent terms)
-        and, for the intent, what the logs reveal: the logging policy fills about a fifth of a
-        user's slots from the intent's line, so a day's slates show that day's intent;
+        The signals it uses. **Category affinity**: with ``clicks`` (``user_id``, ``item_id``,
+        ``date``: the logged clicks), the expectation of the affinity term under the Dirichlet
+        posterior of the user's affinity (the world's prior, ``Dirichlet(0.25)``, updated by
+        the user's clicks per category in the ``AFFINITY_DAYS`` days before the request; clicks
+        taken as draws from the affinity, the exposure that shaped them ignored); without, the
+        true affinity. **Taste, item quality, price sensitivity**: known exactly (generous: a
+        ranker estimates them from the logs too). **Intent**: what the logs reveal: the logging
+        policy fills about a fifth of a user's slots from the intent's line, so a day's slates
+        show that day's intent;
         ``last_shown`` is the ordinal of the last day before the request on which the user was
         shown anything (``<= 0``: none in the logs read). From that day's intent the periods
         move on as the world does (known phase: every ``INTENT_DAYS`` days from the user's own
@@ -372,7 +382,37 @@ class SyntheticSource(DataSource):
         g = g_of_row.ravel()
         line_p = dist[g, w.item_line[items]]
         cat_row = cat_p[g, w.item_category[items]]
-        return utility(w, users, items, None) + INTENT_BOOST * cat_row + LINE_BOOST * line_p
+        base = utility(w, users, items, None)
+        if clicks is not None:
+            base += self._affinity_term(users, items, ordinals, clicks) - _affinity_term(
+                w.user_affinity[users, w.item_category[items]], n_cat)
+        return base + INTENT_BOOST * cat_row + LINE_BOOST * line_p
+
+    def _affinity_term(self, users: np.ndarray, items: np.ndarray, ordinals: np.ndarray,
+                       clicks: pd.DataFrame) -> np.ndarray:
+        """The affinity term of the utility in expectation under each user's Dirichlet posterior
+        given the clicks of the ``AFFINITY_DAYS`` days before each row's date."""
+        from scipy.special import digamma
+
+        w = self.world
+        n_cat = w.user_affinity.shape[1]
+        c_users = clicks["user_id"].to_numpy(np.int64)
+        c_cats = w.item_category[clicks["item_id"].to_numpy(np.int64)]
+        c_days = pd.to_datetime(clicks["date"]).map(dt.datetime.toordinal).to_numpy(np.int64)
+        out = np.empty(len(users))
+        for day in np.unique(ordinals):
+            sel = ordinals == day
+            seen = (c_days < day) & (c_days >= day - AFFINITY_DAYS)
+            mine, inverse = np.unique(users[sel], return_inverse=True)
+            counts = np.zeros((len(mine), n_cat))
+            pos = np.searchsorted(mine, c_users[seen])
+            hit = (pos < len(mine)) & (mine[np.minimum(pos, len(mine) - 1)] == c_users[seen])
+            np.add.at(counts, (pos[hit], c_cats[seen][hit]), 1.0)
+            alpha = AFFINITY_PRIOR + counts
+            e_log = digamma(alpha) - digamma(alpha.sum(axis=1, keepdims=True))
+            cat_of = w.item_category[items[sel]]
+            out[sel] = 0.6 * np.clip(np.log(n_cat) + e_log[inverse.ravel(), cat_of], -3, 3)
+        return out
 
     def propensity(self, users: np.ndarray, items: np.ndarray, intent: np.ndarray,
                    date: dt.date | None = None) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""What the fair ceiling reads from the raw logs (pipeline.training.last_shown): no look-ahead."""
+"""What the fair ceiling reads from the raw logs (pipeline.training.logged_history): no look-ahead."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from feature_store import io
 from pipeline.settings import Settings
-from pipeline.training import last_shown
+from pipeline.training import logged_history
 
 D = dt.date(2026, 3, 10)
 
@@ -21,10 +21,15 @@ def test_last_shown_is_the_users_last_day_with_impressions_before_the_rows_date(
              D - dt.timedelta(days=2): [1],
              D: [3]}  # the row's own date: not before it
     for day, users in shown.items():
-        io.write_table(pa.table({"user_id": pa.array(users, pa.int64())}),
-                       io.partition_path(s.raw_dir, "impressions", day))
+        ids = pa.array(users, pa.int64())
+        io.write_table(pa.table({"user_id": ids}), io.partition_path(s.raw_dir, "impressions", day))
+        io.write_table(pa.table({"user_id": ids, "item_id": ids}),
+                       io.partition_path(s.raw_dir, "clicks", day))
     rows = pd.DataFrame({"user_id": [1, 2, 3, 4, 1],
                          "date": [D, D, D, D, D - dt.timedelta(days=3)]})
-    got = last_shown(s, rows).tolist()
+    last, clicks = logged_history(s, rows)
+    got = last.tolist()
     assert got == [(D - dt.timedelta(days=2)).toordinal(), (D - dt.timedelta(days=5)).toordinal(),
                    0, 0, (D - dt.timedelta(days=5)).toordinal()]
+    # the clicks of the 28 days before the earliest date up to the day before the latest
+    assert sorted(clicks["date"].unique()) == [D - dt.timedelta(days=5), D - dt.timedelta(days=2)]

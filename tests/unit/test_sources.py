@@ -193,3 +193,28 @@ def test_the_ceiling_knows_what_the_logs_up_to_yesterday_show(source):
                            np.zeros(len(users)))
     np.testing.assert_allclose(never, later)
     assert not np.allclose(never, ceiling)
+
+
+def test_the_ceilings_affinity_is_the_posterior_given_the_logged_clicks(source):
+    import pandas as pd
+
+    w = source.world
+    day = D0 + dt.timedelta(days=30)
+    user = np.array([3, 3])
+    cats = w.item_category
+    a = int(np.flatnonzero(cats == cats[0])[0])  # an item of category cats[0]
+    b = int(np.flatnonzero(cats != cats[0])[0])  # an item of another category
+    items, req = np.array([a, b]), np.full(2, id_base(day))
+    last = np.full(2, day.toordinal() - 1)
+    nothing = pd.DataFrame({"user_id": [], "item_id": [], "date": []})
+    many = pd.DataFrame({"user_id": [3] * 20, "item_id": [a] * 20,
+                         "date": [day - dt.timedelta(days=2)] * 20})
+    stale = many.assign(date=day - dt.timedelta(days=40))  # before the posterior's window
+    known = source.ceiling(user, items, req, last)
+    none = source.ceiling(user, items, req, last, nothing)
+    clicked = source.ceiling(user, items, req, last, many)
+    # 20 clicks in a's category: a rises against b, and above what no clicks at all give
+    assert clicked[0] - clicked[1] > none[0] - none[1]
+    assert clicked[0] > none[0]
+    np.testing.assert_allclose(source.ceiling(user, items, req, last, stale), none)
+    assert not np.allclose(none, known)
