@@ -13,6 +13,7 @@ from feature_store.definitions import (
     ENCODER_USER,
     ITEM,
     ITEM_LONG,
+    LINE_NEXT,
     LONG_WINDOW_DAYS,
     ON_DEMAND,
     R1,
@@ -136,6 +137,9 @@ def compute_views(
     out = {USER.name: _fill(u, USER), ITEM.name: it, USER_CATEGORY.name: uc,
            USER_ITEM.name: _fill(ui, USER_ITEM)}
     out |= _recent_views(impressions, clicks, cat, line, as_of)
+    long_clicks = (pd.concat([clicks, older["clicks"]], ignore_index=True)
+                   if older and "clicks" in older and len(older["clicks"]) else clicks)
+    out[LINE_NEXT.name] = line_next(long_clicks, line)
     out |= _long_views(users, items, {"impressions": impressions, "clicks": clicks,
                                       "purchases": purchases}, older or {}, with_cat, price,
                       LONG_WINDOW_DAYS / long_days if long_days else 1.0)
@@ -178,6 +182,53 @@ def _recent_views(impressions: pd.DataFrame, clicks: pd.DataFrame, cat: pd.Serie
     uc = _pair_counts(recent, ["user_id", "category"], "uc", R2)
     ui = _pair_counts(recent, ["user_id", "item_id"], "ui", R2)
     return {USER_LINE.name: ul, USER_CATEGORY_RECENT.name: uc, USER_ITEM_RECENT.name: ui}
+
+
+NEXT_LINES = 5
+"""Next lines kept per line in the ``line_next`` view."""
+
+
+def line_next(clicks: pd.DataFrame, line: pd.Series) -> pd.DataFrame:
+    """The ``line_next`` view: for each line A, the lines B != A that the users who clicked A on
+    a day clicked on one of the next 2 days, as shares of those users (each user and pair of
+    days counted once; the ``NEXT_LINES`` most common B per A). Needs the clicks' ``date``."""
+    name = LINE_NEXT.features[0].name
+    if clicks.empty or "date" not in clicks:
+        return pd.DataFrame({"line": [], "next_line": [], name: []})
+    c = pd.DataFrame({"user_id": clicks["user_id"].to_numpy(np.int64),
+                      "line": line.reindex(clicks["item_id"].to_numpy()).fillna(-1).to_numpy(
+                          np.int64),
+                      "day": pd.to_datetime(clicks["date"]).map(dt.datetime.toordinal).to_numpy()})
+    c = c[c["line"] >= 0].drop_duplicates()
+    pairs = [c.merge(c.assign(day=c["day"] - k), on=["user_id", "day"], suffixes=("", "_n"))
+             for k in (1, 2)]
+    p = pd.concat(pairs, ignore_index=True)
+    p = p[p["line"] != p["line_n"]].drop_duplicates(["user_id", "line", "line_n"])
+    counts = p.groupby(["line", "line_n"], sort=False).size().rename("n").reset_index()
+    counts["share"] = counts["n"] / counts.groupby("line")["n"].transform("sum")
+    top = (counts.sort_values(["line", "n", "line_n"], ascending=[True, False, True])
+           .groupby("line", sort=False).head(NEXT_LINES))
+    return pd.DataFrame({"line": top["line"].to_numpy(), "next_line": top["line_n"].to_numpy(),
+                         name: top["share"].to_numpy()})
+
+
+def line_next_score(rows: pd.DataFrame, user_line: pd.DataFrame,
+                    nxt: pd.DataFrame) -> np.ndarray:
+    """``od_line_next`` of ``rows`` (``user_id``, ``line``): the user's lines of the last day,
+    as shares of ``ul_impressions_1d``, times the ``line_next`` shares into the row's line."""
+    day = user_line[user_line[f"ul_impressions_{R1}"] > 0]
+    if day.empty or nxt.empty:
+        return np.zeros(len(rows), dtype=np.float32)
+    share = day[f"ul_impressions_{R1}"] / day.groupby("user_id")[f"ul_impressions_{R1}"].transform(
+        "sum")
+    mine = pd.DataFrame({"user_id": day["user_id"].to_numpy(), "line": day["line"].to_numpy(),
+                         "p": share.to_numpy()})
+    moves = mine.merge(nxt, on="line")
+    score = ((moves["p"] * moves[LINE_NEXT.features[0].name])
+             .groupby([moves["user_id"], moves["next_line"]]).sum().rename("s").reset_index()
+             .rename(columns={"next_line": "line"}))
+    got = rows[["user_id", "line"]].merge(score, on=["user_id", "line"], how="left")["s"]
+    return got.fillna(0.0).to_numpy(np.float32)
 
 
 def _long_views(users: pd.DataFrame, items: pd.DataFrame, recent: Mapping[str, pd.DataFrame],
@@ -269,11 +320,14 @@ def join_features(rows: pd.DataFrame, views: dict[str, pd.DataFrame]) -> pd.Data
     """
     out = rows.reset_index(drop=True)
     for view in VIEWS:
+        if view is LINE_NEXT:  # keyed on two lines: read by od_line_next below
+            continue
         out = out.merge(views[view.name], on=list(view.keys), how="left", sort=False)
         out = _fill(out, view)
         if view is ITEM:  # the keys of the views keyed on the item's category and line
             out["category"] = out["i_category"].fillna(-1).astype("int64")
             out["line"] = out["i_line"].fillna(-1).astype("int64")
+    out[ON_DEMAND[2].name] = line_next_score(out, views[USER_LINE.name], views[LINE_NEXT.name])
     out = out.drop(columns=["category", "line", "i_line"])
     out[ON_DEMAND[0].name] = (out["i_log_price"] - out[f"u_log_price_clicked_{W}"]).astype(
         "float32")

@@ -146,11 +146,18 @@ USER_ITEM_RECENT = FeatureView(f"user_item_{R2}", ("user_id", "item_id"), (
             "last 2 days"),
     Feature(f"ui_clicks_{R2}", "float32", "user's clicks on the item in the last 2 days"),
 ))
+LINE_NEXT = FeatureView("line_next", ("line", "next_line"), (
+    Feature(f"ln_share_{L}", "float32",
+            "of the users who clicked the line on a day and another line within the next 2 days "
+            f"({LONG_WINDOW_DAYS} days of clicks), the share who clicked next_line (the 5 most "
+            "common next lines of each line): where interests move on; read by od_line_next",
+            model_input=False),
+))
 VIEWS: tuple[FeatureView, ...] = (USER, ITEM, USER_CATEGORY, USER_ITEM, USER_LONG, ITEM_LONG,
                                   USER_CATEGORY_LONG, USER_LINE, USER_CATEGORY_RECENT,
-                                  USER_ITEM_RECENT)
+                                  USER_ITEM_RECENT, LINE_NEXT)
 """Every offline view; the views keyed on ``category`` or ``line`` follow ``ITEM`` (they join on
-the item's category and line)."""
+the item's category and line); ``LINE_NEXT`` joins no row directly (``od_line_next`` reads it)."""
 ONLINE_VIEWS: tuple[FeatureView, ...] = (USER, ITEM, USER_CATEGORY, USER_LONG, ITEM_LONG,
                                          USER_CATEGORY_LONG)
 """Views materialized to the online store (user x item is too sparse to be worth it)."""
@@ -162,6 +169,10 @@ ON_DEMAND: tuple[Feature, ...] = (
             "the pre-trained sequence encoder's next-item score of the item for the user (their "
             "embeddings' dot product, views encoder_user and encoder_item); NaN before any "
             "encoder", default=NAN),
+    Feature("od_line_next", "float32",
+            "how likely the item's line is where the user's interest moves next: the user's "
+            "lines of the last day (shares of ul_impressions_1d) times each line's next-line "
+            "shares (view line_next), summed"),
 )
 """Computed at join time from the views above (same code for training and scoring)."""
 

@@ -128,6 +128,27 @@ def test_recent_views_count_back_from_the_last_day_by_product_line():
     assert join_features(rows, own)["ul_impressions_1d"].tolist() == [0, 0, 0]
 
 
+def test_line_next_learns_where_interests_move_and_scores_the_users_next_line():
+    from feature_store.compute import line_next, line_next_score
+
+    d0 = dt.date(2026, 2, 1)
+    day = [d0 + dt.timedelta(days=k) for k in range(4)]
+    line = pd.Series([1, 2, 3, 4], index=[10, 20, 30, 40])  # item -> line
+    # users 1-3 move from line 1 to line 2 (one day or two later), user 4 from line 1 to line 3;
+    # user 5 clicks line 1 then line 4 three days later: too late to count
+    clicks = pd.DataFrame({
+        "user_id": [1, 1, 2, 2, 3, 3, 4, 4, 5, 5],
+        "item_id": [10, 20, 10, 20, 10, 20, 10, 30, 10, 40],
+        "date": [day[0], day[1], day[0], day[2], day[1], day[2], day[0], day[1], day[0], day[3]]})
+    nxt = line_next(clicks, line).set_index(["line", "next_line"])["ln_share_28d"]
+    assert nxt[(1, 2)] == 0.75 and nxt[(1, 3)] == 0.25 and (1, 4) not in nxt.index
+    # user 7 was shown line 1 three times and line 3 once yesterday
+    user_line = pd.DataFrame({"user_id": [7, 7], "line": [1, 3], "ul_impressions_1d": [3.0, 1.0]})
+    rows = pd.DataFrame({"user_id": [7, 7, 7, 8], "line": [2, 3, 4, 2]})
+    got = line_next_score(rows, user_line, nxt.reset_index())
+    np.testing.assert_allclose(got, [0.75 * 0.75, 0.75 * 0.25, 0.0, 0.0])
+
+
 def test_recent_line_features_of_a_dates_rows_are_the_day_before(settings, ingested):
     d = ingested[-1]
     rows = build_rows(settings.raw_dir, settings.offline_dir, d, 0, settings.seed)
