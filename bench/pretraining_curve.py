@@ -123,8 +123,10 @@ def main() -> None:
     ap.add_argument("--fractions", default="0.1,0.25,0.5,1.0")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pretrain-epochs", type=int, default=20)
-    ap.add_argument("--epochs", type=int, default=30, help="epoch budget of both arms")
-    ap.add_argument("--patience", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=40, help="epoch budget of both arms")
+    ap.add_argument("--patience", type=int, default=10,
+                    help="epochs without a better validation NDCG@10 before stopping (long: a "
+                         "small fraction's validation is noisy and scratch starts slowly)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--max-len", type=int, default=50)
