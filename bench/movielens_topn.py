@@ -383,7 +383,8 @@ def peer_rows(split: Split, seeds: list[int], args: argparse.Namespace) -> dict[
         subprocess.run([py, str(ROOT / "bench" / "peers_rectools.py"), "--data", str(data),
                         "--out", str(out), "--models", args.peers,
                         "--seeds", ",".join(map(str, seeds)), "--epochs", args.peer_epochs,
-                        "--threads", str(args.threads)], check=True, cwd=tmp)
+                        "--threads", str(args.threads), "--max-len", str(args.max_len)],
+                       check=True, cwd=tmp)
         found = json.loads(out.read_text())
     targets, rows = split.target("test"), {}
     for name, res in found.items():

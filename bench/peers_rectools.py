@@ -11,8 +11,9 @@ the registry, writes the split and starts this script:
 (the item id) and ``order`` (its place in the user's time order). The last item of each user is
 the test item, the one before it the validation item. Both models train with the full softmax
 over the catalog (SASRec+ in the field's terms: RecSys 2023), 64 factors, 2 blocks, 2 heads,
-sequences of the last 50 items. The number of epochs is chosen on the validation item (the
-checkpoints of ``--epochs``, trained on with ``fit_partial``), judged by the bench's own
+sequences of the last ``--max-len`` items (50; the bench passes its own). The number of epochs
+is chosen on the validation item (the checkpoints of ``--epochs``, trained on with
+``fit_partial``), judged by the bench's own
 evaluator (``models.topn.list_metrics``, imported from the repository: numpy and pandas only);
 at every checkpoint the model also recommends each user's top 10 for the test item, reading every
 item before it (the validation item too) as its input sequence, items the user already rated
@@ -86,7 +87,9 @@ def main() -> None:
     ap.add_argument("--seeds", default="1")
     ap.add_argument("--epochs", default="25,50,75,100,150")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--max-len", type=int, default=50, help="items of a sequence read (as ours)")
     args = ap.parse_args()
+    COMMON["session_max_len"] = args.max_len
     warnings.filterwarnings("ignore")
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning").setLevel(logging.ERROR)
