@@ -94,7 +94,11 @@ def test_two_processes_follow_one_process_at_the_same_global_batch(data, tmp_pat
         for (name, a), b in zip(one.net.state_dict().items(), two.net.state_dict().values(),
                                 strict=True):
             a, b = seen_by_the_loss(name, a), seen_by_the_loss(name, b)
-            torch.testing.assert_close(b, a, atol=2e-6, rtol=1e-5, msg=name)
+            # float noise: Adam turns a gradient element near zero into a full-size step, so
+            # one weight in hundreds can end 2e-5 apart (measured: 1 of 512 in the encoder's
+            # first feed-forward layer); a rank that trained on other rows ends far further
+            torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4,
+                                       msg=lambda m, name=name: f"{name}: {m}")
     rows = tiny_rows(20, 9)
     s1, s2 = one.score(rows), two.score(rows)
     np.testing.assert_allclose(s2 - s2.mean(), s1 - s1.mean(), atol=1e-3 if stream else 1e-5)
