@@ -222,6 +222,17 @@ def train(enc, vocab, seqs: list[np.ndarray], *, epochs: int, lr: float, batch_s
     return best_state, curve, best_epoch
 
 
+def catalog_scores(split: Split, enc, vocab, phase: str) -> np.ndarray:
+    """The encoder's next-item scores of every item column for ``phase`` (items never in its
+    vocabulary stay at -inf)."""
+    from models.sequence import item_scores
+
+    s = item_scores(enc, split.history(phase), vocab)
+    out = np.full((len(s), len(split.items)), -np.inf)
+    out[:, np.searchsorted(split.items, vocab.ids)] = s[:, 1:]
+    return out
+
+
 def encoder_rows(split: Split, seed: int, args) -> dict[str, dict]:
     """Scratch and pre-trained+fine-tuned encoders of one seed: valid/test scores and info."""
     from models.retrieval import item_index
@@ -229,7 +240,6 @@ def encoder_rows(split: Split, seed: int, args) -> dict[str, dict]:
         EncoderConfig,
         ItemVocab,
         build_encoder,
-        item_scores,
         pretrain,
         user_states,
     )
@@ -239,14 +249,10 @@ def encoder_rows(split: Split, seed: int, args) -> dict[str, dict]:
     train_ids = split.train_ids()
     wins = windows(train_ids, cfg.max_len + 1)
     vocab = ItemVocab(np.concatenate(train_ids))
-    # vocabulary rows -> item columns (items never in training stay at -inf)
-    col_of_row = np.searchsorted(split.items, vocab.ids)
+    col_of_row = np.searchsorted(split.items, vocab.ids)  # vocabulary rows -> item columns
 
     def full(enc, phase: str) -> np.ndarray:
-        s = item_scores(enc, split.history(phase), vocab)
-        out = np.full((len(s), len(split.items)), -np.inf)
-        out[:, col_of_row] = s[:, 1:]
-        return out
+        return catalog_scores(split, enc, vocab, phase)
 
     def valid_fn(enc) -> float:
         return float(evaluate(split, full(enc, "valid"), "valid")[f"ndcg@{K}"].mean())

@@ -40,25 +40,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from movielens_topn import K, Split, evaluate, stage, train, windows  # noqa: E402
+from movielens_topn import K, Split, catalog_scores, evaluate, stage, train, windows  # noqa: E402
 
 
 def curve_rows(split: Split, seed: int, fractions: list[float], args) -> dict:
     """{(arm, fraction): per-user test NDCG@10} of one seed, and each fit's note."""
     import torch
 
-    from models.sequence import EncoderConfig, ItemVocab, build_encoder, item_scores, pretrain
+    from models.sequence import EncoderConfig, ItemVocab, build_encoder, pretrain
 
     cfg = EncoderConfig(max_len=args.max_len)
     train_ids = split.train_ids()
     vocab = ItemVocab(np.concatenate(train_ids))
-    col_of_row = np.searchsorted(split.items, vocab.ids)
 
     def full(enc, phase: str) -> np.ndarray:
-        s = item_scores(enc, split.history(phase), vocab)
-        out = np.full((len(s), len(split.items)), -np.inf)
-        out[:, col_of_row] = s[:, 1:]
-        return out
+        return catalog_scores(split, enc, vocab, phase)
 
     t0 = time.perf_counter()
     ckpt = pretrain(windows(train_ids, cfg.max_len + 1), cfg, epochs=args.pretrain_epochs,

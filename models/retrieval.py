@@ -41,6 +41,12 @@ def _matrix(vectors: np.ndarray) -> np.ndarray:
     return vectors
 
 
+def _unfilled(queries: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, scores)`` of ``queries`` x ``m`` with nothing found: -1 rows, -inf scores."""
+    return (np.full((queries, m), -1, dtype=np.int64),
+            np.full((queries, m), -np.inf, dtype=np.float32))
+
+
 class ExactIndex:
     """Exact top-N by a blocked matrix product (see the module doc)."""
 
@@ -52,8 +58,7 @@ class ExactIndex:
     def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         queries = _matrix(queries)
         m = min(int(n), self.size)
-        rows = np.full((len(queries), m), -1, dtype=np.int64)
-        scores = np.full((len(queries), m), -np.inf, dtype=np.float32)
+        rows, scores = _unfilled(len(queries), m)
         if m == 0:
             return rows, scores
         step = max(1, self.block_cells // max(self.size, 1))
@@ -100,8 +105,7 @@ class IvfIndex:
         queries = _matrix(queries)
         m = min(int(n), self.size)
         if m == 0 or len(queries) == 0:
-            return (np.full((len(queries), m), -1, dtype=np.int64),
-                    np.full((len(queries), m), -np.inf, dtype=np.float32))
+            return _unfilled(len(queries), m)
         scores, rows = self.index.search(queries, m)
         scores = np.where(rows < 0, -np.inf, scores).astype(np.float32)
         return rows.astype(np.int64), scores

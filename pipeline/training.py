@@ -223,25 +223,24 @@ def logged_history(settings: Settings, rows: pd.DataFrame) -> tuple[np.ndarray, 
     from feature_store.definitions import LONG_WINDOW_DAYS
 
     dates = pd.to_datetime(rows["date"]).dt.date.to_numpy()
-    landed = set(io.list_dates(settings.raw_dir, "impressions"))
     out = np.zeros(len(rows), dtype=np.int64)
+    if len(rows) == 0:
+        return out, io.read_dates(settings.raw_dir, "clicks", [], ["user_id", "item_id"])
+    landed = set(io.list_dates(settings.raw_dir, "impressions"))
+    first, end = min(dates), max(dates)
+    span = [x for x in (first + dt.timedelta(days=k)
+                        for k in range(-LONG_WINDOW_DAYS, (end - first).days)) if x in landed]
+    # one read of each day: the (user, day) pairs shown, then each row date's window of them
+    shown = io.read_dates(settings.raw_dir, "impressions", span, ["user_id"]).drop_duplicates()
+    day = pd.to_datetime(shown["date"]).map(dt.datetime.toordinal).to_numpy(np.int64)
     users = rows["user_id"].to_numpy(np.int64)
     for d in sorted(set(dates)):
-        days = [d - dt.timedelta(days=k) for k in range(LONG_WINDOW_DAYS, 0, -1)]
-        shown = io.read_dates(settings.raw_dir, "impressions", [x for x in days if x in landed],
-                              ["user_id"])
-        if shown.empty:
-            continue
-        last = (shown.assign(o=pd.to_datetime(shown["date"]).map(dt.datetime.toordinal))
-                .groupby("user_id")["o"].max())
+        o = d.toordinal()
+        inside = (day < o) & (day >= o - LONG_WINDOW_DAYS)
+        last = pd.Series(day[inside]).groupby(shown["user_id"].to_numpy()[inside]).max()
         sel = dates == d
         out[sel] = last.reindex(users[sel]).fillna(0).to_numpy(np.int64)
-    first, end = min(dates, default=None), max(dates, default=None)
-    span = ([] if first is None else
-            [first - dt.timedelta(days=k) for k in range(LONG_WINDOW_DAYS, 0, -1)]
-            + [first + dt.timedelta(days=k) for k in range((end - first).days)])
-    clicks = io.read_dates(settings.raw_dir, "clicks", [x for x in span if x in landed],
-                           ["user_id", "item_id"])
+    clicks = io.read_dates(settings.raw_dir, "clicks", span, ["user_id", "item_id"])
     return out, clicks
 
 
