@@ -676,6 +676,34 @@ def source_check(
         raise typer.Exit(1)
 
 
+docs_app = typer.Typer(help="Write the documentation pages generated from the code.",
+                       no_args_is_help=True)
+app.add_typer(docs_app, name="docs")
+
+
+@docs_app.command("config")
+def docs_config(
+    check: Annotated[bool, typer.Option(
+        "--check", help="Write nothing; exit 1 when docs/configuration.md differs from the "
+        "settings")] = False,
+) -> None:
+    """Write docs/configuration.md (every RANKLINE_* setting) from pipeline/settings.py.
+
+    With --check nothing is written: exit 1 when the page is stale.
+    """
+    from pipeline import settings_doc
+
+    text, path = settings_doc.render(), settings_doc.DOC_PATH
+    if check:
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            typer.echo(settings_doc.STALE, err=True)
+            raise typer.Exit(1)
+        typer.echo("docs/configuration.md is up to date")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {path}")
+
 def main() -> None:
     """Entry point: settings checked before any work (exit 2 naming each bad variable, no
     traceback), then logging set up and the command run."""
