@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic.fields import FieldInfo
 
@@ -69,11 +69,11 @@ def _bound(value: Any) -> str:
 def allowed(name: str, info: FieldInfo) -> str:
     """What a field accepts, in words: ``integer, >= 1, <= 1000``; ``one of `a`, `b```."""
     ann: Any = info.annotation
-    optional = isinstance(ann, types.UnionType) and type(None) in ann.__args__
-    if optional:
-        ann = next(a for a in ann.__args__ if a is not type(None))
-    if getattr(ann, "__origin__", None) is Literal:
-        parts = ["one of " + ", ".join(_code(str(a)) for a in ann.__args__)]
+    optional = get_origin(ann) in (Union, types.UnionType) and type(None) in get_args(ann)
+    if optional:  # X | None and Optional[X] alike
+        ann = next(a for a in get_args(ann) if a is not type(None))
+    if get_origin(ann) is Literal:
+        parts = ["one of " + ", ".join(_code(str(a)) for a in get_args(ann))]
     else:
         parts = [{bool: "`true` or `false`", int: "integer", float: "number",
                   dt.date: "date (YYYY-MM-DD)", Path: "path", str: "text"}.get(ann, str(ann))]

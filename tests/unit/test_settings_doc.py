@@ -26,6 +26,7 @@ def test_every_setting_has_a_row_with_its_description() -> None:
         assert info.description, f"{name} has no description="
         assert env_name(name) in rows
         assert rows[env_name(name)].count(" | ") == 3, rows[env_name(name)]
+        assert "typing." not in rows[env_name(name)], f"{name}: settings_doc.allowed cannot word its type"
 
 
 def test_defaults_render_without_machine_paths(monkeypatch, tmp_path) -> None:
