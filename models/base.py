@@ -51,12 +51,29 @@ def judged(rows: pd.DataFrame, keys: Sequence[str] = ("user_id", "date"),
                       ).reset_index(drop=True)
 
 
-def keep_negatives(rows: pd.DataFrame, n: int) -> pd.DataFrame:
-    """``rows`` with at most ``n`` sampled negatives per request: the first ``n`` in row order,
-    a random subset of those written, since rows sit in random order inside a request (pure)."""
+NEGATIVE_SOURCES = ("popularity", "uniform")
+"""Where sampled negatives come from; the rows' ``negative_source`` column holds the position
+in this tuple plus one (0: a shown item). Rows written without the column hold popularity
+negatives only."""
+
+
+def keep_negatives(rows: pd.DataFrame, n: int, source: str = "popularity") -> pd.DataFrame:
+    """``rows`` with at most ``n`` sampled negatives per request, all from ``source``: the first
+    ``n`` in row order, a random subset of those written, since rows sit in random order inside
+    a request (pure)."""
     neg = rows["is_negative"].to_numpy(bool)
     if not neg.any():
         return rows
+    if "negative_source" in rows.columns:
+        code = NEGATIVE_SOURCES.index(source) + 1
+        other = neg & (rows["negative_source"].to_numpy() != code)
+        if other.any():
+            rows = rows[~other].reset_index(drop=True)
+            neg = rows["is_negative"].to_numpy(bool)
+    elif source != "popularity" and n > 0:
+        raise ValueError(f"these training rows hold popularity negatives only, not {source}: "
+                         "write them again (the train DAG's training_set task, or `rankline "
+                         "run-dag train`)")
     rank = rows[neg].groupby("request_id", sort=False).cumcount().to_numpy()
     keep = np.ones(len(rows), dtype=bool)
     keep[np.flatnonzero(neg)[rank >= n]] = False
@@ -64,19 +81,31 @@ def keep_negatives(rows: pd.DataFrame, n: int) -> pd.DataFrame:
 
 
 def read_part(path: Path, columns: list[str] | None = None, valid: bool = False,
-              negatives: int | None = None) -> pd.DataFrame:
+              negatives: int | None = None, source: str = "popularity") -> pd.DataFrame:
     """One partition (a date's rows) as a training set reads it: validation rows as judged
     (:func:`judged`, one group per user, numbered from 0 in ``request_id``), training rows with
-    at most ``negatives`` sampled negatives per request (None: all). ``columns``: only these
-    (with what the reading needs)."""
+    at most ``negatives`` sampled negatives per request from ``source`` (None: all, of every
+    source). ``columns``: only these (with what the reading needs)."""
     if columns is not None:
         need = JUDGED_COLUMNS if valid else ["is_negative"] if negatives is not None else []
+        if negatives is not None and "negative_source" in pq_columns(path):
+            need = [*need, "negative_source"]
         columns = list(dict.fromkeys(["request_id", *need, *columns]))
     rows = pd.read_parquet(path, columns=columns)
     if valid:
         rows = judged(rows, keys=("user_id",), relevant=True)
         return rows.assign(request_id=rows.pop("group"))
-    return rows if negatives is None else keep_negatives(rows, negatives)
+    if negatives is None:
+        return rows
+    rows = keep_negatives(rows, negatives, source)
+    return rows.drop(columns="negative_source") if "negative_source" in rows.columns else rows
+
+
+def pq_columns(path: Path) -> list[str]:
+    """The column names of a Parquet file or folder, from its schema alone."""
+    import pyarrow.dataset as ds
+
+    return ds.dataset(path, format="parquet").schema.names
 
 
 @dataclass(frozen=True)
@@ -94,6 +123,8 @@ class TrainingSet:
     negatives: int | None = None
     """Sampled negatives kept per request in the training rows (the first ``negatives`` of
     those written, which sit in random order inside a request); None: every one written."""
+    negative_source: str = "popularity"
+    """Where the kept negatives come from (one of :data:`NEGATIVE_SOURCES`)."""
 
     def read(self, part: str = "train", columns: list[str] | None = None) -> pd.DataFrame:
         """The rows of ``train`` or ``valid`` (only ``columns`` when given; ``request_id`` is
@@ -110,7 +141,8 @@ class TrainingSet:
             raise ValueError(f"the training set has no {part} rows")
         frames, groups = [], 0
         for path in paths:
-            rows = read_part(path, columns, part == "valid", self.negatives)
+            rows = read_part(path, columns, part == "valid", self.negatives,
+                             self.negative_source)
             if part == "valid":  # group ids unique across dates
                 rows["request_id"] += groups
                 groups += int(rows["request_id"].nunique())
@@ -120,7 +152,8 @@ class TrainingSet:
 
     def partition(self, i: int) -> pd.DataFrame:
         """Training partition ``i`` (one date's rows), with :attr:`negatives` kept."""
-        return read_part(self.train_paths[i], negatives=self.negatives)
+        return read_part(self.train_paths[i], negatives=self.negatives,
+                         source=self.negative_source)
 
     def sample(self, n: int = 50) -> pd.DataFrame:
         """The first ``n`` rows of the first validation (else training) partition: an input

@@ -537,6 +537,7 @@ class NeuralRanker(ModelFamily):
                    if data.pretrained is not None else None)
         return {"spec": self._spec(), "train": files_of(data.train_paths),
                 "valid": files_of(data.valid_paths), "negatives": data.negatives,
+                "negative_source": data.negative_source,
                 "encoder": encoder}
 
     def _checkpoint(self, path: Path, data: TrainingSet, worker: Worker, opt: Any,

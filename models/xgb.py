@@ -239,7 +239,8 @@ class XGBoostRanker(ModelFamily):
                        "every": self.checkpoint_rounds, "dask": self.dask,
                        "stream": self.stream, "dropped": list(self.dropped),
                        "train": files_of(data.train_paths),
-                       "valid": files_of(data.valid_paths), "negatives": data.negatives}
+                       "valid": files_of(data.valid_paths), "negatives": data.negatives,
+                       "negative_source": data.negative_source}
         booster, done, before = resume(path, fingerprint, early)
         total = self.params["n_estimators"]
         params["n_estimators"] = total - done
@@ -292,7 +293,8 @@ class XGBoostRanker(ModelFamily):
                 # query ids unique across partitions: each partition's offset is the number of
                 # queries before it (one cheap pass over the request_id column)
                 counts = np.array(client.gather(client.map(
-                    _count, paths, valid=name == "valid", negatives=data.negatives, pure=False)))
+                    _count, paths, valid=name == "valid", negatives=data.negatives,
+                    source=data.negative_source, pure=False)))
                 offsets = query_offsets(counts[:, 0])
                 # the training curve's sample: about TRAIN_CURVE_ROWS rows of whole queries
                 share = min(1.0, TRAIN_CURVE_ROWS / max(int(counts[:, 1].sum()), 1))
@@ -301,6 +303,7 @@ class XGBoostRanker(ModelFamily):
                                            seed=seed, dropped=self.dropped,
                                            ordered=self.params["lambdarank_unbiased"],
                                            valid=name == "valid", negatives=data.negatives,
+                                           source=data.negative_source,
                                            meta=_partition_meta(),
                                            enforce_metadata=False)
                 n_rows = n_rows or int(counts[:, 1].sum())  # the training rows
@@ -351,7 +354,8 @@ class XGBoostRanker(ModelFamily):
         from models.xgb_stream import train_booster
 
         parts = {"train": list(data.train_paths), "valid": list(data.valid_paths)}
-        counts = {k: np.array([_count(p, k == "valid", data.negatives) for p in v]
+        counts = {k: np.array([_count(p, k == "valid", data.negatives, data.negative_source)
+                               for p in v]
                               ).reshape(-1, 2) for k, v in parts.items()}
         valid = set(parts["valid"])
         offsets = {k: query_offsets(c[:, 0]).tolist() for k, c in counts.items()}
@@ -366,7 +370,8 @@ class XGBoostRanker(ModelFamily):
             booster, res, batch = train_booster(
                 params, parts, offsets, lambda p, o: _partition(
                     p, o, share, seed, self.dropped, self.params["lambdarank_unbiased"],
-                    valid=p in valid, negatives=data.negatives), Path(cache), resumed)
+                    valid=p in valid, negatives=data.negatives, source=data.negative_source),
+                Path(cache), resumed)
         seconds = time.perf_counter() - t0
         self._trained(data)
         best = booster.attr("best_iteration")
@@ -430,9 +435,10 @@ def query_offsets(queries: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(queries)[:-1]]).astype(np.int64)
 
 
-def _count(path: Any, valid: bool = False, negatives: int | None = None) -> tuple[int, int]:
+def _count(path: Any, valid: bool = False, negatives: int | None = None,
+           source: str = "popularity") -> tuple[int, int]:
     """The queries and rows of one partition as :func:`_partition` reads it."""
-    req = read_part(path, ["request_id"], valid, negatives)["request_id"]
+    req = read_part(path, ["request_id"], valid, negatives, source)["request_id"]
     return int(req.nunique()), len(req)
 
 
@@ -454,16 +460,16 @@ def by_position(rows: pd.DataFrame) -> pd.DataFrame:
 
 def _partition(path: Any, offset: int, sample: float, seed: int,
                dropped: Sequence[str] = (), ordered: bool = False, valid: bool = False,
-               negatives: int | None = None) -> pd.DataFrame:
+               negatives: int | None = None, source: str = "popularity") -> pd.DataFrame:
     """One training partition as a Dask partition: the features as float32 (``dropped`` ones
     missing), the label, a query id unique across partitions (``offset`` + this partition's
     dense ids, sorted; ``ordered``: the impressions only, in the order shown, :func:`by_position`)
     and whether the query is in the training-curve sample. ``valid``: a validation partition,
     judged as the evaluation judges (:func:`models.base.judged`, never ``ordered``);
-    ``negatives``: sampled negatives kept per training request (None: all)."""
+    ``negatives``: sampled negatives kept per training request from ``source`` (None: all)."""
     ordered = ordered and not valid
     rows = read_part(path, ["request_id", "label", *model_features(),
-                             *(["position"] if ordered else [])], valid, negatives)
+                             *(["position"] if ordered else [])], valid, negatives, source)
     rows = (by_position(rows) if ordered else
             rows.sort_values("request_id", kind="stable").reset_index(drop=True))
     local = query_ids(rows).astype(np.int64)

@@ -2,7 +2,9 @@
 
 Label of an impression: 3 if it led to a purchase, 2 to an add-to-cart, 1 to a click, 0 if it
 was ignored. Negatives (label 0) are items of the match set that the request did not show,
-sampled by recent popularity. Rows are sorted by request (the ranking group).
+sampled from each of :data:`models.base.NEGATIVE_SOURCES` (by recent popularity, and uniformly);
+a training set keeps those of one source (``pipeline.row_choice`` chooses which, and how many).
+Rows are sorted by request (the ranking group).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from feature_store import io
 from feature_store.compute import join_features
 from feature_store.definitions import W
 from feature_store.offline import read_views
+from models.base import NEGATIVE_SOURCES
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,8 @@ def label_impressions(
 def sample_negatives(
     shown: pd.DataFrame, item_popularity: pd.Series, per_request: int, rng: np.random.Generator
 ) -> pd.DataFrame:
-    """``per_request`` unseen items per request, drawn by popularity (pure but for ``rng``).
+    """``per_request`` unseen items per request, drawn in proportion to ``item_popularity``
+    (pure but for ``rng``; equal weights draw uniformly).
 
     Args:
         shown: one row per impression with ``request_id``, ``user_id``, ``item_id``.
@@ -67,8 +71,10 @@ def build_rows(
 ) -> pd.DataFrame:
     """Labelled rows of ``date`` joined with features as of the end of ``date - 1``.
 
-    Columns: request_id, user_id, item_id, position (NaN for negatives), label, is_negative and
-    every model feature; sorted by request_id, in random order inside a request.
+    Columns: request_id, user_id, item_id, position (NaN for negatives), label, is_negative,
+    negative_source (0 for shown items, else where the negative was drawn from: see
+    :data:`models.base.NEGATIVE_SOURCES`) and every model feature; sorted by request_id, in
+    random order inside a request. ``negatives_per_request`` are drawn from each source.
     """
     tables = {t: io.read_partition(raw_dir, t, date)
               for t in ("impressions", "clicks", "add_to_cart", "purchases")}
@@ -79,14 +85,23 @@ def build_rows(
     popularity = item[f"i_clicks_{W}"] + 0.1
     rng = np.random.default_rng([seed, date.toordinal(), 1])
     neg = sample_negatives(imp, popularity, negatives_per_request, rng)
-    neg = neg.assign(position=np.nan, label=np.int8(IGNORED), is_negative=True)
+    # uniform negatives from a stream of their own: the popularity draws and the shuffle of
+    # the other rows stay what they were without them
+    rng_uniform = np.random.default_rng([seed, date.toordinal(), 2])
+    uniform = sample_negatives(imp, pd.Series(1.0, index=popularity.index),
+                               negatives_per_request, rng_uniform)
+    neg = neg.assign(position=np.nan, label=np.int8(IGNORED), is_negative=True,
+                     negative_source=np.int8(NEGATIVE_SOURCES.index("popularity") + 1))
+    uniform = uniform.assign(position=np.nan, label=np.int8(IGNORED), is_negative=True,
+                             negative_source=np.int8(NEGATIVE_SOURCES.index("uniform") + 1))
     rows = pd.concat(
-        [imp[["request_id", "user_id", "item_id", "position", "label"]].assign(is_negative=False),
-         neg], ignore_index=True)
+        [imp[["request_id", "user_id", "item_id", "position", "label"]].assign(
+            is_negative=False, negative_source=np.int8(0)), neg, uniform], ignore_index=True)
     rows["position"] = rows["position"].astype("float32")
     # Random order inside each request: row order must not carry the logged position, or any
     # metric that breaks score ties by row order (XGBoost's own ndcg does) would see it.
-    rows["_shuffle"] = rng.random(len(rows))
+    rows["_shuffle"] = np.concatenate([rng.random(len(rows) - len(uniform)),
+                                       rng_uniform.random(len(uniform))])
     rows = rows.sort_values(["request_id", "_shuffle"], ignore_index=True).drop(columns="_shuffle")
     return join_features(rows, views)
 

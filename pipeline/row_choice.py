@@ -1,5 +1,5 @@
-"""What a log's training rows hold, chosen on its validation dates: how many of the sampled
-negatives each request keeps, and whether clicks are position-debiased.
+"""What a log's training rows hold, chosen on its validation dates: how many sampled negatives
+each request keeps, where they come from, and whether clicks are position-debiased.
 
 Neither has one right answer. Sampled negatives (items the request never showed) teach a ranker
 to put shown items above unshown ones, which helps where the refresh ranks unshown candidates
@@ -12,10 +12,17 @@ last :data:`PROBE_DATES` training dates once per candidate and scored on the val
 The simplest candidate (no negatives, clicks as logged) is kept unless another one's mean
 NDCG@10 is higher with a paired bootstrap interval over the validation groups above zero.
 
-A setting given explicitly (``RANKLINE_NEGATIVES_PER_REQUEST``, ``RANKLINE_UNBIASED``) is not
-chosen. The choice is recorded per split (``work/row_choice/<first>_<last>.json``, an overwrite
-on rerun) and in the DAG run's MLflow run (``rows.*`` params, metrics and tag), and every family
-of the split trains with it (:func:`resolve`).
+The sources are popular items (the items' recent clicks: hard negatives, since a ranker cannot
+win by putting the popular first) and every item alike (easy ones, which teach what a shown item
+looks like). A sampled negative weighs as much as a shown one: XGBoost's ranking objectives
+weigh groups, not rows, so their count (0 included) is how much they say, and the count is
+chosen.
+
+A setting given explicitly (``RANKLINE_NEGATIVES_PER_REQUEST``, ``RANKLINE_NEGATIVE_SOURCE``,
+``RANKLINE_UNBIASED``) is not chosen. The choice is recorded per split
+(``work/row_choice/<first>_<last>.json``, an overwrite on rerun) and in the DAG run's MLflow run
+(``rows.*`` params, metrics and tag), and every family of the split trains with it
+(:func:`resolve`).
 """
 
 from __future__ import annotations
@@ -49,28 +56,45 @@ class RowChoice:
     """Mean validation NDCG@10 per candidate (empty when nothing was left to choose)."""
     groups: int
     """Validation groups the candidates were compared on."""
+    source: str = "popularity"
+    """Where the kept negatives come from (moot with 0 of them)."""
 
     def apply(self, settings: Settings) -> Settings:
         """``settings`` with the choice filled in (what every family of the split trains on)."""
         return settings.model_copy(update={"negatives_per_request": self.negatives,
+                                           "negative_source": self.source,
                                            "unbiased": self.unbiased})
 
 
-def candidate_name(negatives: int, unbiased: bool) -> str:
-    """``5 negatives``, ``0 negatives, debiased``."""
-    return f"{negatives} negatives" + (", debiased" if unbiased else "")
+@dataclass(frozen=True)
+class Candidate:
+    """One way to build the training rows."""
+
+    negatives: int
+    source: str = "popularity"
+    unbiased: bool = False
+
+    @property
+    def name(self) -> str:
+        """``0 negatives``, ``5 popularity negatives``, ``0 negatives, debiased``."""
+        kind = f" {self.source}" if self.negatives else ""
+        return f"{self.negatives}{kind} negatives" + (", debiased" if self.unbiased else "")
 
 
-def candidates(settings: Settings, has_positions: bool) -> list[tuple[int, bool]]:
-    """``(negatives, unbiased)`` pairs to try, the simplest first: every count of
-    ``RANKLINE_NEGATIVE_CHOICES`` (or the fixed one) with clicks as logged, and when the logs
-    have positions and ``RANKLINE_UNBIASED`` is unset, the fewest negatives debiased."""
+def candidates(settings: Settings, has_positions: bool) -> list[Candidate]:
+    """The candidates to try, the simplest first: every count of ``RANKLINE_NEGATIVE_CHOICES``
+    (or the fixed one) from every source of ``RANKLINE_NEGATIVE_SOURCES`` (or the fixed one),
+    with clicks as logged; and when the logs have positions and ``RANKLINE_UNBIASED`` is unset,
+    the fewest negatives debiased (from the first source)."""
     fixed = settings.negatives_per_request
     counts = [fixed] if fixed is not None else list(settings.negative_counts)
-    if settings.unbiased is not None:
-        return [(k, settings.unbiased) for k in counts]
-    out = [(k, False) for k in counts]
-    return [*out, (counts[0], True)] if has_positions else out
+    sources = settings.negative_source_choices
+    unbiased = [settings.unbiased] if settings.unbiased is not None else [False]
+    out = [Candidate(k, src, u) for u in unbiased for k in counts
+           for src in (sources if k else sources[:1])]
+    if has_positions and settings.unbiased is None:
+        out.append(Candidate(counts[0], sources[0], True))
+    return out
 
 
 def pick(per_group: dict[str, np.ndarray], names: list[str], n_resamples: int,
@@ -114,16 +138,16 @@ def choose(settings: Settings, split: dict[str, list[str]]) -> RowChoice:
     valid = partition_paths(settings, split["valid"])
     cands = candidates(settings, has_positions(list(train)))
     if len(cands) == 1:
-        (negatives, unbiased), = cands
-        return RowChoice(negatives, unbiased, f"{candidate_name(*cands[0])}: as set", {}, 0)
+        (c,) = cands
+        return RowChoice(c.negatives, c.unbiased, f"{c.name}: as set", {}, 0, c.source)
     rows = TrainingSet(train, valid).read("valid")
     groups, labels = rows["request_id"].to_numpy(), rows["label"].to_numpy()
     per_group, names = {}, []
-    for negatives, unbiased in cands:
-        name = candidate_name(negatives, unbiased)
-        model = build(PROBE, settings.model_copy(update={"unbiased": unbiased}))
+    for c in cands:
+        name = c.name
+        model = build(PROBE, settings.model_copy(update={"unbiased": c.unbiased}))
         model.set_threads(settings.n_threads)
-        model.fit(TrainingSet(train, valid, negatives=negatives))
+        model.fit(TrainingSet(train, valid, negatives=c.negatives, negative_source=c.source))
         per_group[name] = per_group_metrics(groups, labels, model.score(rows),
                                             seed=settings.seed)["ndcg@10"].to_numpy(float)
         names.append(name)
@@ -131,9 +155,10 @@ def choose(settings: Settings, split: dict[str, list[str]]) -> RowChoice:
                  per_group[name].mean(), len(per_group[name]))
     kept, reason = pick(per_group, names, settings.gate_bootstrap, settings.gate_confidence,
                         settings.seed)
-    negatives, unbiased = cands[names.index(kept)]
-    return RowChoice(negatives, unbiased, reason,
-                     {n: float(per_group[n].mean()) for n in names}, len(per_group[names[0]]))
+    c = cands[names.index(kept)]
+    return RowChoice(c.negatives, c.unbiased, reason,
+                     {n: float(per_group[n].mean()) for n in names}, len(per_group[names[0]]),
+                     c.source)
 
 
 def _record_path(settings: Settings, split: dict[str, list[str]]) -> Path:
@@ -143,7 +168,9 @@ def _record_path(settings: Settings, split: dict[str, list[str]]) -> Path:
 def _key(settings: Settings, split: dict[str, list[str]]) -> dict[str, Any]:
     """What a recorded choice depends on besides the rows: a change makes it stale."""
     return {"split": split, "negatives_per_request": settings.negatives_per_request,
-            "negative_choices": list(settings.negative_counts), "unbiased": settings.unbiased,
+            "negative_choices": list(settings.negative_counts),
+            "negative_sources": list(settings.negative_source_choices),
+            "unbiased": settings.unbiased,
             "seed": settings.seed, "probe_dates": PROBE_DATES}
 
 
@@ -177,6 +204,7 @@ def _log(settings: Settings, run_id: str, choice: RowChoice) -> None:
     configure(settings)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_params({"rows.negatives_per_request": choice.negatives,
+                           "rows.negative_source": choice.source,
                            "rows.position_debiased": choice.unbiased,
                            "rows.probe": f"{PROBE} on {PROBE_DATES} training dates"})
         mlflow.log_metrics({"rows_choice_groups": choice.groups, **{

@@ -128,6 +128,21 @@ class Settings(BaseSettings):
         description="The negatives per request the validation choice tries when "
         "RANKLINE_NEGATIVES_PER_REQUEST is unset (0 is always tried).",
     )
+    negative_source: Literal["popularity", "uniform"] | None = Field(
+        default=None,
+        description="Where the sampled negatives come from: popularity (drawn in proportion to "
+        "the items' clicks over the last 7 days, plus a floor) or uniform (every item of the "
+        "match set alike). Unset: chosen per log on the validation dates among "
+        "RANKLINE_NEGATIVE_SOURCES, as the count is. Every sampled negative weighs as much as "
+        "a shown item (XGBoost's ranking objectives weigh groups, not rows): their influence "
+        "is set by their count, which 0 switches off.",
+    )
+    negative_sources: str = Field(
+        default="popularity,uniform", pattern=r"^(popularity|uniform)(,(popularity|uniform))*$",
+        description="The sources of negatives the validation choice tries when "
+        "RANKLINE_NEGATIVE_SOURCE is unset (each with every count above 0 of "
+        "RANKLINE_NEGATIVE_CHOICES).",
+    )
     models: str = Field(
         default="xgboost,neural", pattern=r"^[a-z0-9_]+(,[a-z0-9_]+)*$",
         description="Model families trained by the train DAG (comma list, one task each); the "
@@ -551,6 +566,14 @@ class Settings(BaseSettings):
         if self.negatives_per_request is not None:
             return self.negatives_per_request
         return max(self.negative_counts)
+
+    @property
+    def negative_source_choices(self) -> tuple[str, ...]:
+        """The sources the row choice tries: ``RANKLINE_NEGATIVE_SOURCE``, or every one of
+        ``RANKLINE_NEGATIVE_SOURCES`` (in its order, each once)."""
+        if self.negative_source is not None:
+            return (self.negative_source,)
+        return tuple(dict.fromkeys(self.negative_sources.split(",")))
 
     @property
     def negative_counts(self) -> tuple[int, ...]:

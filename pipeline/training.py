@@ -96,13 +96,14 @@ def partition_paths(settings: Settings, dates: list[str]) -> tuple[Path, ...]:
 def training_set(settings: Settings, split: dict[str, list[str]], pretrained: Path | None = None,
                  checkpoint_dir: Path | None = None) -> Any:
     """The :class:`models.base.TrainingSet` reference of a split (the rows' Parquet folders),
-    keeping ``RANKLINE_NEGATIVES_PER_REQUEST`` sampled negatives per request (unset: all those
-    written; :func:`pipeline.row_choice.resolve` fills it in)."""
+    keeping ``RANKLINE_NEGATIVES_PER_REQUEST`` sampled negatives per request from
+    ``RANKLINE_NEGATIVE_SOURCE`` (unset: every one written, of every source;
+    :func:`pipeline.row_choice.resolve` fills both in)."""
     from models.base import TrainingSet
 
     return TrainingSet(partition_paths(settings, split["train"]),
                        partition_paths(settings, split["valid"]), pretrained, checkpoint_dir,
-                       settings.negatives_per_request)
+                       settings.negatives_per_request, settings.negative_source or "popularity")
 
 
 def train_model(settings: Settings, split: dict[str, list[str]], run_id: str,
@@ -150,6 +151,7 @@ def train_model(settings: Settings, split: dict[str, list[str]], run_id: str,
             "valid_dates": f"{split['valid'][0]}..{split['valid'][-1]}",
             "test_dates": f"{split['test'][0]}..{split['test'][-1]}",
             "source": settings.source, "negatives_per_request": settings.negatives,
+            "negative_source": settings.negative_source,
             "position_debiased": settings.unbiased,
         })
         if model.needs_pretrained:

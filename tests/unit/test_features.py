@@ -340,3 +340,18 @@ def test_encoder_features_use_only_encoders_and_sequences_up_to_the_day_before(s
     assert embed_dates(settings, [prev, d]) == {d.isoformat(): late}
     after = build_rows(settings.raw_dir, settings.offline_dir, d, 3, settings.seed)
     pd.testing.assert_frame_equal(before[model_features()], after[model_features()])
+
+
+def test_rows_hold_negatives_from_every_source_never_shown_to_the_request(settings, ingested):
+    d = ingested[-1]
+    rows = build_rows(settings.raw_dir, settings.offline_dir, d, 3, settings.seed)
+    neg = rows[rows["is_negative"]]
+    assert set(rows.loc[~rows["is_negative"], "negative_source"]) == {0}
+    per = neg.groupby(["request_id", "negative_source"]).size()
+    assert set(per.index.get_level_values(1)) == {1, 2} and per.max() <= 3
+    shown = set(zip(rows.loc[~rows["is_negative"], "request_id"],
+                    rows.loc[~rows["is_negative"], "item_id"], strict=True))
+    assert not shown & set(zip(neg["request_id"], neg["item_id"], strict=True))
+    # a rebuild is the same rows (a rerun of the task is an overwrite with the same content)
+    again = build_rows(settings.raw_dir, settings.offline_dir, d, 3, settings.seed)
+    pd.testing.assert_frame_equal(rows, again)

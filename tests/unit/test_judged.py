@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from models.base import TrainingSet, judged, keep_negatives
 
@@ -61,3 +62,16 @@ def test_keep_negatives_keeps_the_first_n_of_each_request():
     assert keep_negatives(rows, 1)["item_id"].tolist() == [0, 1, 4, 5, 7]
     assert keep_negatives(rows, 5) is rows
     assert keep_negatives(rows, 0)["is_negative"].sum() == 0
+
+
+def test_keep_negatives_keeps_one_source_and_old_rows_hold_popularity_only():
+    rows = pd.DataFrame({"request_id": [1] * 5,
+                         "is_negative": [True, False, True, True, True],
+                         "negative_source": np.array([2, 0, 1, 2, 1], np.int8),
+                         "item_id": range(5)})
+    assert keep_negatives(rows, 1, "popularity")["item_id"].tolist() == [1, 2]
+    assert keep_negatives(rows, 5, "uniform")["item_id"].tolist() == [0, 1, 3]
+    old = rows.drop(columns="negative_source")
+    assert keep_negatives(old, 5, "popularity") is old
+    with pytest.raises(ValueError, match="popularity negatives only.*write them again"):
+        keep_negatives(old, 1, "uniform")

@@ -8,18 +8,22 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.row_choice import candidate_name, candidates, pick, resolve
+from pipeline.row_choice import Candidate, candidates, pick, resolve
 from pipeline.settings import Settings
 
 
 def test_candidates_start_with_the_simplest_and_add_debiasing_only_with_positions(tmp_path):
     s = Settings(home=tmp_path)
-    assert candidates(s, has_positions=False) == [(0, False), (5, False)]
-    assert candidates(s, has_positions=True) == [(0, False), (5, False), (0, True)]
-    fixed = Settings(home=tmp_path, negatives_per_request=3, unbiased=False)
-    assert candidates(fixed, has_positions=True) == [(3, False)]
-    assert candidates(Settings(home=tmp_path, unbiased=True), True) == [(0, True), (5, True)]
-    assert candidate_name(0, True) == "0 negatives, debiased"
+    plain = [Candidate(0), Candidate(5, "popularity"), Candidate(5, "uniform")]
+    assert candidates(s, has_positions=False) == plain
+    assert candidates(s, has_positions=True) == [*plain, Candidate(0, unbiased=True)]
+    fixed = Settings(home=tmp_path, negatives_per_request=3, negative_source="uniform",
+                     unbiased=False)
+    assert candidates(fixed, has_positions=True) == [Candidate(3, "uniform")]
+    assert candidates(Settings(home=tmp_path, unbiased=True, negative_sources="uniform"),
+                      True) == [Candidate(0, "uniform", True), Candidate(5, "uniform", True)]
+    assert Candidate(0, unbiased=True).name == "0 negatives, debiased"
+    assert Candidate(5, "uniform").name == "5 uniform negatives"
 
 
 def test_another_candidate_is_kept_only_with_a_paired_interval_above_zero():
@@ -49,6 +53,7 @@ def test_resolve_records_the_choice_and_the_training_set_keeps_it(settings, inge
     assert chosen.unbiased is (False if given else chosen.unbiased)
     assert isinstance(chosen.unbiased, bool)
     assert len(list((s.work_dir / "row_choice").glob("*.json"))) == 1
+    assert chosen.negative_source in ("popularity", "uniform")
     rows = training_set(chosen, split).read("train")
     kept = rows[rows["is_negative"]].groupby("request_id").size()
     assert kept.max() == chosen.negatives_per_request if chosen.negatives_per_request else \
