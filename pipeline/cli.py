@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -61,7 +62,7 @@ def demo(
         raise typer.BadParameter(
             f"{s.demo_days} dates are too few: training as of the last date needs "
             f"{DEMO_DAYS_RULE} = {s.min_demo_days}", param_hint="--days / RANKLINE_DEMO_DAYS")
-    from pipeline.orchestrate import DemoFailed, run_demo
+    from pipeline.orchestrate import DemoFailed, Interrupted, run_demo
     from pipeline.services import log_dir
 
     t0 = time.perf_counter()
@@ -72,6 +73,11 @@ def demo(
     except DemoFailed as exc:
         typer.echo(f"\n[demo] failed: {exc}", err=True)
         raise typer.Exit(1) from None
+    except Interrupted as exc:
+        typer.echo(f"[demo] stopped by {exc.signame}: Airflow's components are stopped and no "
+                   "run is left queued or running; `rankline demo` again runs the dates that "
+                   "did not finish", err=True)
+        raise typer.Exit(128 + signal.Signals[exc.signame].value) from None
     if not published:
         summary(s, dates, served=False)
         typer.echo("\nNo model beat the baselines, so there is no champion and nothing to "

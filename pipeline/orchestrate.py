@@ -24,11 +24,14 @@ The components' own records go to ``<home>/logs/<name>.log``; this module prints
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +132,15 @@ class Scheduler:
     def paused(self, dag_id: str) -> bool:
         """Whether ``dag_id`` is paused."""
         return bool(self._get(f"/dags/{dag_id}")["is_paused"])
+
+    def set_run_state(self, dag_id: str, run_id: str, state: str) -> None:
+        """Mark one run ``success`` or ``failed`` (its unfinished tasks end with it)."""
+        self._send("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", {"state": state})
+
+    @property
+    def ready(self) -> bool:
+        """Whether :meth:`start` got as far as the REST client."""
+        return self._client is not None
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
         """Pause or unpause ``dag_id``."""
@@ -254,46 +266,108 @@ def run_demo(settings: Settings, dates: list[dt.date], echo: Callable[[str], Non
     Raises:
         DemoFailed: a run failed or a component stopped, with what to read next.
     """
-    from pipeline.tracking import champion_version
 
     sched = Scheduler(settings, services.free_port(), echo)
     t0 = time.monotonic()
     echo(f"[demo] starting Airflow (API server on {sched.base}, DAG processor, scheduler); "
          f"their logs: {services.log_dir(settings.home)}")
-    sched.start()
-    paused = {d: sched.paused(d) for d in DAG_IDS}
-    try:
-        echo(f"[demo] Airflow ready ({time.monotonic() - t0:.0f}s); ingest: backfill "
-             f"{dates[0]}..{dates[-1]}")
-        sched.set_paused("ingest", True)  # while the backfill is created: Scheduler.backfill
-        if stale := sched.cancel_backfills("ingest"):  # an earlier demo's, held by a failure
-            echo(f"[demo] cancelled unfinished ingest backfill(s) {stale}")
-        sched.backfill("ingest", dates[0], dates[-1])
-        sched.set_paused("ingest", False)
+    paused: dict[str, bool] = {}
+    with stopped_by_signals() as interrupted:
         try:
-            _wait_dates(sched, dates, echo)
-        except DemoFailed:
-            sched.cancel_backfills("ingest")  # its later dates would wait on the failed one
-            raise
-        before = getattr(champion_version(settings), "version", None)
-        run_id = sched.scheduled_or_triggered("train", {"as_of": dates[-1].isoformat()})
-        took = sched.wait_run("train", run_id, train_timeout)
-        echo(f"[demo] train ok ({took:.0f}s)")
-        after = getattr(champion_version(settings), "version", None)
-        if after is None or after == before:
-            return after is not None
-        run_id = sched.scheduled_or_triggered("hulk_refresh", {})
-        took = sched.wait_run("hulk_refresh", run_id, 1800)
-        echo(f"[demo] hulk_refresh ok ({took:.0f}s)")
-        return True
+            sched.start()
+            paused = {d: sched.paused(d) for d in DAG_IDS}
+            return _demo_runs(sched, settings, dates, echo, train_timeout, t0)
+        finally:
+            if interrupted and sched.ready:
+                _settle_interrupted(sched, echo, interrupted[0])
+            for dag_id, state in paused.items():
+                try:
+                    sched.set_paused(dag_id, state)
+                except Exception:  # noqa: BLE001 - stopping matters more than the pause flag
+                    pass
+            echo("[demo] stopping Airflow")
+            sched.stop()
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT reached the demo: it stops its Airflow components and exits (a
+    ``BaseException``, like ``KeyboardInterrupt``, so no ``except Exception`` swallows it)."""
+
+    def __init__(self, signame: str) -> None:
+        super().__init__(signame)
+        self.signame = signame
+
+
+@contextlib.contextmanager
+def stopped_by_signals() -> Iterator[list[str]]:
+    """While inside, SIGTERM (what ``kill``, ``timeout``, systemd and docker send) and SIGINT
+    (Ctrl-C) raise :class:`Interrupted` in the main thread, so the ``finally`` blocks that stop
+    the children run; the handlers before are restored on the way out. Yields a list the caller
+    fills with the signal's name once it has been caught (a second signal while stopping is
+    ignored: stopping is already under way)."""
+    caught: list[str] = []
+
+    def handler(signum: int, _frame: Any) -> None:
+        if caught:
+            return
+        caught.append(signal.Signals(signum).name)
+        raise Interrupted(caught[0])
+
+    if threading.current_thread() is not threading.main_thread():
+        yield caught  # signals reach the main thread only
+        return
+    before = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield caught
     finally:
-        for dag_id, state in paused.items():
-            try:
-                sched.set_paused(dag_id, state)
-            except Exception:  # noqa: BLE001 - stopping matters more than the pause flag
-                pass
-        echo("[demo] stopping Airflow")
-        sched.stop()
+        for sig, old in before.items():
+            signal.signal(sig, old)
+
+
+def _settle_interrupted(sched: Scheduler, echo: Callable[[str], None], signame: str) -> None:
+    """After a signal: cancel the unfinished backfills and mark every queued or running run of
+    the demo's DAGs failed, so no run is left ``running`` or ``queued`` for the next scheduler
+    (a later ``rankline demo`` or backfill runs those dates again: failed dates are
+    reprocessed)."""
+    echo(f"[demo] {signame}: cancelling the unfinished runs")
+    for dag_id in DAG_IDS:
+        try:
+            sched.cancel_backfills(dag_id)
+            for run in sched.runs(dag_id):
+                if run["state"] in ("queued", "running"):
+                    sched.set_run_state(dag_id, run["dag_run_id"], "failed")
+        except Exception as exc:  # noqa: BLE001 - stop the components whatever happens here
+            echo(f"[demo] could not settle {dag_id}'s runs: {exc}")
+
+
+def _demo_runs(sched: Scheduler, settings: Settings, dates: list[dt.date],
+               echo: Callable[[str], None], train_timeout: float, t0: float) -> bool:
+    """The demo's DAG runs on a started :class:`Scheduler` (:func:`run_demo`)."""
+    from pipeline.tracking import champion_version
+
+    echo(f"[demo] Airflow ready ({time.monotonic() - t0:.0f}s); ingest: backfill "
+         f"{dates[0]}..{dates[-1]}")
+    sched.set_paused("ingest", True)  # while the backfill is created: Scheduler.backfill
+    if stale := sched.cancel_backfills("ingest"):  # an earlier demo's, held by a failure
+        echo(f"[demo] cancelled unfinished ingest backfill(s) {stale}")
+    sched.backfill("ingest", dates[0], dates[-1])
+    sched.set_paused("ingest", False)
+    try:
+        _wait_dates(sched, dates, echo)
+    except DemoFailed:
+        sched.cancel_backfills("ingest")  # its later dates would wait on the failed one
+        raise
+    before = getattr(champion_version(settings), "version", None)
+    run_id = sched.scheduled_or_triggered("train", {"as_of": dates[-1].isoformat()})
+    took = sched.wait_run("train", run_id, train_timeout)
+    echo(f"[demo] train ok ({took:.0f}s)")
+    after = getattr(champion_version(settings), "version", None)
+    if after is None or after == before:
+        return after is not None
+    run_id = sched.scheduled_or_triggered("hulk_refresh", {})
+    took = sched.wait_run("hulk_refresh", run_id, 1800)
+    echo(f"[demo] hulk_refresh ok ({took:.0f}s)")
+    return True
 
 
 def _wait_dates(sched: Scheduler, dates: list[dt.date], echo: Callable[[str], None],

@@ -366,3 +366,54 @@ def test_a_backfill_of_more_dates_than_the_demo_is_created_whole_and_run_by_the_
             sched.cancel_backfills("ingest")
         finally:
             sched.stop()
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_demo_stops_every_child_and_leaves_no_run_unfinished(tmp_path, sig):
+    """``kill`` (SIGTERM, also what ``timeout``, systemd and docker send) and Ctrl-C (SIGINT)
+    sent to ``rankline demo`` mid-backfill: the demo stops its API server, DAG processor and
+    scheduler, frees their port, marks the runs it left queued or running failed, and exits
+    with 128 + the signal's number."""
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    home = tmp_path / "var"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "demo"], env=base_env(home),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        port, db = None, home / "airflow" / "airflow.db"
+        for line in proc.stdout:  # until the backfill's runs exist
+            lines.append(line)
+            if m := re.search(r"API server on http://127\.0\.0\.1:(\d+)", line):
+                port = int(m.group(1))
+            if "ingest: backfill" in line:
+                break
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline:
+            with sqlite3.connect(db) as con:
+                if con.execute("SELECT COUNT(*) FROM dag_run WHERE state IN ('queued', "
+                               "'running')").fetchone()[0]:
+                    break
+            time.sleep(0.5)
+        else:
+            pytest.fail("no ingest run started:\n" + "".join(lines))
+        proc.send_signal(getattr(signal, sig))
+        rest, _ = proc.communicate(timeout=120)  # a guard, not a measure
+        lines.append(rest)
+        left = {name: pid for name, pid in services.status(home).items() if pid is not None}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for name in services.status(home):  # whatever the demo left, by PID
+            services.stop(name, home, timeout=20)
+    out = "".join(lines)
+    assert proc.returncode == 128 + getattr(signal, sig), out
+    assert f"[demo] stopped by {sig}" in out, out
+    assert port is not None and services.port_free(port), out
+    assert not left, (left, out)
+    with sqlite3.connect(db) as con:
+        states = dict(con.execute("SELECT state, COUNT(*) FROM dag_run GROUP BY state"))
+    assert states and not {"queued", "running"} & set(states), states
