@@ -722,7 +722,13 @@ def main() -> None:
             typer.echo(str(exc), err=True)
             raise SystemExit(2) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app()
+    from serving.store import StoreError
+
+    try:
+        app()
+    except StoreError as exc:  # an expected answer (no older version, store down): no traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -272,8 +272,10 @@ def rollback_target(live: int, states: dict[int, str], to: int | None, ns: str) 
     if to is None:
         older = [v for v in standby if v < live]
         if not older:
-            raise NoRollbackTarget(f"{ns}: no kept version older than live {live} (the kept "
-                                   "versions: rankline store versions)")
+            raise NoRollbackTarget(f"{ns}: no kept version older than live {live}, so there is "
+                                   "nothing to roll back to (the kept versions: rankline store "
+                                   "versions; a second one comes with the next publish: "
+                                   "rankline run-dag hulk_refresh)")
         return older[0]
     if to not in standby:
         raise NoRollbackTarget(f"{ns}: version {to} is not kept (kept: {standby}, live: {live})")
