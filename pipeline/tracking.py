@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,9 +48,16 @@ def configure(settings: Settings) -> str:
         return _configure(settings)
 
 
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+"""The experiment's tag that makes MLflow's UI open it on its runs (model development), not on
+the empty GenAI overview it shows for an experiment without it."""
+
+
 def _configure(settings: Settings) -> str:
     import mlflow
 
+    # no artifact download bars: on stderr inside an Airflow task log each reads as an ERROR
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(settings.tracking_uri)
     try:
         exists = mlflow.get_experiment_by_name(settings.experiment) is not None
@@ -64,8 +72,10 @@ def _configure(settings: Settings) -> str:
         if not settings.tracking_uri.startswith(("http://", "https://", "databricks")):
             # a database-backed store would default to ./mlruns in the working directory
             kwargs["artifact_location"] = settings.artifact_root
-        mlflow.create_experiment(settings.experiment, **kwargs)
+        mlflow.create_experiment(settings.experiment, tags=dict([EXPERIMENT_KIND]), **kwargs)
     exp = mlflow.get_experiment_by_name(settings.experiment)
+    if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:  # made before the tag existed
+        mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
     return exp.experiment_id
 
 

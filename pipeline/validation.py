@@ -261,8 +261,11 @@ def build_suite(table: str, date: dt.date, columns: list[str] | tuple[str, ...] 
 def _context(docs_dir: Path):  # noqa: ANN202 - a GX context
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     ctx = gx.get_context(mode="ephemeral")
+    # no progress bars: on stderr inside an Airflow task log each reads as an ERROR line
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     for site in list(ctx.get_config().data_docs_sites or {}):
         ctx.delete_data_docs_site(site)
     ctx.add_data_docs_site(

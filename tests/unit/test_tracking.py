@@ -16,6 +16,19 @@ def test_one_mlflow_run_per_dag_run(settings):
     assert dag_run(settings, "train", "manual__2", "2026-01-14") != a
 
 
+def test_the_experiment_opens_on_its_runs_in_mlflow_ui(settings):
+    import mlflow
+
+    from pipeline.tracking import EXPERIMENT_KIND, configure
+
+    exp_id = configure(settings)
+    client = mlflow.MlflowClient()
+    assert client.get_experiment(exp_id).tags[EXPERIMENT_KIND[0]] == "custom_model_development"
+    client.delete_experiment_tag(exp_id, EXPERIMENT_KIND[0])  # an experiment made before it
+    assert configure(settings) == exp_id
+    assert client.get_experiment(exp_id).tags[EXPERIMENT_KIND[0]] == "custom_model_development"
+
+
 def test_rollback_switches_and_is_logged_to_mlflow(settings):
     import mlflow
 
