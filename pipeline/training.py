@@ -413,6 +413,17 @@ def should_promote(per_group: pd.DataFrame, *, challenger: str, min_groups: int,
                         vs_champ, status)
 
 
+def version_verdict(decision: GateDecision, family: str, chosen: str, mean: float,
+                    chosen_mean: float) -> str:
+    """What a registered version's ``gate`` tag says (pure): the gate's reason, and for a family
+    that passed the gate but lost to a better one, that it is not the champion and why (only
+    the best family that passes is promoted)."""
+    if not decision.promoted or family == chosen:
+        return decision.reason
+    return (decision.reason.removesuffix("promoted") + f"passed the gate, not promoted: {chosen} "
+            f"passed too with a higher mean NDCG@10 ({chosen_mean:.4f} against {mean:.4f})")
+
+
 def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
              trained: list[dict[str, Any]]) -> dict[str, Any]:
     """Held-out metrics of every contender, logged to MLflow; promote the best family on evidence.
@@ -478,7 +489,9 @@ def evaluate(settings: Settings, split: dict[str, list[str]], run_id: str,
     decision = decisions[chosen]
     winner = next(t for t in trained if t["family"] == chosen)
     for t in trained:
-        tag_version(settings, t["model_version"], "gate", decisions[t["family"]].reason)
+        tag_version(settings, t["model_version"], "gate",
+                    version_verdict(decisions[t["family"]], t["family"], chosen,
+                                    float(ndcg[t["family"]].mean()), float(ndcg[chosen].mean())))
     if decision.promoted:
         promote(settings, winner["model_version"], decision.reason)
 

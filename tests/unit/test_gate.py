@@ -198,3 +198,15 @@ def test_champion_window_and_overlap(test, overlap):
                                     {"train_dates": "x", "valid_dates": "2026-01-11..2026-01-12"}])
 def test_champion_window_unknown(params):
     assert champion_window(params, ["2026-01-13"]) == (None, None)
+
+
+def test_a_family_that_passes_but_loses_to_a_better_one_is_not_tagged_promoted():
+    from pipeline.training import version_verdict
+
+    d = should_promote(contenders(2_000, lift=0.1), **GATE)
+    assert d.promoted and d.reason.endswith("promoted")
+    assert version_verdict(d, "xgboost", "xgboost", 0.45, 0.45) == d.reason
+    lost = version_verdict(d, "xgboost", "neural", 0.4557, 0.4584)
+    assert lost.endswith("passed the gate, not promoted: neural passed too with a higher mean "
+                         "NDCG@10 (0.4584 against 0.4557)")
+    assert not lost.endswith("; promoted")
