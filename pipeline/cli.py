@@ -508,6 +508,9 @@ def airflow_cmd(ctx: typer.Context) -> None:
 
     s = _settings()
     env = {**airflow_env(s), **os.environ}
+    # `dags show` is the only command that renders with graphviz; the others warn on every call
+    env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"),
+                                                   "ignore:Could not import graphviz"]))
     args = list(ctx.args)
     if args[:1] != ["db"]:
         try:
@@ -519,7 +522,39 @@ def airflow_cmd(ctx: typer.Context) -> None:
     exe = str(airflow) if airflow.exists() else "airflow"
     sys.stdout.flush()
     sys.stderr.flush()
+    if args[:2] in (["dags", "pause"], ["dags", "unpause"]):
+        res = subprocess.run([exe, *args], env=env, stdout=subprocess.PIPE, text=True)
+        sys.stdout.write(pause_table(res.stdout, args[1] == "pause") if res.returncode == 0
+                         else res.stdout)
+        raise typer.Exit(res.returncode)
     os.execvpe(exe, [exe, *args], env)
+
+
+def pause_table(out: str, paused: bool) -> str:
+    """Airflow's ``dags pause``/``unpause`` output with ``is_paused`` as it is after the command
+    (pure): Airflow 3 prints the value it read before the change. Table and JSON outputs."""
+    import json
+
+    try:
+        rows = json.loads(out)
+    except ValueError:
+        lines = out.splitlines(keepends=True)
+        head = next((i for i, line in enumerate(lines) if "is_paused" in line), None)
+        if head is None:
+            return out
+        col = [c.strip() for c in lines[head].split("|")].index("is_paused")
+        for i in range(head + 1, len(lines)):
+            cells = lines[i].split("|")
+            if len(cells) > col and cells[col].strip() in ("True", "False"):
+                width = len(cells[col])
+                cells[col] = f" {paused}".ljust(width)
+                lines[i] = "|".join(cells)
+        return "".join(lines)
+    if isinstance(rows, list):
+        rows = [{**r, "is_paused": paused} if isinstance(r, dict) and "is_paused" in r else r
+                for r in rows]
+        return json.dumps(rows) + "\n"
+    return out
 
 
 @app.command()
