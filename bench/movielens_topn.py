@@ -28,7 +28,10 @@ Rows, all on the same split, through the same evaluator:
 * ``encoder scratch``: the SASRec-style encoder of :mod:`models.sequence`, full-softmax
   next-item objective, trained from random weights on every window of the training history
   (sequences cut into ``max_len + 1`` windows so no target is lost), epochs picked on the
-  validation item's NDCG@10 (patience ``--patience``), at most ``--epochs + --ft-epochs``.
+  validation item's NDCG@10 (patience ``--patience``), at most ``--epochs + --ft-epochs``;
+  its batch size (used by both encoder rows) chosen on the validation item from
+  ``--batch-sizes`` with the first seed, as the anchors' grids are (the peers keep
+  ``rectools``' batch of 128 and have their epochs chosen).
 * ``encoder pre-trained+fine-tuned``: :func:`models.sequence.pretrain` (rankline's weekly
   pre-training, its own early stopping on held-out training windows, never the validation
   item) on the same windows for at most ``--epochs``, then fine-tuned for at most
@@ -233,13 +236,33 @@ def catalog_scores(split: Split, enc, vocab, phase: str) -> np.ndarray:
     return out
 
 
+def scratch(split: Split, seed: int, args, batch_size: int) -> tuple[Any, list[float], int]:
+    """The encoder trained from random weights on every window of the training history, its
+    epoch kept by the validation item's NDCG@10: ``(encoder, validation curve, epoch kept)``."""
+    import torch
+
+    from models.sequence import EncoderConfig, ItemVocab, build_encoder
+
+    cfg = EncoderConfig(max_len=args.max_len)
+    train_ids = split.train_ids()
+    vocab = ItemVocab(np.concatenate(train_ids))
+    torch.manual_seed(seed)
+    enc = build_encoder(len(vocab), cfg)
+    _, curve, best = train(
+        enc, vocab, windows(train_ids, cfg.max_len + 1), epochs=args.epochs + args.ft_epochs,
+        lr=args.lr, batch_size=batch_size, seed=seed,
+        valid_fn=lambda e: float(evaluate(split, catalog_scores(split, e, vocab, "valid"),
+                                          "valid")[f"ndcg@{K}"].mean()),
+        patience=args.patience, last=None, name=f"seed {seed} scratch, batch {batch_size}")
+    return enc, curve, best
+
+
 def encoder_rows(split: Split, seed: int, args) -> dict[str, dict]:
     """Scratch and pre-trained+fine-tuned encoders of one seed: valid/test scores and info."""
     from models.retrieval import item_index
     from models.sequence import (
         EncoderConfig,
         ItemVocab,
-        build_encoder,
         pretrain,
         user_states,
     )
@@ -266,13 +289,7 @@ def encoder_rows(split: Split, seed: int, args) -> dict[str, dict]:
                             index=item_index(weights, args.exact_up_to, args.threads))
 
     out = {}
-    import torch
-
-    torch.manual_seed(seed)
-    enc = build_encoder(len(vocab), cfg)
-    _, curve, best = train(enc, vocab, wins, epochs=args.epochs + args.ft_epochs, lr=args.lr,
-                           batch_size=args.batch_size, seed=seed, valid_fn=valid_fn,
-                           patience=args.patience, last=None, name=f"seed {seed} scratch")
+    enc, curve, best = scratch(split, seed, args, args.batch_size)
     out["encoder scratch"] = {"valid": full(enc, "valid"), "test": full(enc, "test"),
                               "space": space(enc), "info": f"epoch {best}/{len(curve)}"}
 
@@ -417,7 +434,11 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--ft-lr", type=float, default=3e-4)
     ap.add_argument("--ft-last", type=int, default=10, help="targets per user fine-tuned on")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="the encoders' batch size (default: chosen from --batch-sizes)")
+    ap.add_argument("--batch-sizes", default="32,64",
+                    help="the grid the encoders' batch size is chosen from on the validation "
+                         "item (the first seed's scratch encoder, as the anchors' grids)")
     ap.add_argument("--max-len", type=int, default=50)
     ap.add_argument("--candidates", type=int, default=300, help="refresh candidates per user")
     ap.add_argument("--top-k", type=int, default=50, help="refresh list length")
@@ -480,6 +501,14 @@ def main() -> None:
     peers = peer_rows(split, seeds, args) if args.peers else {}
     rows.update(peers)
 
+    if args.batch_size is None:
+        grid = [int(b) for b in args.batch_sizes.split(",")][:1 if args.quick else None]
+        t0 = time.perf_counter()
+        tried = {b: max(scratch(split, seeds[0], args, b)[1]) for b in grid}
+        args.batch_size = max(grid, key=lambda b: (tried[b], -grid.index(b)))
+        stage(f"encoder batch size: {len(grid)} settings in {time.perf_counter() - t0:.0f}s, "
+              f"best {args.batch_size} (valid " + ", ".join(
+                  f"{b}: {v:.4f}" for b, v in tried.items()) + ")")
     enc_valid: dict[str, list[float]] = {}
     enc_scores: dict[tuple[str, int], np.ndarray] = {}
     enc_spaces: dict[tuple[str, int], Any] = {}
