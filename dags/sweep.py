@@ -20,7 +20,8 @@ from pipeline.dag_support import (
     params={
         **as_of_param("Last date of the split (default: newest validated features)"),
         "family": Param(None, type=["null", "string"],
-                        description="The model family to tune (default: xgboost)"),
+                        description="The model family to tune (default: the first of "
+                        "RANKLINE_MODELS)"),
         "trials": Param(None, type=["null", "integer"], minimum=1,
                         description="Trials (default: RANKLINE_SWEEP_TRIALS)"),
         "sampler": Param(None, type=["null", "string"], enum=[None, "tpe", "random", "grid"],
@@ -51,7 +52,7 @@ def sweep() -> None:
         s, params = settings(), context["params"]
         with fail_fast():
             return plan_sweep(s, assembled["split"], assembled["mlflow_run_id"],
-                              params.get("family") or "xgboost",
+                              params.get("family") or s.model_families[0],
                               params.get("trials") or s.sweep_trials,
                               params.get("sampler") or s.sweep_sampler)
 

@@ -245,7 +245,8 @@ app.add_typer(sweep_app, name="sweep")
 @sweep_app.callback()
 def sweep(
     ctx: typer.Context,
-    family: Annotated[str, typer.Option(help="The model family to tune")] = "xgboost",
+    family: Annotated[str | None, typer.Option(
+        help="The model family to tune (default: the first of RANKLINE_MODELS)")] = None,
     trials: Annotated[int | None, typer.Option(
         help="Trials (default: RANKLINE_SWEEP_TRIALS)")] = None,
     sampler: Annotated[str | None, typer.Option(
@@ -263,7 +264,7 @@ def sweep(
 
     os.environ["RANKLINE_SWEEP_PARALLEL"] = "1"  # one trial at a time here: each gets every core
     get_settings.cache_clear()
-    conf = {"family": family, **({"trials": trials} if trials else {}),
+    conf = {**({"family": family} if family else {}), **({"trials": trials} if trials else {}),
             **({"sampler": sampler} if sampler else {}), **({"as_of": date} if date else {})}
     run_dag("sweep", None, json.dumps(conf))
 
@@ -283,13 +284,19 @@ def _names(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _families(value: str | None) -> list[str]:
+    """The families of a ``--families`` option: those given, else ``RANKLINE_MODELS``."""
+    return _names(value) if value else _settings().model_families
+
+
 DateOption = Annotated[str | None, typer.Option(
     help="as_of of the (newest) split (default: the newest validated date)")]
 
 
 @sweep_app.command("compare")
 def sweep_compare(
-    family: Annotated[str, typer.Option(help="The model family tuned")] = "xgboost",
+    family: Annotated[str | None, typer.Option(
+        help="The model family tuned (default: the first of RANKLINE_MODELS)")] = None,
     samplers: Annotated[str, typer.Option(help="The two samplers compared")] = "tpe,random",
     repeats: Annotated[int, typer.Option(help="Sweeps per sampler")] = 10,
     trials: Annotated[int, typer.Option(help="Trials per sweep")] = 10,
@@ -303,6 +310,7 @@ def sweep_compare(
     from pipeline.selection import compare_samplers
 
     names = _names(samplers)
+    family = family or _settings().model_families[0]
     res = compare_samplers(_settings(), _as_of(date), family, tuple(names), repeats, trials,
                            fraction)  # type: ignore[arg-type]
     typer.echo(f"{family}: {repeats} sweeps of {trials} trials per sampler on {fraction:.0%} "
@@ -317,7 +325,8 @@ def sweep_compare(
 
 @app.command("learning-curve")
 def learning_curve_cmd(
-    families: Annotated[str, typer.Option(help="Families, comma-separated")] = "xgboost",
+    families: Annotated[str | None, typer.Option(
+        help="Families, comma-separated (default: RANKLINE_MODELS)")] = None,
     fractions: Annotated[str, typer.Option(
         help="Fractions of the training groups")] = "0.05,0.1,0.25,0.5,1",
     seeds: Annotated[int, typer.Option(help="Draws (and model seeds) per fraction")] = 3,
@@ -327,7 +336,7 @@ def learning_curve_cmd(
     (logged to MLflow with a plot, tag rankline.job=learning-curve)."""
     from pipeline.selection import learning_curve
 
-    table = learning_curve(_settings(), _as_of(date), _names(families),
+    table = learning_curve(_settings(), _as_of(date), _families(families),
                            [float(f) for f in _names(fractions)], seeds)
     stats = table.groupby(["family", "fraction"])[["valid_ndcg@10", "test_ndcg@10"]].agg(
         ["mean", "std"])
@@ -336,7 +345,8 @@ def learning_curve_cmd(
 
 @app.command("cv")
 def cv_cmd(
-    families: Annotated[str, typer.Option(help="Families, comma-separated")] = "xgboost",
+    families: Annotated[str | None, typer.Option(
+        help="Families, comma-separated (default: RANKLINE_MODELS)")] = None,
     folds: Annotated[int, typer.Option(help="Rolling origins (held-out windows)")] = 3,
     date: DateOption = None,
 ) -> None:
@@ -345,7 +355,7 @@ def cv_cmd(
     tag rankline.job=cv)."""
     from pipeline.selection import cross_validate, cv_summary
 
-    table = cross_validate(_settings(), _as_of(date), _names(families), folds)
+    table = cross_validate(_settings(), _as_of(date), _families(families), folds)
     typer.echo(table.pivot(index="test_dates", columns="model", values="ndcg@10")
                .round(4).to_string())
     typer.echo(cv_summary(table).round(4).to_string())
@@ -353,7 +363,9 @@ def cv_cmd(
 
 @app.command("select-features")
 def select_features_cmd(
-    family: Annotated[str, typer.Option(help="The family stage 2 and the report train")] = "xgboost",
+    family: Annotated[str | None, typer.Option(
+        help="The family stage 2 and the report train (default: the first of RANKLINE_MODELS)"
+    )] = None,
     fraction: Annotated[float, typer.Option(
         help="Fraction of the training groups the stages and the report train on")] = 0.25,
     repeats: Annotated[int, typer.Option(help="Shadow-feature repeats (stage 1)")] = 3,
@@ -367,7 +379,8 @@ def select_features_cmd(
     proposal with the RANKLINE_DROP_FEATURES line it prints last."""
     from pipeline.feature_selection import select_features
 
-    res = select_features(_settings(), _as_of(date), family, fraction, repeats, tolerance)
+    res = select_features(_settings(), _as_of(date), family or _settings().model_families[0],
+                          fraction, repeats, tolerance)
     st1 = res["stage1"]
     typer.echo(f"stage 1 (shadow features, {st1['repeats']} repeats): "
                f"{len(st1['survivors'])} survive, screened out: "

@@ -114,7 +114,7 @@ def backward_eliminate(candidates: Sequence[str], others: Sequence[str],
     return kept, steps
 
 
-def select_features(settings: Settings, as_of: dt.date, family: str = "xgboost",
+def select_features(settings: Settings, as_of: dt.date, family: str,
                     fraction: float = 0.25, repeats: int = 3, tolerance: float = 0.0,
                     random_subsets: int = 3) -> dict[str, Any]:
     """Both stages on ``fraction`` of the split's training groups, then the report; all logged

@@ -233,7 +233,7 @@ def traces_figure(traces: dict[str, np.ndarray], result: dict[str, Any], title: 
     return fig
 
 
-def compare_samplers(settings: Settings, as_of: dt.date, family: str = "xgboost",
+def compare_samplers(settings: Settings, as_of: dt.date, family: str,
                      samplers: tuple[str, str] = ("tpe", "random"), repeats: int = 10,
                      trials: int = 10, fraction: float = 0.25) -> dict[str, Any]:
     """``repeats`` sweeps of ``trials`` trials per sampler of ``family`` on ``fraction`` of the
