@@ -32,6 +32,10 @@ import sys
 import time
 from pathlib import Path
 
+NEGATIVES = 5
+"""Sampled negatives per request the fits keep (by popularity: the rows hold that many from
+each source), fixed so every run of the bench trains on the same rows."""
+
 # this file has the name of the `distributed` package: keep its folder off the import path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
@@ -65,7 +69,7 @@ def ddp(args: argparse.Namespace) -> None:
     from models.neural import NeuralScratchRanker
 
     train, valid = split(args.rows)
-    data = TrainingSet(train, valid)
+    data = TrainingSet(train, valid, negatives=NEGATIVES)
     cores = len(os.sched_getaffinity(0))
     n = args.workers
     runs = {"1 process x 1 thread": (1, 1, False), f"1 process x {cores} threads": (1, cores, False),
@@ -101,7 +105,7 @@ def dask(args: argparse.Namespace) -> None:
     from models.xgb import XGBoostRanker
 
     train, valid = split(args.rows)
-    data = TrainingSet(train, valid)
+    data = TrainingSet(train, valid, negatives=NEGATIVES)
     cores = len(os.sched_getaffinity(0))
     print(f"rows: {len(train)} training dates ({train[0].name}..{train[-1].name}), "
           f"{len(valid)} validation dates; {cores} cores")

@@ -27,6 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
+NEGATIVES = 5
+"""Sampled negatives per request the fits keep (by popularity: the rows hold that many from
+each source), fixed so every run of the bench trains on the same rows."""
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -61,7 +65,8 @@ def child(spec: dict) -> None:
     from models.neural import NeuralScratchRanker
     from models.xgb import XGBoostRanker
 
-    data = TrainingSet(tuple(map(Path, spec["train"])), tuple(map(Path, spec["valid"])))
+    data = TrainingSet(tuple(map(Path, spec["train"])), tuple(map(Path, spec["valid"])),
+                       negatives=NEGATIVES)
     cores = len(os.sched_getaffinity(0))
     if spec["family"] == "neural":
         model = NeuralScratchRanker(epochs=1, device="cpu", seed=7, threads=cores,
