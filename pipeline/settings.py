@@ -119,9 +119,10 @@ class Settings(BaseSettings):
         default=None, ge=0, le=1000,
         description="Negatives sampled per request from the match set (items the request did "
         "not show, from RANKLINE_NEGATIVE_SOURCE), label 0, in the training rows. Unset: "
-        "chosen per log on the validation dates among RANKLINE_NEGATIVE_CHOICES (the train DAG's training_set task; recorded in "
-        "its MLflow run), judged as the held-out evaluation judges: a count other than 0 only "
-        "when its paired interval over the validation groups is above zero.",
+        "chosen per log on the validation dates among RANKLINE_NEGATIVE_CHOICES (the train "
+        "DAG's training_set task; recorded in its MLflow run), judged as the held-out "
+        "evaluation judges: a count other than 0 only when its paired interval over the "
+        "validation groups is above zero.",
     )
     negative_choices: str = Field(
         default="0,5", pattern=r"^[0-9]+(,[0-9]+)*$",
