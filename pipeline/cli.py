@@ -284,6 +284,11 @@ def _names(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _family(value: str | None) -> str:
+    """The family of a ``--family`` option: the one given, else the first of RANKLINE_MODELS."""
+    return value or _settings().model_families[0]
+
+
 def _families(value: str | None) -> list[str]:
     """The families of a ``--families`` option: those given, else ``RANKLINE_MODELS``."""
     return _names(value) if value else _settings().model_families
@@ -310,7 +315,7 @@ def sweep_compare(
     from pipeline.selection import compare_samplers
 
     names = _names(samplers)
-    family = family or _settings().model_families[0]
+    family = _family(family)
     res = compare_samplers(_settings(), _as_of(date), family, tuple(names), repeats, trials,
                            fraction)  # type: ignore[arg-type]
     typer.echo(f"{family}: {repeats} sweeps of {trials} trials per sampler on {fraction:.0%} "
@@ -379,8 +384,8 @@ def select_features_cmd(
     proposal with the RANKLINE_DROP_FEATURES line it prints last."""
     from pipeline.feature_selection import select_features
 
-    res = select_features(_settings(), _as_of(date), family or _settings().model_families[0],
-                          fraction, repeats, tolerance)
+    res = select_features(_settings(), _as_of(date), _family(family), fraction, repeats,
+                          tolerance)
     st1 = res["stage1"]
     typer.echo(f"stage 1 (shadow features, {st1['repeats']} repeats): "
                f"{len(st1['survivors'])} survive, screened out: "
@@ -757,6 +762,7 @@ def docs_config(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     typer.echo(f"wrote {path}")
+
 
 def main() -> None:
     """Entry point: settings checked before any work (exit 2 naming each bad variable, no

@@ -66,6 +66,12 @@ def sample_negatives(
     return neg[neg["_seen"].isna()].drop(columns="_seen")
 
 
+def _as_rows(negatives: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Sampled negatives as training rows: label 0, no position, tagged with their source."""
+    return negatives.assign(position=np.nan, label=np.int8(IGNORED), is_negative=True,
+                            negative_source=np.int8(NEGATIVE_SOURCES.index(source) + 1))
+
+
 def build_rows(
     raw_dir: Path, offline_dir: Path, date: dt.date, negatives_per_request: int, seed: int
 ) -> pd.DataFrame:
@@ -90,10 +96,7 @@ def build_rows(
     rng_uniform = np.random.default_rng([seed, date.toordinal(), 2])
     uniform = sample_negatives(imp, pd.Series(1.0, index=popularity.index),
                                negatives_per_request, rng_uniform)
-    neg = neg.assign(position=np.nan, label=np.int8(IGNORED), is_negative=True,
-                     negative_source=np.int8(NEGATIVE_SOURCES.index("popularity") + 1))
-    uniform = uniform.assign(position=np.nan, label=np.int8(IGNORED), is_negative=True,
-                             negative_source=np.int8(NEGATIVE_SOURCES.index("uniform") + 1))
+    neg, uniform = _as_rows(neg, "popularity"), _as_rows(uniform, "uniform")
     rows = pd.concat(
         [imp[["request_id", "user_id", "item_id", "position", "label"]].assign(
             is_negative=False, negative_source=np.int8(0)), neg, uniform], ignore_index=True)
